@@ -1,0 +1,129 @@
+// Group norm (torch.nn.GroupNorm) and layer norm (torch.nn.LayerNorm over the last axis).
+// Statistics are accumulated in Double, one group or row per parallel item, so the result does
+// not depend on the thread count. Legend: n batch, c channels, g groups, s spatial size.
+
+/// Group normalisation of `[n, c, ...]` with per-channel affine `weight`/`bias` `[c]`, optionally
+/// followed by an activation fused into the same pass (the UNet's norm → SiLU pairs).
+public func groupNorm(
+  _ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float,
+  activation: Activation? = nil, options: ComputeOptions
+) -> Tensor {
+  let (n, c) = (x.shape[0], x.shape[1])
+  precondition(c % groups == 0, "groupNorm: \(c) channels do not split into \(groups) groups")
+  precondition(weight.shape == [c] && bias.shape == [c], "groupNorm affine \(weight.shape) for \(c) channels")
+  let s = x.count / Swift.max(1, n * c)
+  let channelsPerGroup = c / groups
+  let groupSize = channelsPerGroup * s
+  return Tensor(shape: x.shape) { out in
+    x.scalars.withUnsafeBufferPointer { src in
+      weight.scalars.withUnsafeBufferPointer { gamma in
+        bias.scalars.withUnsafeBufferPointer { beta in
+          guard let sb = src.baseAddress, let db = out.baseAddress, let gb = gamma.baseAddress,
+            let bb = beta.baseAddress
+          else { return }
+          let (source, destination) = (SharedPointer(sb), SharedMutablePointer(db))
+          let (scale, shift) = (SharedPointer(gb), SharedPointer(bb))
+          // One (item, group) per iteration; groups are disjoint slices of the output.
+          parallelFor(n * groups, grain: 1, options: options) { range in
+            for index in range {
+              let base = index * groupSize
+              let (mean, variance) = meanAndVariance(source.base + base, count: groupSize)
+              let inverse = Float(1 / (variance + Double(eps)).squareRoot())
+              let firstChannel = (index % groups) * channelsPerGroup
+              for channelInGroup in 0..<channelsPerGroup {
+                let channel = firstChannel + channelInGroup
+                let a = scale.base[channel] * inverse
+                let b = shift.base[channel] - Float(mean) * a
+                let offset = base + channelInGroup * s
+                forEachVector(source.base + offset, destination.base + offset, count: s) { v in
+                  let y = v * a + b
+                  return activation?.apply(y) ?? y
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Layer normalisation over the last axis with affine `weight`/`bias` of that axis' size.
+public func layerNorm(
+  _ x: Tensor, weight: Tensor, bias: Tensor, eps: Float, options: ComputeOptions
+) -> Tensor {
+  let width = x.shape[x.rank - 1]
+  precondition(weight.shape == [width] && bias.shape == [width], "layerNorm affine \(weight.shape) for \(x.shape)")
+  let rows = x.count / Swift.max(1, width)
+  return Tensor(shape: x.shape) { out in
+    x.scalars.withUnsafeBufferPointer { src in
+      weight.scalars.withUnsafeBufferPointer { gamma in
+        bias.scalars.withUnsafeBufferPointer { beta in
+          guard let sb = src.baseAddress, let db = out.baseAddress, let gb = gamma.baseAddress,
+            let bb = beta.baseAddress
+          else { return }
+          let (source, destination) = (SharedPointer(sb), SharedMutablePointer(db))
+          let (scale, shift) = (SharedPointer(gb), SharedPointer(bb))
+          // One row per item; rows are disjoint.
+          parallelFor(rows, grain: Swift.max(1, 4096 / Swift.max(1, width)), options: options) {
+            range in
+            for row in range {
+              let input = source.base + row * width
+              let output = destination.base + row * width
+              let (mean, variance) = meanAndVariance(input, count: width)
+              let inverse = Float(1 / (variance + Double(eps)).squareRoot())
+              let m = Float(mean)
+              for i in 0..<width { output[i] = (input[i] - m) * inverse * scale.base[i] + shift.base[i] }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Mean and biased variance of `count` floats, two passes in Double.
+@inline(__always)
+func meanAndVariance(_ p: UnsafePointer<Float>, count: Int) -> (Double, Double) {
+  guard count > 0 else { return (0, 0) }
+  var sum = SIMD8<Double>(repeating: 0)
+  var i = 0
+  while i + 8 <= count {
+    sum += SIMD8<Double>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self))
+    i += 8
+  }
+  var total = sum.sum()
+  while i < count { total += Double(p[i]); i += 1 }
+  let mean = total / Double(count)
+  var squares = SIMD8<Double>(repeating: 0)
+  i = 0
+  while i + 8 <= count {
+    let d = SIMD8<Double>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)) - mean
+    squares += d * d
+    i += 8
+  }
+  var squareTotal = squares.sum()
+  while i < count { let d = Double(p[i]) - mean; squareTotal += d * d; i += 1 }
+  return (mean, squareTotal / Double(count))
+}
+
+/// Plain-loop reference for `groupNorm` without activation (tests compare the two).
+public func referenceGroupNorm(
+  _ x: Tensor, groups: Int, weight: Tensor, bias: Tensor, eps: Float
+) -> Tensor {
+  let (n, c) = (x.shape[0], x.shape[1])
+  let s = x.count / (n * c)
+  let size = c / groups * s
+  var out = x.scalars
+  for index in 0..<(n * groups) {
+    let slice = x.scalars[(index * size)..<((index + 1) * size)].map(Double.init)
+    let mean = slice.reduce(0, +) / Double(size)
+    let variance = slice.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(size)
+    for j in 0..<size {
+      let channel = (index % groups) * (c / groups) + j / s
+      let normalized = (slice[j] - mean) / (variance + Double(eps)).squareRoot()
+      out[index * size + j] = Float(normalized * Double(weight.scalars[channel]) + Double(bias.scalars[channel]))
+    }
+  }
+  return Tensor(shape: x.shape, scalars: out)
+}

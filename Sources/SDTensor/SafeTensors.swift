@@ -1,0 +1,287 @@
+// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length, a JSON
+// header {name: {dtype, shape, data_offsets}, "__metadata__": {...}}, then the raw data.
+// The reader memory-maps the file and validates the whole header before any tensor is touched;
+// tensors are converted to Float32 when read (F16 and BF16 checkpoints are widened at load).
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// The element types a safetensors file may declare that this runtime reads.
+public enum SafeTensorsDType: String, Sendable {
+  case f32 = "F32"
+  case f16 = "F16"
+  case bf16 = "BF16"
+
+  /// Bytes per element.
+  public var size: Int { self == .f32 ? 4 : 2 }
+}
+
+/// Where one tensor lives in the file, as declared by the header (already validated).
+public struct SafeTensorsEntry: Sendable, Equatable {
+  public let dtype: SafeTensorsDType
+  public let shape: [Int]
+  /// Byte range inside the data section.
+  public let dataRange: Range<Int>
+}
+
+/// A validated, memory-mapped safetensors file. Immutable after `init`; the mapping is released
+/// when the last reference goes away.
+public final class SafeTensorsFile: @unchecked Sendable {
+  // @unchecked: every stored property is a `let` set in init; the mapped memory is only read.
+
+  /// The file path, used in error messages.
+  public let path: String
+  /// The tensors in the file by name.
+  public let entries: [String: SafeTensorsEntry]
+  /// The `__metadata__` strings of the header (empty when absent).
+  public let metadata: [String: String]
+  private let mapping: UnsafeRawPointer?
+  private let mappedLength: Int
+  private let dataStart: Int
+
+  /// Names of all tensors, sorted.
+  public var names: [String] { entries.keys.sorted() }
+
+  /// Opens and validates `path`.
+  /// - Throws: `WeightError.unreadableFile` when it cannot be opened or mapped,
+  ///   `WeightError.malformedFile` for a truncated file, bad header, out-of-range or overlapping
+  ///   offsets, or a shape that does not match the byte length; `WeightError.unsupportedDType`.
+  public init(path: String) throws(WeightError) {
+    self.path = path
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw .unreadableFile(path: path, reason: String(cString: strerror(errno))) }
+    defer { close(fd) }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else {
+      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
+    }
+    guard (info.st_mode & S_IFMT) == S_IFREG else {
+      throw .unreadableFile(path: path, reason: "not a regular file")
+    }
+    let length = Int(info.st_size)
+    guard length >= 8 else {
+      throw .malformedFile(path: path, reason: "file is \(length) bytes, shorter than the 8-byte header length")
+    }
+    guard let base = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+      throw .unreadableFile(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+    }
+    let raw = UnsafeRawPointer(base)
+    do {
+      let parsed = try SafeTensorsFile.parseHeader(raw, length: length, path: path)
+      (entries, metadata, dataStart) = parsed
+    } catch {
+      munmap(base, length)
+      throw error
+    }
+    mapping = raw
+    mappedLength = length
+  }
+
+  deinit {
+    if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), mappedLength) }
+  }
+
+  /// Largest header we accept; the reference implementation uses the same 100 MB bound.
+  static let maximumHeaderSize = 100_000_000
+
+  private static func parseHeader(
+    _ raw: UnsafeRawPointer, length: Int, path: String
+  ) throws(WeightError) -> ([String: SafeTensorsEntry], [String: String], Int) {
+    let declared = raw.loadUnaligned(as: UInt64.self).littleEndian
+    guard declared <= UInt64(length - 8) else {
+      throw .malformedFile(path: path, reason: "header length \(declared) exceeds the file size \(length)")
+    }
+    guard declared <= UInt64(maximumHeaderSize) else {
+      throw .malformedFile(path: path, reason: "header length \(declared) is over the 100 MB limit")
+    }
+    let headerSize = Int(declared)
+    let header = UnsafeRawBufferPointer(start: raw + 8, count: headerSize)
+    let json: JSONValue
+    do { json = try JSONValue.parse(header) } catch {
+      throw .malformedFile(path: path, reason: "header: \(error)")
+    }
+    guard let members = json.objectValue else {
+      throw .malformedFile(path: path, reason: "header is not a JSON object")
+    }
+    let dataStart = 8 + headerSize
+    let dataSize = length - dataStart
+    var entries: [String: SafeTensorsEntry] = [:]
+    var metadata: [String: String] = [:]
+    for (name, value) in members {
+      if name == "__metadata__" {
+        guard let fields = value.objectValue else {
+          throw .malformedFile(path: path, reason: "__metadata__ is not an object")
+        }
+        for (key, field) in fields {
+          guard let text = field.stringValue else {
+            throw .malformedFile(path: path, reason: "__metadata__ value '\(key)' is not a string")
+          }
+          metadata[key] = text
+        }
+        continue
+      }
+      entries[name] = try entry(name, value, dataSize: dataSize, path: path)
+    }
+    // Tensors may not share bytes (the format requires a dense, disjoint layout).
+    let ranges = entries.sorted { $0.value.dataRange.lowerBound < $1.value.dataRange.lowerBound }
+    for (previous, next) in zip(ranges, ranges.dropFirst())
+    where next.value.dataRange.lowerBound < previous.value.dataRange.upperBound {
+      throw .malformedFile(
+        path: path, reason: "tensors '\(previous.key)' and '\(next.key)' overlap in the data section")
+    }
+    return (entries, metadata, dataStart)
+  }
+
+  private static func entry(
+    _ name: String, _ value: JSONValue, dataSize: Int, path: String
+  ) throws(WeightError) -> SafeTensorsEntry {
+    guard let dtypeName = value["dtype"]?.stringValue else {
+      throw .malformedFile(path: path, reason: "tensor '\(name)' has no dtype string")
+    }
+    guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
+      throw .unsupportedDType(key: name, dtype: dtypeName, file: path)
+    }
+    guard let shapeValues = value["shape"]?.arrayValue else {
+      throw .malformedFile(path: path, reason: "tensor '\(name)' has no shape array")
+    }
+    var shape: [Int] = []
+    var elements = 1
+    for extentValue in shapeValues {
+      guard let extent = extentValue.intValue, extent >= 0 else {
+        throw .malformedFile(path: path, reason: "tensor '\(name)' has a bad extent in its shape")
+      }
+      let (product, overflow) = elements.multipliedReportingOverflow(by: extent)
+      guard !overflow, product <= dataSize else {
+        throw .malformedFile(path: path, reason: "tensor '\(name)' shape \(shapeValues.compactMap(\.intValue)) is larger than the file")
+      }
+      elements = product
+      shape.append(extent)
+    }
+    guard let offsets = value["data_offsets"]?.arrayValue, offsets.count == 2,
+      let begin = offsets[0].intValue, let end = offsets[1].intValue
+    else {
+      throw .malformedFile(path: path, reason: "tensor '\(name)' has no [begin, end] data_offsets")
+    }
+    guard begin >= 0, begin <= end, end <= dataSize else {
+      throw .malformedFile(
+        path: path, reason: "tensor '\(name)' offsets [\(begin), \(end)] are outside the \(dataSize)-byte data section")
+    }
+    guard end - begin == elements * dtype.size else {
+      throw .malformedFile(
+        path: path,
+        reason: "tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(elements * dtype.size) bytes, offsets give \(end - begin)")
+    }
+    return SafeTensorsEntry(dtype: dtype, shape: shape, dataRange: begin..<end)
+  }
+
+  /// Reads tensor `name`, widened to Float32.
+  /// - Throws: `WeightError.missingTensor` when absent.
+  public func tensor(_ name: String) throws(WeightError) -> Tensor {
+    guard let entry = entries[name] else { throw .missingTensor(key: name, file: path) }
+    return read(entry)
+  }
+
+  /// Reads the data of a validated entry, widened to Float32.
+  public func read(_ entry: SafeTensorsEntry) -> Tensor {
+    let count = entry.shape.reduce(1, *)
+    guard let mapping else { return Tensor(zeros: entry.shape) }
+    let source = mapping + dataStart + entry.dataRange.lowerBound
+    return Tensor(shape: entry.shape) { out in
+      guard let destination = out.baseAddress else { return }
+      switch entry.dtype {
+      case .f32:
+        UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: count * 4)
+      case .f16:
+        for i in 0..<count {
+          destination[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+        }
+      case .bf16:
+        // bfloat16 is the top half of a float32.
+        for i in 0..<count {
+          let bits = UInt32(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16
+          destination[i] = Float(bitPattern: bits)
+        }
+      }
+    }
+  }
+}
+
+/// Writes safetensors files (F32 data), atomically: a temporary file beside the target is
+/// written and renamed over it, so a failed write leaves no partial file.
+public enum SafeTensorsWriter {
+  /// Writes `tensors` and `metadata` to `path`.
+  /// - Throws: `WeightError.unwritableFile` naming the path and the system's reason.
+  public static func write(
+    _ tensors: [String: Tensor], metadata: [String: String] = [:], to path: String
+  ) throws(WeightError) {
+    var header: [String: JSONValue] = [:]
+    var offset = 0
+    let names = tensors.keys.sorted()
+    for name in names {
+      guard let tensor = tensors[name] else { continue }
+      let bytes = tensor.count * 4
+      header[name] = .object([
+        "dtype": .string("F32"), "shape": .array(tensor.shape.map { .integer($0) }),
+        "data_offsets": .array([.integer(offset), .integer(offset + bytes)]),
+      ])
+      offset += bytes
+    }
+    if !metadata.isEmpty { header["__metadata__"] = .object(metadata.mapValues { .string($0) }) }
+    var headerBytes = Array(JSONValue.object(header).serialized.utf8)
+    // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+    while headerBytes.count % 8 != 0 { headerBytes.append(0x20) }
+    var file: [UInt8] = []
+    file.reserveCapacity(8 + headerBytes.count + offset)
+    withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { file.append(contentsOf: $0) }
+    file.append(contentsOf: headerBytes)
+    for name in names {
+      tensors[name]?.scalars.withUnsafeBytes { file.append(contentsOf: $0) }
+    }
+    try AtomicFile.write(file, to: path)
+  }
+}
+
+/// Whole-file writes that never leave a partial file at the destination.
+public enum AtomicFile {
+  /// Writes `bytes` to a temporary file in the destination's folder, syncs it and renames it
+  /// over `path`. On any failure the temporary file is removed and nothing changes at `path`.
+  /// - Throws: `WeightError.unwritableFile`.
+  public static func write(_ bytes: [UInt8], to path: String) throws(WeightError) {
+    let temporary = path + ".partial-\(getpid())"
+    let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard fd >= 0 else {
+      throw .unwritableFile(path: path, reason: String(cString: strerror(errno)))
+    }
+    var written = 0
+    let failure: String? = bytes.withUnsafeBytes { buffer -> String? in
+      while written < buffer.count {
+        guard let base = buffer.baseAddress else { return nil }
+        let result = systemWrite(fd, base + written, buffer.count - written)
+        if result < 0 {
+          if errno == EINTR { continue }
+          return String(cString: strerror(errno))
+        }
+        written += result
+      }
+      return fsync(fd) == 0 ? nil : String(cString: strerror(errno))
+    }
+    close(fd)
+    if let failure {
+      unlink(temporary)
+      throw .unwritableFile(path: path, reason: failure)
+    }
+    guard rename(temporary, path) == 0 else {
+      let reason = String(cString: strerror(errno))
+      unlink(temporary)
+      throw .unwritableFile(path: path, reason: reason)
+    }
+  }
+}
+
+/// POSIX write(2), named apart from `AtomicFile.write` which would shadow it.
+private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+  write(fd, buffer, count)
+}

@@ -1,0 +1,35 @@
+// The one error type of SDTensor: everything that can go wrong reading weights from a file.
+
+/// A problem with a weights file or with a tensor read from it. Every case names the file.
+public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
+  /// The file could not be opened, mapped or read.
+  case unreadableFile(path: String, reason: String)
+  /// The file is not a valid safetensors file (truncated, bad header, bad offsets, ...).
+  case malformedFile(path: String, reason: String)
+  /// A tensor the model needs is not in the file.
+  case missingTensor(key: String, file: String)
+  /// A tensor has another shape than the model's configuration implies.
+  case shapeMismatch(key: String, expected: [Int], found: [Int], file: String)
+  /// A tensor is stored in a dtype this runtime does not read.
+  case unsupportedDType(key: String, dtype: String, file: String)
+  /// The file could not be written.
+  case unwritableFile(path: String, reason: String)
+
+  public var description: String {
+    switch self {
+    case .unreadableFile(let path, let reason):
+      return "cannot read \(path): \(reason)"
+    case .malformedFile(let path, let reason):
+      return "\(path) is not a valid safetensors file: \(reason)"
+    case .missingTensor(let key, let file):
+      return "\(file) has no tensor '\(key)' (is this the right model folder or checkpoint?)"
+    case .shapeMismatch(let key, let expected, let found, let file):
+      return "tensor '\(key)' in \(file) has shape \(found), expected \(expected)"
+        + " (does the config.json belong to these weights?)"
+    case .unsupportedDType(let key, let dtype, let file):
+      return "tensor '\(key)' in \(file) has dtype \(dtype); supported: F32, F16, BF16"
+    case .unwritableFile(let path, let reason):
+      return "cannot write \(path): \(reason)"
+    }
+  }
+}

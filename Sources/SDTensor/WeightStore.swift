@@ -1,0 +1,91 @@
+// The weights a model is built from: one or more safetensors files behind one key space, with
+// shape checks on every read and a record of which keys were read (leftovers are reported).
+
+import Synchronization
+
+/// A key space of tensors backed by safetensors files. Layers read their weights by diffusers key
+/// and state the shape they expect; checkpoints with another spelling are mapped onto those keys
+/// by a `keyMap` (stored name per diffusers key) instead of a second model implementation.
+public final class WeightStore: Sendable {
+  /// How a model key is found in the files.
+  public struct Source: Sendable, Equatable {
+    /// The name under which the tensor is stored.
+    public var storedName: String
+    /// Whether a stored shape with the same element count may be reshaped to the expected one
+    /// (original-layout checkpoints store some linear weights as 1×1 convolutions).
+    public var allowsReshape: Bool
+
+    public init(storedName: String, allowsReshape: Bool = false) {
+      self.storedName = storedName
+      self.allowsReshape = allowsReshape
+    }
+  }
+
+  private let files: [SafeTensorsFile]
+  private let index: [String: (file: Int, entry: SafeTensorsEntry)]
+  private let keyMap: [String: Source]
+  private let readKeys = Mutex<Set<String>>([])
+
+  /// Combines `files` into one key space, optionally renaming keys through `keyMap` (model key ->
+  /// source). Keys not in `keyMap` are looked up under their own name.
+  /// - Throws: `WeightError.malformedFile` when two files hold the same key.
+  public init(files: [SafeTensorsFile], keyMap: [String: Source] = [:]) throws(WeightError) {
+    var index: [String: (file: Int, entry: SafeTensorsEntry)] = [:]
+    for (position, file) in files.enumerated() {
+      for (name, entry) in file.entries {
+        if let earlier = index[name] {
+          throw .malformedFile(
+            path: file.path, reason: "tensor '\(name)' is also in \(files[earlier.file].path)")
+        }
+        index[name] = (position, entry)
+      }
+    }
+    self.files = files
+    self.index = index
+    self.keyMap = keyMap
+  }
+
+  /// Opens the safetensors files at `paths` as one store.
+  public convenience init(paths: [String], keyMap: [String: Source] = [:]) throws(WeightError) {
+    var files: [SafeTensorsFile] = []
+    for path in paths { files.append(try SafeTensorsFile(path: path)) }
+    try self.init(files: files, keyMap: keyMap)
+  }
+
+  /// A description of where the weights come from, for error messages.
+  public var origin: String { files.map(\.path).joined(separator: ", ") }
+
+  /// Whether `key` can be read.
+  public func contains(_ key: String) -> Bool {
+    index[keyMap[key]?.storedName ?? key] != nil
+  }
+
+  /// The stored shape of `key`, or nil when absent (used to infer sizes a config leaves out).
+  public func shape(of key: String) -> [Int]? {
+    index[keyMap[key]?.storedName ?? key]?.entry.shape
+  }
+
+  /// Reads `key`, checking that it has `shape`.
+  /// - Throws: `WeightError.missingTensor` or `WeightError.shapeMismatch`, naming the key as the
+  ///   model spells it and the file it was looked up in.
+  public func tensor(_ key: String, shape: [Int]) throws(WeightError) -> Tensor {
+    let source = keyMap[key] ?? Source(storedName: key)
+    guard let (fileIndex, entry) = index[source.storedName] else {
+      throw .missingTensor(key: source.storedName, file: origin)
+    }
+    let file = files[fileIndex]
+    let sameCount = entry.shape.reduce(1, *) == shape.reduce(1, *)
+    guard entry.shape == shape || (source.allowsReshape && sameCount) else {
+      throw .shapeMismatch(key: source.storedName, expected: shape, found: entry.shape, file: file.path)
+    }
+    readKeys.withLock { _ = $0.insert(source.storedName) }
+    return file.read(entry).reshaped(shape)
+  }
+
+  /// Stored names that no `tensor(_:shape:)` call has read so far, sorted. A model built from the
+  /// store should leave none under its prefix: a leftover means a layer was not wired.
+  public func unreadKeys(prefix: String = "") -> [String] {
+    let read = readKeys.withLock { $0 }
+    return index.keys.filter { $0.hasPrefix(prefix) && !read.contains($0) }.sorted()
+  }
+}
