@@ -9,14 +9,26 @@
   import Darwin
 #endif
 
-/// The element types a safetensors file may declare that this runtime reads.
+/// The element types a safetensors file may declare. Every one is accepted in a header (released
+/// checkpoints carry I64 buffers such as `position_ids`); only the float ones can be read.
 public enum SafeTensorsDType: String, Sendable {
-  case f32 = "F32"
-  case f16 = "F16"
-  case bf16 = "BF16"
+  case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+  case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
+  case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
+  case f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
 
   /// Bytes per element.
-  public var size: Int { self == .f32 ? 4 : 2 }
+  public var size: Int {
+    switch self {
+    case .f64, .i64, .u64: return 8
+    case .f32, .i32, .u32: return 4
+    case .f16, .bf16, .i16, .u16: return 2
+    case .i8, .u8, .bool, .f8e4m3, .f8e5m2: return 1
+    }
+  }
+
+  /// Whether `read` can widen this dtype to Float32.
+  public var isReadable: Bool { self == .f32 || self == .f16 || self == .bf16 }
 }
 
 /// Where one tensor lives in the file, as declared by the header (already validated).
@@ -178,14 +190,19 @@ public final class SafeTensorsFile: @unchecked Sendable {
   }
 
   /// Reads tensor `name`, widened to Float32.
-  /// - Throws: `WeightError.missingTensor` when absent.
+  /// - Throws: `WeightError.missingTensor` when absent, `WeightError.unsupportedDType` when it is
+  ///   not a float tensor.
   public func tensor(_ name: String) throws(WeightError) -> Tensor {
     guard let entry = entries[name] else { throw .missingTensor(key: name, file: path) }
-    return read(entry)
+    return try read(entry, name: name)
   }
 
-  /// Reads the data of a validated entry, widened to Float32.
-  public func read(_ entry: SafeTensorsEntry) -> Tensor {
+  /// Reads the data of a validated entry called `name`, widened to Float32.
+  /// - Throws: `WeightError.unsupportedDType` when it is not a float tensor.
+  public func read(_ entry: SafeTensorsEntry, name: String) throws(WeightError) -> Tensor {
+    guard entry.dtype.isReadable else {
+      throw .unsupportedDType(key: name, dtype: entry.dtype.rawValue, file: path)
+    }
     let count = entry.shape.reduce(1, *)
     guard let mapping else { return Tensor(zeros: entry.shape) }
     let source = mapping + dataStart + entry.dataRange.lowerBound
@@ -204,6 +221,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
           let bits = UInt32(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16
           destination[i] = Float(bitPattern: bits)
         }
+      default:
+        break  // excluded by the isReadable guard above
       }
     }
   }

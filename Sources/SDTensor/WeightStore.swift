@@ -79,7 +79,7 @@ public final class WeightStore: Sendable {
       throw .shapeMismatch(key: source.storedName, expected: shape, found: entry.shape, file: file.path)
     }
     readKeys.withLock { _ = $0.insert(source.storedName) }
-    return file.read(entry).reshaped(shape)
+    return try file.read(entry, name: source.storedName).reshaped(shape)
   }
 
   /// Stored names that no `tensor(_:shape:)` call has read so far, sorted. A model built from the

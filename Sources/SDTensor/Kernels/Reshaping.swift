@@ -1,26 +1,37 @@
-// Data movement without arithmetic: nearest-neighbour 2× upsampling, concatenation and splitting
+// Data movement without arithmetic: nearest-neighbour upsampling, concatenation and splitting
 // along an axis.
 
-/// Nearest-neighbour upsampling by 2 of `[n, c, h, w]` -> `[n, c, 2h, 2w]`
-/// (torch.nn.functional.interpolate(scale_factor=2.0, mode="nearest")).
-public func upsampleNearest2x(_ x: Tensor, options: ComputeOptions) -> Tensor {
-  precondition(x.rank == 4, "upsampleNearest2x needs NCHW, got \(x.shape)")
+/// Nearest-neighbour resize of `[n, c, h, w]` to `[n, c, height, width]`
+/// (torch.nn.functional.interpolate(mode="nearest"): output i reads input ⌊i · in/out⌋).
+/// The UNet upsamples 2× and passes the skip connection's size when the latent is odd-sized.
+public func upsampleNearest(
+  _ x: Tensor, height: Int, width: Int, options: ComputeOptions
+) -> Tensor {
+  precondition(x.rank == 4, "upsampleNearest needs NCHW, got \(x.shape)")
   let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-  return Tensor(shape: [n, c, 2 * h, 2 * w]) { out in
+  let rowScale = Float(h) / Float(height)
+  let columnScale = Float(w) / Float(width)
+  let sourceColumn = (0..<width).map { Swift.min(w - 1, Int((Float($0) * columnScale).rounded(.down))) }
+  let sourceRow = (0..<height).map { Swift.min(h - 1, Int((Float($0) * rowScale).rounded(.down))) }
+  return Tensor(shape: [n, c, height, width]) { out in
     x.scalars.withUnsafeBufferPointer { src in
       guard let s = src.baseAddress, let d = out.baseAddress else { return }
       let (source, destination) = (SharedPointer(s), SharedMutablePointer(d))
-      // One input row -> two output rows, disjoint per iteration.
-      parallelFor(n * c * h, grain: Swift.max(1, elementwiseGrain / Swift.max(1, 4 * w)), options: options) {
+      // One output plane per iteration; planes are disjoint.
+      parallelFor(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(1, height * width)), options: options) {
         range in
-        for row in range {
-          let input = source.base + row * w
-          let output = destination.base + row * 4 * w
-          for i in 0..<w {
-            output[2 * i] = input[i]
-            output[2 * i + 1] = input[i]
+        for plane in range {
+          let input = source.base + plane * h * w
+          let output = destination.base + plane * height * width
+          for y in 0..<height {
+            let line = output + y * width
+            if y > 0 && sourceRow[y] == sourceRow[y - 1] {
+              line.update(from: line - width, count: width)
+              continue
+            }
+            let inputRow = input + sourceRow[y] * w
+            for x in 0..<width { line[x] = inputRow[sourceColumn[x]] }
           }
-          (output + 2 * w).update(from: output, count: 2 * w)
         }
       }
     }
@@ -81,4 +92,23 @@ public func split(_ x: Tensor, sizes: [Int], axis: Int) -> [Tensor] {
 public func chunk(_ x: Tensor, _ count: Int, axis: Int) -> [Tensor] {
   precondition(x.shape[axis] % count == 0, "chunk \(x.shape) along \(axis) into \(count)")
   return split(x, sizes: Array(repeating: x.shape[axis] / count, count: count), axis: axis)
+}
+
+/// Zero-pads `[n, c, h, w]` by one row at the bottom and one column at the right
+/// (F.pad(x, (0, 1, 0, 1)), the asymmetric padding of the VAE encoder's downsampler).
+public func padRightAndBottom(_ x: Tensor) -> Tensor {
+  precondition(x.rank == 4, "padRightAndBottom needs NCHW, got \(x.shape)")
+  let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+  var out = [Float](repeating: 0, count: n * c * (h + 1) * (w + 1))
+  x.scalars.withUnsafeBufferPointer { src in
+    out.withUnsafeMutableBufferPointer { dst in
+      guard let s = src.baseAddress, let d = dst.baseAddress else { return }
+      for plane in 0..<(n * c) {
+        for y in 0..<h {
+          (d + (plane * (h + 1) + y) * (w + 1)).update(from: s + (plane * h + y) * w, count: w)
+        }
+      }
+    }
+  }
+  return Tensor(shape: [n, c, h + 1, w + 1], scalars: out)
 }

@@ -1,0 +1,124 @@
+// The CLIP text encoder, mirroring transformers' `CLIPTextModel` (models/clip/modeling_clip.py),
+// the `text_encoder/` folder of a diffusers checkpoint: token + position embeddings, pre-LN
+// transformer layers with a causal mask, final layer norm.
+
+import Foundation
+import SDTensor
+
+/// One pre-LN encoder layer (`CLIPEncoderLayer`): x + attn(ln1(x)), then x + mlp(ln2(x)).
+public struct CLIPEncoderLayer: Sendable {
+  public let layerNorm1: LayerNorm
+  public let qProj: Linear
+  public let kProj: Linear
+  public let vProj: Linear
+  public let outProj: Linear
+  public let layerNorm2: LayerNorm
+  public let fc1: Linear
+  public let fc2: Linear
+  public let heads: Int
+  public let activation: Activation
+
+  init(_ store: WeightStore, _ key: String, _ config: CLIPTextConfiguration) throws(WeightError) {
+    let width = config.hiddenSize
+    layerNorm1 = try LayerNorm(store, "\(key).layer_norm1", channels: width, eps: config.layerNormEps)
+    qProj = try Linear(store, "\(key).self_attn.q_proj", in: width, out: width)
+    kProj = try Linear(store, "\(key).self_attn.k_proj", in: width, out: width)
+    vProj = try Linear(store, "\(key).self_attn.v_proj", in: width, out: width)
+    outProj = try Linear(store, "\(key).self_attn.out_proj", in: width, out: width)
+    layerNorm2 = try LayerNorm(store, "\(key).layer_norm2", channels: width, eps: config.layerNormEps)
+    fc1 = try Linear(store, "\(key).mlp.fc1", in: width, out: config.intermediateSize)
+    fc2 = try Linear(store, "\(key).mlp.fc2", in: config.intermediateSize, out: width)
+    heads = config.headCount
+    activation = config.activation
+  }
+
+  /// `[b, t, hidden]` -> `[b, t, hidden]`.
+  public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
+    let normed = layerNorm1(x, options: options)
+    let attended = scaledDotProductAttention(
+      query: qProj(normed), key: kProj(normed), value: vProj(normed), heads: heads, causal: true,
+      options: options)
+    var hidden = x
+    hidden.add(outProj(attended))
+    let expanded = activate(fc1(layerNorm2(hidden, options: options)), activation, options: options)
+    hidden.add(fc2(expanded))
+    return hidden
+  }
+}
+
+/// The CLIP text transformer: token ids `[b, t]` -> hidden states `[b, t, hidden]`.
+public struct CLIPTextModel: Sendable {
+  public let configuration: CLIPTextConfiguration
+  public let tokenEmbedding: Tensor
+  public let positionEmbedding: Tensor
+  public let layers: [CLIPEncoderLayer]
+  public let finalLayerNorm: LayerNorm
+
+  /// Builds the model from `store`. Released SD checkpoints prefix every key with `text_model.`;
+  /// text encoders saved by transformers 5 drop it. Both are accepted.
+  /// - Throws: `WeightError` naming a missing or mis-shaped key.
+  public init(configuration config: CLIPTextConfiguration, weights store: WeightStore) throws(WeightError) {
+    let prefix =
+      store.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : ""
+    configuration = config
+    tokenEmbedding = try store.tensor(
+      "\(prefix)embeddings.token_embedding.weight", shape: [config.vocabularySize, config.hiddenSize])
+    positionEmbedding = try store.tensor(
+      "\(prefix)embeddings.position_embedding.weight", shape: [config.maxPositions, config.hiddenSize])
+    var layers: [CLIPEncoderLayer] = []
+    for index in 0..<config.layerCount {
+      layers.append(try CLIPEncoderLayer(store, "\(prefix)encoder.layers.\(index)", config))
+    }
+    self.layers = layers
+    finalLayerNorm = try LayerNorm(
+      store, "\(prefix)final_layer_norm", channels: config.hiddenSize, eps: config.layerNormEps)
+  }
+
+  /// Loads `config.json` and `model.safetensors` (or the `.fp16` variant) from a
+  /// `text_encoder/` folder.
+  /// - Throws: `ModelError` for a bad config, missing file, or weights that do not fit.
+  public init(directory: URL) throws(ModelError) {
+    let config = try CLIPTextConfiguration(contentsOf: directory.appendingPathComponent("config.json"))
+    let store = try WeightStore.open(directory: directory, stem: "model")
+    do { try self.init(configuration: config, weights: store) } catch { throw .weights(error) }
+  }
+
+  /// The token and position embeddings of `ids` (`[b][t]`, t ≤ maxPositions) -> `[b, t, hidden]`.
+  public func embed(_ ids: [[Int]]) -> Tensor {
+    let width = configuration.hiddenSize
+    let length = ids.first?.count ?? 0
+    precondition(length <= configuration.maxPositions, "\(length) tokens, at most \(configuration.maxPositions)")
+    var out = [Float](repeating: 0, count: ids.count * length * width)
+    for (row, sequence) in ids.enumerated() {
+      precondition(sequence.count == length, "token rows of different lengths")
+      for (position, id) in sequence.enumerated() {
+        precondition(id >= 0 && id < configuration.vocabularySize, "token id \(id) out of range")
+        let base = (row * length + position) * width
+        for c in 0..<width {
+          out[base + c] = tokenEmbedding.scalars[id * width + c] + positionEmbedding.scalars[position * width + c]
+        }
+      }
+    }
+    return Tensor(shape: [ids.count, length, width], scalars: out)
+  }
+
+  /// Hidden states after the embeddings (index 0) and after each layer (index i), without the
+  /// final layer norm: transformers' `output_hidden_states`.
+  public func hiddenStates(_ ids: [[Int]], options: ComputeOptions) -> [Tensor] {
+    var states = [embed(ids)]
+    for layer in layers {
+      states.append(layer(states[states.count - 1], options: options))
+    }
+    return states
+  }
+
+  /// Encodes token ids `[b][t]` -> `[b, t, hidden]`: the last hidden state after the final
+  /// layer norm, or with `skipLastLayers` = k > 0 the output of layer count − k, also
+  /// final-normed (diffusers' `clip_skip`).
+  public func callAsFunction(_ ids: [[Int]], skipLastLayers: Int = 0, options: ComputeOptions) -> Tensor {
+    precondition(skipLastLayers >= 0 && skipLastLayers < layers.count, "clip skip \(skipLastLayers)")
+    var hidden = embed(ids)
+    for layer in layers.prefix(layers.count - skipLastLayers) { hidden = layer(hidden, options: options) }
+    return finalLayerNorm(hidden, options: options)
+  }
+}

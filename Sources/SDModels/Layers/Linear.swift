@@ -1,0 +1,53 @@
+// nn.Linear and nn.Conv2d as layers that hold their checkpoint tensors.
+
+import SDTensor
+
+/// y = x·Wᵀ + b over the last axis: `[..., inFeatures]` -> `[..., outFeatures]` (torch.nn.Linear).
+public struct Linear: Sendable {
+  /// `[outFeatures, inFeatures]`, as stored in the checkpoint.
+  public let weight: Tensor
+  /// `[outFeatures]`.
+  public let bias: Tensor?
+
+  /// Reads `<key>.weight` (and `<key>.bias`) from `store`.
+  /// - Throws: `WeightError` when a tensor is missing or has another shape.
+  public init(
+    _ store: WeightStore, _ key: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = true
+  ) throws(WeightError) {
+    weight = try store.tensor("\(key).weight", shape: [outFeatures, inFeatures])
+    self.bias = bias ? try store.tensor("\(key).bias", shape: [outFeatures]) : nil
+  }
+
+  public var outFeatures: Int { weight.shape[0] }
+
+  public func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+}
+
+/// 2-D convolution, `[n, in, h, w]` -> `[n, out, h', w']` (torch.nn.Conv2d with square kernel,
+/// equal padding on all sides).
+public struct Conv2D: Sendable {
+  /// `[out, in, kernel, kernel]`.
+  public let weight: Tensor
+  /// `[out]`.
+  public let bias: Tensor?
+  public let stride: Int
+  public let padding: Int
+
+  /// Reads `<key>.weight` and `<key>.bias` from `store`.
+  /// - Throws: `WeightError` when a tensor is missing or has another shape.
+  public init(
+    _ store: WeightStore, _ key: String, in inChannels: Int, out outChannels: Int, kernel: Int,
+    stride: Int = 1, padding: Int = 0, bias: Bool = true
+  ) throws(WeightError) {
+    weight = try store.tensor("\(key).weight", shape: [outChannels, inChannels, kernel, kernel])
+    self.bias = bias ? try store.tensor("\(key).bias", shape: [outChannels]) : nil
+    self.stride = stride
+    self.padding = padding
+  }
+
+  public var outChannels: Int { weight.shape[0] }
+
+  public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
+    conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, options: options)
+  }
+}

@@ -1,0 +1,26 @@
+// Finding the weights file of a diffusers model folder (`unet/`, `vae/`, `text_encoder/`).
+
+import Foundation
+import SDTensor
+
+extension WeightStore {
+  /// Opens `<stem>.safetensors` in `directory`, or the `<stem>.fp16.safetensors` variant that
+  /// diffusers writes for half-precision checkpoints.
+  /// - Throws: `ModelError.weights` when neither exists (naming a pickle `.bin` if that is all
+  ///   there is, which is refused: loading it would run arbitrary code) or the file is invalid.
+  static func open(directory: URL, stem: String) throws(ModelError) -> WeightStore {
+    let manager = FileManager.default
+    for name in ["\(stem).safetensors", "\(stem).fp16.safetensors"] {
+      let path = directory.appendingPathComponent(name).path
+      if manager.fileExists(atPath: path) {
+        do { return try WeightStore(paths: [path]) } catch { throw .weights(error) }
+      }
+    }
+    let pickle = directory.appendingPathComponent("\(stem).bin").path
+    let reason =
+      manager.fileExists(atPath: pickle)
+      ? "only a PyTorch pickle (\(stem).bin) is there; convert it to safetensors (pickles can run code)"
+      : "no \(stem).safetensors or \(stem).fp16.safetensors"
+    throw .weights(.unreadableFile(path: directory.path, reason: reason))
+  }
+}

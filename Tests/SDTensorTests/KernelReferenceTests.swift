@@ -1,0 +1,190 @@
+// Level 1 and 2 checks of the kernels: each against PyTorch outputs committed in
+// weights/fixtures/ops.safetensors (see weights/FIXTURES.md), and the fast paths against their
+// plain-loop references on awkward shapes.
+
+import SDTestSupport
+import SDTensor
+import Testing
+
+private let two = ComputeOptions(threadCount: 2)
+
+private func expectClose(
+  _ actual: Tensor, _ expected: Tensor, _ name: String, tolerance: Float = referenceTolerance,
+  sourceLocation: SourceLocation = #_sourceLocation
+) {
+  let difference = compare(actual, expected, name: name)
+  #expect(difference.isWithin(tolerance), "\(difference)", sourceLocation: sourceLocation)
+}
+
+@Suite("Kernels match PyTorch (ops.safetensors)")
+struct KernelReferenceTests {
+  let ops: SafeTensorsFile
+
+  init() throws { ops = try fixture("ops.safetensors") }
+
+  func t(_ name: String) throws -> Tensor { try ops.tensor(name) }
+
+  @Test("linear and batched matmul")
+  func products() throws {
+    expectClose(
+      linear(try t("linear.x"), weight: try t("linear.weight"), bias: try t("linear.bias")),
+      try t("linear.out"), "linear")
+    expectClose(matmul(try t("matmul.a"), try t("matmul.b")), try t("matmul.out"), "matmul")
+  }
+
+  @Test(
+    "conv2d: stride, padding, 1×1 and 3×3, batch",
+    arguments: [("k3s1p1", 1, 1), ("k3s2p1", 2, 1), ("k1s1p0", 1, 0), ("k3s1p0", 1, 0)])
+  func convolution(name: String, stride: Int, padding: Int) throws {
+    let prefix = "conv.\(name)"
+    let out = conv2d(
+      try t("\(prefix).x"), weight: try t("\(prefix).weight"), bias: try t("\(prefix).bias"),
+      stride: stride, padding: padding, options: two)
+    expectClose(out, try t("\(prefix).out"), prefix)
+  }
+
+  @Test("conv2d after the VAE encoder's right/bottom padding")
+  func paddedDownsample() throws {
+    let prefix = "conv.k3s2p0_padded"
+    let out = conv2d(
+      padRightAndBottom(try t("\(prefix).x")), weight: try t("\(prefix).weight"),
+      bias: try t("\(prefix).bias"), stride: 2, padding: 0, options: two)
+    expectClose(out, try t("\(prefix).out"), prefix)
+  }
+
+  @Test(
+    "group norm with its per-place epsilon",
+    arguments: [("eps6", 32, Float(1e-6)), ("eps5", 32, Float(1e-5)), ("small", 3, Float(1e-5))])
+  func groupNormalisation(name: String, groups: Int, eps: Float) throws {
+    let prefix = "groupnorm.\(name)"
+    let out = groupNorm(
+      try t("\(prefix).x"), groups: groups, weight: try t("\(prefix).weight"),
+      bias: try t("\(prefix).bias"), eps: eps, options: two)
+    expectClose(out, try t("\(prefix).out"), prefix)
+  }
+
+  @Test("layer norm and softmax")
+  func layerNormAndSoftmax() throws {
+    let out = layerNorm(
+      try t("layernorm.x"), weight: try t("layernorm.weight"), bias: try t("layernorm.bias"),
+      eps: 1e-5, options: two)
+    expectClose(out, try t("layernorm.out"), "layernorm")
+    expectClose(softmax(try t("softmax.x"), options: two), try t("softmax.out"), "softmax")
+  }
+
+  @Test(
+    "activations",
+    arguments: [
+      ("silu", Activation.silu), ("gelu", .gelu), ("gelu_tanh", .geluTanh),
+      ("quick_gelu", .quickGELU),
+    ])
+  func activation(name: String, activation: Activation) throws {
+    expectClose(activate(try t("act.x"), activation, options: two), try t("act.\(name)"), name)
+  }
+
+  @Test("GEGLU and nearest upsampling")
+  func gegluAndUpsample() throws {
+    expectClose(geglu(try t("geglu.x"), options: two), try t("geglu.out"), "geglu")
+    let x = try t("upsample.x")
+    expectClose(
+      upsampleNearest(x, height: 2 * x.shape[2], width: 2 * x.shape[3], options: two),
+      try t("upsample.out"), "upsample")
+  }
+
+  @Test(
+    "attention: cross, causal, long",
+    arguments: [("attention", 2, false), ("attention_causal", 3, true), ("attention_long", 1, false)])
+  func attention(name: String, heads: Int, causal: Bool) throws {
+    let out = scaledDotProductAttention(
+      query: try t("\(name).q"), key: try t("\(name).k"), value: try t("\(name).v"), heads: heads,
+      causal: causal, options: two)
+    expectClose(out, try t("\(name).out"), name)
+  }
+
+  @Test(
+    "sinusoidal timestep embedding",
+    arguments: [("flip", 32, true, Float(0)), ("noflip", 32, false, Float(1)), ("odd", 33, true, Float(0))])
+  func timestepEmbeddings(name: String, dimension: Int, flip: Bool, shift: Float) throws {
+    let out = timestepEmbedding(
+      try t("temb.t").scalars, dimension: dimension, flipSinToCos: flip, downscaleFreqShift: shift)
+    expectClose(out, try t("temb.\(name)"), "temb.\(name)")
+  }
+}
+
+@Suite("Fast kernels match their plain-loop references")
+struct KernelConsistencyTests {
+  @Test("matmul on awkward sizes", arguments: [(1, 1, 1), (7, 13, 5), (31, 2, 17), (64, 40, 33)])
+  func matmulShapes(m: Int, k: Int, n: Int) {
+    let a = seededTensor([m, k], seed: 1)
+    let b = seededTensor([k, n], seed: 2)
+    let difference = compare(matmul(a, b), referenceMatmul(a, b), name: "matmul \(m)x\(k)x\(n)")
+    #expect(difference.isWithin(1e-5), "\(difference)")
+  }
+
+  @Test(
+    "conv2d tiles and strides",
+    arguments: [
+      ([1, 3, 5, 7], [2, 3, 3, 3], 1, 1), ([2, 5, 11, 3], [4, 5, 3, 3], 2, 1),
+      ([1, 2, 9, 9], [3, 2, 1, 1], 1, 0), ([1, 1, 4, 4], [1, 1, 3, 3], 2, 2),
+    ])
+  func convolutionShapes(input: [Int], weight: [Int], stride: Int, padding: Int) {
+    let x = seededTensor(input, seed: 3)
+    let w = seededTensor(weight, seed: 4)
+    let b = seededTensor([weight[0]], seed: 5)
+    let fast = conv2d(x, weight: w, bias: b, stride: stride, padding: padding, options: ComputeOptions(threadCount: 2))
+    let slow = referenceConv2d(x, weight: w, bias: b, stride: stride, padding: padding)
+    let difference = compare(fast, slow, name: "conv \(input) \(weight)")
+    #expect(difference.isWithin(1e-5), "\(difference)")
+  }
+
+  @Test("attention in query blocks equals the reference, with and without the causal mask")
+  func attentionBlocks() {
+    for causal in [false, true] {
+      let q = seededTensor([2, 17, 12], seed: 6)
+      let k = seededTensor([2, 17, 12], seed: 7)
+      let v = seededTensor([2, 17, 12], seed: 8)
+      let fast = scaledDotProductAttention(query: q, key: k, value: v, heads: 3, causal: causal, options: ComputeOptions(threadCount: 2))
+      let slow = referenceAttention(query: q, key: k, value: v, heads: 3, causal: causal)
+      let difference = compare(fast, slow, name: "attention causal=\(causal)")
+      #expect(difference.isWithin(1e-5), "\(difference)")
+    }
+  }
+
+  @Test("group norm with fused SiLU equals norm then SiLU; results do not depend on threads")
+  func groupNormFusion() {
+    let x = seededTensor([2, 64, 3, 5], seed: 9)
+    let gamma = seededTensor([64], seed: 10)
+    let beta = seededTensor([64], seed: 11)
+    let one = ComputeOptions(threadCount: 1)
+    let plain = referenceGroupNorm(x, groups: 32, weight: gamma, bias: beta, eps: 1e-5)
+    let fused = groupNorm(x, groups: 32, weight: gamma, bias: beta, eps: 1e-5, activation: .silu, options: two)
+    let expected = plain.map { Activation.silu.reference($0) }
+    #expect(compare(fused, expected).isWithin(1e-5), "\(compare(fused, expected))")
+    let single = groupNorm(x, groups: 32, weight: gamma, bias: beta, eps: 1e-5, activation: .silu, options: one)
+    #expect(single == fused)
+  }
+
+  @Test("vector activations match libm over a wide range")
+  func activationAccuracy() {
+    let x = Tensor(shape: [2001], scalars: (0...2000).map { Float($0 - 1000) / 50 })
+    for activation in [Activation.silu, .gelu, .geluTanh, .quickGELU] {
+      let fast = activate(x, activation, options: two)
+      let slow = x.map { activation.reference($0) }
+      #expect(compare(fast, slow).isWithin(1e-6), "\(activation): \(compare(fast, slow))")
+    }
+  }
+
+  @Test("permute and broadcasting arithmetic")
+  func dataMovement() {
+    let x = Tensor(shape: [2, 3, 4], scalars: (0..<24).map(Float.init))
+    let p = x.permuted([2, 0, 1])
+    #expect(p.shape == [4, 2, 3])
+    #expect(p.scalars[0..<6] == [0, 4, 8, 12, 16, 20])
+    let bias = Tensor(shape: [3, 1], scalars: [100, 200, 300])
+    let sum = x + bias
+    #expect(sum.scalars[0] == 100 && sum.scalars[4] == 204 && sum.scalars[23] == 323)
+    let parts = split(x, sizes: [1, 2], axis: 1)
+    #expect(parts[1].shape == [2, 2, 4] && parts[1].scalars[0] == 4)
+    #expect(concatenate(parts, axis: 1) == x)
+  }
+}
