@@ -1,1 +1,64 @@
-print("bench")
+// `swift run -c release bench`: kernel throughput against this machine's own sgemm peak, and the
+// SD 1.5 model parts at full size with synthetic weights. Prints a human table on stderr and one
+// JSON line on stdout. Speed targets live here, never in `swift test`.
+
+import Foundation
+import SDModels
+import SDPipeline
+import SDTensor
+
+let arguments = BenchArguments.parse(CommandLine.arguments.dropFirst())
+#if DEBUG
+  printError("WARNING: debug build; numbers are meaningless. Use `swift run -c release bench`.")
+#endif
+BLAS.setThreadCount(arguments.threads)
+let options = ComputeOptions(threadCount: arguments.threads)
+var report = BenchReport(threads: arguments.threads)
+printError("bench: \(arguments.threads) threads, BLAS \(BLAS.buildDescription)")
+
+// 1. The machine's sgemm peak at the GEMM shapes an SD 1.5 UNet issues (m × k × n).
+let gemmShapes = [(4096, 320, 320), (4096, 2880, 320), (1024, 5760, 640), (256, 11520, 1280)]
+var peak = 0.0
+for threads in Set([1, arguments.threads]).sorted() {
+  BLAS.setThreadCount(threads)
+  for (m, k, n) in gemmShapes {
+    let rate = gemmRate(m: m, k: k, n: n)
+    report.add("sgemm \(m)x\(k)x\(n) t\(threads)", gflops: rate)
+    if threads == arguments.threads { peak = max(peak, rate) }
+  }
+}
+BLAS.setThreadCount(arguments.threads)
+report.peakGFLOPS = peak
+printError(String(format: "sgemm peak (%d threads): %.1f GFLOP/s", arguments.threads, peak))
+
+// 2. Our kernels at SD 1.5 sizes as a fraction of that peak.
+do {
+  let x = benchTensor([2, 320, 64, 64])
+  let w = benchTensor([320, 320, 3, 3])
+  let b = benchTensor([320])
+  let flops = 2.0 * 2 * 320 * 64 * 64 * 320 * 9
+  let seconds = timeMedian(runs: 3) { _ = conv2d(x, weight: w, bias: b, padding: 1, options: options) }
+  report.add("conv2d 3x3 2x320x64x64", seconds: seconds, flops: flops)
+}
+do {
+  let q = benchTensor([2, 4096, 320])
+  let flops = 2.0 * 2 * 2 * 4096 * 4096 * 320
+  let seconds = timeMedian(runs: 3) {
+    _ = scaledDotProductAttention(query: q, key: q, value: q, heads: 8, options: options)
+  }
+  report.add("attention 2x8x4096x40", seconds: seconds, flops: flops)
+}
+
+do {
+  let scores = benchTensor([2048, 4096])
+  let seconds = timeMedian(runs: 3) { _ = softmax(scores, options: options) }
+  report.add("softmax 2048x4096", seconds: seconds)
+  report.extra["softmax ns per element"] = seconds / Double(scores.count) * 1e9
+}
+
+if !arguments.kernelsOnly {
+  try runModelBenchmarks(arguments: arguments, options: options, report: &report)
+}
+report.peakResidentBytes = peakResidentBytes()
+printError(report.table)
+print(report.json)

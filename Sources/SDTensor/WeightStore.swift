@@ -25,6 +25,8 @@ public final class WeightStore: Sendable {
   private let index: [String: (file: Int, entry: SafeTensorsEntry)]
   private let keyMap: [String: Source]
   private let readKeys = Mutex<Set<String>>([])
+  /// When set, every key exists and is generated from this seed (see `init(syntheticSeed:)`).
+  private let syntheticSeed: UInt64?
 
   /// Combines `files` into one key space, optionally renaming keys through `keyMap` (model key ->
   /// source). Keys not in `keyMap` are looked up under their own name.
@@ -43,6 +45,17 @@ public final class WeightStore: Sendable {
     self.files = files
     self.index = index
     self.keyMap = keyMap
+    syntheticSeed = nil
+  }
+
+  /// A store that has every key and makes each tensor on demand, deterministically from `seed`
+  /// and the key: norm scales near 1, biases small, other weights ~N(0, 1/fan-in). It lets the
+  /// benchmark build full-size models without downloading weights; the outputs mean nothing.
+  public init(syntheticSeed seed: UInt64) {
+    files = []
+    index = [:]
+    keyMap = [:]
+    syntheticSeed = seed
   }
 
   /// Opens the safetensors files at `paths` as one store.
@@ -53,11 +66,13 @@ public final class WeightStore: Sendable {
   }
 
   /// A description of where the weights come from, for error messages.
-  public var origin: String { files.map(\.path).joined(separator: ", ") }
+  public var origin: String {
+    syntheticSeed.map { "synthetic weights (seed \($0))" } ?? files.map(\.path).joined(separator: ", ")
+  }
 
   /// Whether `key` can be read.
   public func contains(_ key: String) -> Bool {
-    index[keyMap[key]?.storedName ?? key] != nil
+    syntheticSeed != nil || index[keyMap[key]?.storedName ?? key] != nil
   }
 
   /// The stored shape of `key`, or nil when absent (used to infer sizes a config leaves out).
@@ -69,6 +84,7 @@ public final class WeightStore: Sendable {
   /// - Throws: `WeightError.missingTensor` or `WeightError.shapeMismatch`, naming the key as the
   ///   model spells it and the file it was looked up in.
   public func tensor(_ key: String, shape: [Int]) throws(WeightError) -> Tensor {
+    if let syntheticSeed { return synthetic(key, shape: shape, seed: syntheticSeed) }
     let source = keyMap[key] ?? Source(storedName: key)
     guard let (fileIndex, entry) = index[source.storedName] else {
       throw .missingTensor(key: source.storedName, file: origin)
@@ -87,5 +103,25 @@ public final class WeightStore: Sendable {
   public func unreadKeys(prefix: String = "") -> [String] {
     let read = readKeys.withLock { $0 }
     return index.keys.filter { $0.hasPrefix(prefix) && !read.contains($0) }.sorted()
+  }
+
+  private func synthetic(_ key: String, shape: [Int], seed: UInt64) -> Tensor {
+    // FNV-1a of the key makes each tensor independent of the order layers are built in.
+    var state = key.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325) ^ seed) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+    let isNormScale = key.hasSuffix(".weight") && shape.count == 1
+    let isBias = key.hasSuffix(".bias")
+    let fanIn = shape.count > 1 ? shape.dropFirst().reduce(1, *) : 1
+    let spread: Float = isBias || isNormScale ? 0.1 : (3 / Float(fanIn)).squareRoot()
+    let center: Float = isNormScale ? 1 : 0
+    return Tensor(shape: shape) { out in
+      for i in 0..<out.count {
+        // xorshift64*: uniform in [-1, 1), scaled to the spread.
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        let bits = (state &* 0x2545_F491_4F6C_DD1D) >> 40
+        out[i] = center + spread * (Float(bits) / Float(1 << 23) - 1)
+      }
+    }
   }
 }

@@ -26,13 +26,25 @@ public enum Activation: Sendable, Equatable {
   }
 
   @inlinable @inline(__always)
-  func apply(_ x: SIMD8<Float>) -> SIMD8<Float> {
+  func apply(_ x: Float) -> Float {
     switch self {
-    case .silu: return x / (1 + vectorExp(-x))
-    case .gelu: return 0.5 * x * (1 + vectorErf(x * 0.707_106_781_186_547_5))
+    case .silu: return x / (1 + fastExp(-x))
+    case .gelu: return 0.5 * x * (1 + fastErf(x * 0.707_106_781_186_547_5))
     case .geluTanh:
-      return 0.5 * x * (1 + vectorTanh(0.797_884_560_802_865_4 * (x + 0.044_715 * x * x * x)))
-    case .quickGELU: return x / (1 + vectorExp(-1.702 * x))
+      return 0.5 * x * (1 + fastTanh(0.797_884_560_802_865_4 * (x + 0.044_715 * x * x * x)))
+    case .quickGELU: return x / (1 + fastExp(-1.702 * x))
+    }
+  }
+
+  /// Applies the activation to `count` floats; the switch is outside the loop so each case
+  /// vectorises.
+  @inline(__always)
+  func apply(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+    switch self {
+    case .silu: transform(src, dst, count: count) { Activation.silu.apply($0) }
+    case .gelu: transform(src, dst, count: count) { Activation.gelu.apply($0) }
+    case .geluTanh: transform(src, dst, count: count) { Activation.geluTanh.apply($0) }
+    case .quickGELU: transform(src, dst, count: count) { Activation.quickGELU.apply($0) }
     }
   }
 
@@ -60,10 +72,8 @@ public func activate(_ x: Tensor, _ activation: Activation, options: ComputeOpti
       let (source, destination) = (SharedPointer(s), SharedMutablePointer(d))
       // Chunks are disjoint ranges of the output.
       parallelFor(x.count, grain: elementwiseGrain, options: options) { range in
-        forEachVector(
-          source.base + range.lowerBound, destination.base + range.lowerBound,
-          count: range.count
-        ) { activation.apply($0) }
+        activation.apply(
+          source.base + range.lowerBound, destination.base + range.lowerBound, count: range.count)
       }
     }
   }
@@ -87,25 +97,7 @@ public func geglu(_ x: Tensor, options: ComputeOptions) -> Tensor {
           let value = source.base + row * width
           let gate = value + half
           let result = destination.base + row * half
-          var i = 0
-          while i < half {
-            let lanes = Swift.min(8, half - i)
-            var v = SIMD8<Float>(repeating: 0)
-            var g = SIMD8<Float>(repeating: 0)
-            if lanes == 8 {
-              v = UnsafeRawPointer(value + i).loadUnaligned(as: SIMD8<Float>.self)
-              g = UnsafeRawPointer(gate + i).loadUnaligned(as: SIMD8<Float>.self)
-            } else {
-              for lane in 0..<lanes { (v[lane], g[lane]) = (value[i + lane], gate[i + lane]) }
-            }
-            let r = v * Activation.gelu.apply(g)
-            if lanes == 8 {
-              UnsafeMutableRawPointer(result + i).storeBytes(of: r, as: SIMD8<Float>.self)
-            } else {
-              for lane in 0..<lanes { result[i + lane] = r[lane] }
-            }
-            i += 8
-          }
+          for i in 0..<half { result[i] = value[i] * Activation.gelu.apply(gate[i]) }
         }
       }
     }

@@ -35,10 +35,10 @@ public func groupNorm(
                 let a = scale.base[channel] * inverse
                 let b = shift.base[channel] - Float(mean) * a
                 let offset = base + channelInGroup * s
-                forEachVector(source.base + offset, destination.base + offset, count: s) { v in
-                  let y = v * a + b
-                  return activation?.apply(y) ?? y
-                }
+                let input = source.base + offset
+                let output = destination.base + offset
+                for i in 0..<s { output[i] = input[i] * a + b }
+                activation?.apply(output, output, count: s)
               }
             }
           }

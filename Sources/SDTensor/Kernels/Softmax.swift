@@ -26,27 +26,11 @@ func softmaxRows(
     for row in range {
       let p = data.base + row * width
       let valid = causalOffset.map { Swift.min(width, $0 + row + 1) } ?? width
-      var maximum = -Float.infinity
-      for i in 0..<valid { maximum = Swift.max(maximum, p[i]) }
-      var sum: Float = 0
       // exp(scale·(x − max)): the attention scale is folded in here so QKᵀ needs no extra pass.
-      let shift = maximum
-      var total = SIMD8<Float>(repeating: 0)
-      var i = 0
-      while i + 8 <= valid {
-        let v = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
-        let e = vectorExp((v - shift) * scale)
-        UnsafeMutableRawPointer(p + i).storeBytes(of: e, as: SIMD8<Float>.self)
-        total += e
-        i += 8
-      }
-      sum = total.sum()
-      if i < valid {
-        forEachVector(p + i, p + i, count: valid - i) { vectorExp(($0 - shift) * scale) }
-        while i < valid { sum += p[i]; i += 1 }
-      }
-      let inverse = 1 / sum
-      forEachVector(p, p, count: valid) { $0 * inverse }
+      let shift = maximum(p, count: valid)
+      for i in 0..<valid { p[i] = fastExp((p[i] - shift) * scale) }
+      let inverse = 1 / sum(p, count: valid)
+      for i in 0..<valid { p[i] *= inverse }
       (p + valid).update(repeating: 0, count: width - valid)
     }
   }

@@ -1,0 +1,175 @@
+// Timing, argument parsing and reporting for the benchmark.
+
+import Foundation
+import SDTensor
+
+/// Command-line options of `bench`.
+struct BenchArguments {
+  var threads = ProcessInfo.processInfo.activeProcessorCount
+  var steps = 2
+  var weights: String?
+  var kernelsOnly = false
+  var skipLarge = false
+  var pytorchBaseline: String?
+
+  static func parse(_ words: ArraySlice<String>) -> BenchArguments {
+    var result = BenchArguments()
+    var iterator = words.makeIterator()
+    while let word = iterator.next() {
+      func value() -> String {
+        guard let next = iterator.next() else { fail("\(word) needs a value") }
+        return next
+      }
+      func positive() -> Int {
+        guard let number = Int(value()), number > 0 else { fail("\(word) takes a positive integer") }
+        return number
+      }
+      switch word {
+      case "--threads": result.threads = positive()
+      case "--steps": result.steps = positive()
+      case "--weights": result.weights = value()
+      case "--kernels-only": result.kernelsOnly = true
+      case "--skip-large": result.skipLarge = true
+      case "--pytorch": result.pytorchBaseline = value()
+      case "--help", "-h":
+        print(
+          """
+          usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
+                       [--pytorch BASELINE.json]
+            --threads N      threads for our kernels and OpenBLAS (default: CPU count)
+            --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
+            --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
+            --kernels-only   only the sgemm, conv and attention kernels
+            --skip-large     skip the 64x64-latent UNet and the VAE decode
+            --pytorch FILE   JSON from Benchmarks/pytorch_baseline.py, to print ours/PyTorch ratios
+          """)
+        exit(0)
+      default: fail("unknown option \(word) (see --help)")
+      }
+    }
+    return result
+  }
+}
+
+func fail(_ message: String) -> Never {
+  printError("bench: \(message)")
+  exit(2)
+}
+
+func printError(_ message: String) {
+  FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Median wall time of `runs` calls after one warm-up call.
+func timeMedian(runs: Int, warmUp: Bool = true, _ body: () throws -> Void) rethrows -> Double {
+  if warmUp { try body() }
+  var times: [Double] = []
+  for _ in 0..<runs {
+    let start = DispatchTime.now().uptimeNanoseconds
+    try body()
+    times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+  }
+  return times.sorted()[times.count / 2]
+}
+
+/// A deterministic tensor of small values for timing.
+func benchTensor(_ shape: [Int]) -> Tensor {
+  let count = shape.reduce(1, *)
+  return Tensor(shape: shape, scalars: (0..<count).map { Float(($0 * 7919) % 2001) / 1000 - 1 })
+}
+
+/// GFLOP/s of one m×k·k×n sgemm through `matmul`.
+func gemmRate(m: Int, k: Int, n: Int) -> Double {
+  let a = benchTensor([m, k])
+  let b = benchTensor([k, n])
+  let seconds = timeMedian(runs: 5) { _ = matmul(a, b) }
+  return 2.0 * Double(m * k * n) / seconds / 1e9
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes.
+func peakResidentBytes() -> Int {
+  guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+  for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+    let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+    return kilobytes * 1024
+  }
+  return 0
+}
+
+/// Collected measurements: a table for people and a JSON line for machines.
+struct BenchReport {
+  struct Row {
+    var name: String
+    var seconds: Double?
+    var gflops: Double?
+  }
+
+  var threads: Int
+  var rows: [Row] = []
+  var peakGFLOPS = 0.0
+  var peakResidentBytes = 0
+  var extra: [String: Double] = [:]
+  var notes: [String] = []
+
+  mutating func add(_ name: String, gflops: Double) {
+    rows.append(Row(name: name, seconds: nil, gflops: gflops))
+  }
+
+  mutating func add(_ name: String, seconds: Double, flops: Double? = nil) {
+    rows.append(Row(name: name, seconds: seconds, gflops: flops.map { $0 / seconds / 1e9 }))
+    printError(line(rows[rows.count - 1]))
+  }
+
+  func line(_ row: Row) -> String {
+    var text = row.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+    if let seconds = row.seconds { text += String(format: " %9.3f s", seconds) } else { text += "            " }
+    if let gflops = row.gflops {
+      text += String(format: " %8.1f GFLOP/s", gflops)
+      if peakGFLOPS > 0 { text += String(format: " %5.1f%% of sgemm peak", 100 * gflops / peakGFLOPS) }
+    }
+    return text
+  }
+
+  var table: String {
+    var lines = ["", "== bench (\(threads) threads) =="] + rows.map(line)
+    lines += extra.keys.sorted().map { String(format: "%@ %.3f", $0.padding(toLength: 34, withPad: " ", startingAt: 0), extra[$0] ?? 0) }
+    lines.append(String(format: "peak resident memory               %.2f GB", Double(peakResidentBytes) / 1e9))
+    return (lines + notes).joined(separator: "\n")
+  }
+
+  var json: String {
+    var fields: [String: JSONValue] = [
+      "threads": .integer(threads), "sgemm_peak_gflops": .number(peakGFLOPS),
+      "peak_rss_bytes": .integer(peakResidentBytes), "blas": .string(BLAS.buildDescription),
+      "commit": .string(gitCommit()),
+    ]
+    for row in rows {
+      var entry: [String: JSONValue] = [:]
+      if let seconds = row.seconds { entry["seconds"] = .number(seconds) }
+      if let gflops = row.gflops {
+        entry["gflops"] = .number(gflops)
+        if peakGFLOPS > 0 { entry["fraction_of_peak"] = .number(gflops / peakGFLOPS) }
+      }
+      fields[row.name] = .object(entry)
+    }
+    for (key, value) in extra { fields[key] = .number(value) }
+    #if DEBUG
+      fields["debug_build"] = .bool(true)
+    #endif
+    return JSONValue.object(fields).serialized
+  }
+}
+
+/// The current commit, when run inside the repository.
+func gitCommit() -> String {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  process.arguments = ["git", "rev-parse", "--short", "HEAD"]
+  let pipe = Pipe()
+  process.standardOutput = pipe
+  process.standardError = FileHandle.nullDevice
+  guard (try? process.run()) != nil else { return "unknown" }
+  process.waitUntilExit()
+  let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+  return text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "unknown" : text.trimmingCharacters(in: .whitespacesAndNewlines)
+}

@@ -1,0 +1,143 @@
+// Full-size SD 1.5 model parts with synthetic weights (or the user's with --weights), and the
+// FLOP counts that turn their times into fractions of the sgemm peak.
+
+import Foundation
+import SDModels
+import SDTensor
+
+/// FLOPs of one UNet forward, split by kind (multiply-add = 2 FLOPs).
+struct FLOPCount {
+  var convolution = 0.0
+  var linear = 0.0
+  var attention = 0.0
+  var total: Double { convolution + linear + attention }
+}
+
+/// Counts the GEMM and attention FLOPs of `UNetConfiguration` at a latent size and batch.
+func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int, tokens: Int = 77) -> FLOPCount {
+  var count = FLOPCount()
+  var (h, w) = (height, width)
+  func conv(_ cin: Int, _ cout: Int, _ k: Int, _ pixels: Int) { count.convolution += 2.0 * Double(pixels * cin * cout * k * k) }
+  func resnet(_ cin: Int, _ cout: Int) {
+    conv(cin, cout, 3, h * w)
+    conv(cout, cout, 3, h * w)
+    if cin != cout { conv(cin, cout, 1, h * w) }
+  }
+  func transformer(_ c: Int) {
+    let t = Double(h * w)
+    let c2 = Double(c * c)
+    count.linear += 2 * t * c2 * 2  // proj_in, proj_out
+    count.linear += 2 * t * c2 * 4  // attn1 q, k, v, out
+    count.linear += 2 * t * c2 * 2 + 2 * Double(tokens * config.crossAttentionDim * c) * 2  // attn2
+    count.linear += 2 * t * c2 * 8 + 2 * t * c2 * 4  // GEGLU feed-forward
+    count.attention += 2 * 2 * t * t * Double(c) + 2 * 2 * t * Double(tokens * c)
+  }
+  let channels = config.blockOutChannels
+  conv(config.inChannels, channels[0], 3, h * w)
+  var output = channels[0]
+  for (index, attention) in config.downBlockHasAttention.enumerated() {
+    let input = output
+    output = channels[index]
+    for layer in 0..<config.layersPerBlock {
+      resnet(layer == 0 ? input : output, output)
+      if attention { transformer(output) }
+    }
+    if index < channels.count - 1 {
+      h = (h + 1) / 2
+      w = (w + 1) / 2
+      conv(output, output, 3, h * w)
+    }
+  }
+  resnet(output, output)
+  transformer(output)
+  resnet(output, output)
+  let reversed = Array(channels.reversed())
+  for (index, attention) in config.upBlockHasAttention.enumerated() {
+    let previous = output
+    output = reversed[index]
+    let input = reversed[min(index + 1, channels.count - 1)]
+    for layer in 0...config.layersPerBlock {
+      let skip = layer == config.layersPerBlock ? input : output
+      resnet((layer == 0 ? previous : output) + skip, output)
+      if attention { transformer(output) }
+    }
+    if index < channels.count - 1 {
+      h *= 2
+      w *= 2
+      conv(output, output, 3, h * w)
+    }
+  }
+  conv(channels[0], config.outChannels, 3, h * w)
+  count.convolution *= Double(batch)
+  count.linear *= Double(batch)
+  count.attention *= Double(batch)
+  return count
+}
+
+/// FLOPs of one VAE decode of a `height`×`width` latent.
+func vaeDecoderFLOPs(_ config: AutoencoderConfiguration, height: Int, width: Int) -> Double {
+  var flops = 0.0
+  var (h, w) = (height, width)
+  func conv(_ cin: Int, _ cout: Int, _ k: Int) { flops += 2.0 * Double(h * w * cin * cout * k * k) }
+  let channels = Array(config.blockOutChannels.reversed())
+  conv(config.latentChannels, config.latentChannels, 1)
+  conv(config.latentChannels, channels[0], 3)
+  conv(channels[0], channels[0], 3)
+  conv(channels[0], channels[0], 3)
+  let t = Double(h * w)
+  let c = Double(channels[0])
+  flops += 2 * t * c * c * 4 + 2 * 2 * t * t * c
+  conv(channels[0], channels[0], 3)
+  conv(channels[0], channels[0], 3)
+  var output = channels[0]
+  for (index, channel) in channels.enumerated() {
+    for layer in 0...config.layersPerBlock {
+      let input = layer == 0 ? output : channel
+      conv(input, channel, 3)
+      conv(channel, channel, 3)
+      if input != channel { conv(input, channel, 1) }
+    }
+    output = channel
+    if index < channels.count - 1 {
+      h *= 2
+      w *= 2
+      conv(channel, channel, 3)
+    }
+  }
+  conv(output, config.outChannels, 3)
+  return flops
+}
+
+/// Times the text encoder, the UNet at two latent sizes and the VAE decoder.
+func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport) throws {
+  let store = WeightStore(syntheticSeed: 1)
+
+  var start = DispatchTime.now().uptimeNanoseconds
+  let textModel = try CLIPTextModel(configuration: .stableDiffusion15, weights: store)
+  let ids = [[49406] + Array(repeating: 49407, count: 76), [49406, 320, 1125, 539, 320, 2368] + Array(repeating: 49407, count: 71)]
+  let clipSeconds = timeMedian(runs: 3) { _ = textModel(ids, options: options) }
+  report.add("CLIP text encoder batch 2", seconds: clipSeconds)
+
+  start = DispatchTime.now().uptimeNanoseconds
+  let unet = try UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
+  report.extra["unet synthetic build seconds"] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+  let context = benchTensor([2, 77, 768])
+  for size in arguments.skipLarge ? [32] : [32, 64] {
+    let sample = benchTensor([2, 4, size, size])
+    let flops = unetFLOPs(.stableDiffusion15, height: size, width: size, batch: 2)
+    let seconds = timeMedian(runs: size == 64 ? 1 : 2) {
+      _ = unet(sample, timesteps: [999, 999], context: context, options: options)
+    }
+    report.add("UNet batch 2 latent \(size)x\(size)", seconds: seconds, flops: flops.total)
+    report.extra["UNet \(size)x\(size) GFLOP conv"] = flops.convolution / 1e9
+    report.extra["UNet \(size)x\(size) GFLOP linear"] = flops.linear / 1e9
+    report.extra["UNet \(size)x\(size) GFLOP attention"] = flops.attention / 1e9
+  }
+
+  if !arguments.skipLarge {
+    let vae = try AutoencoderKL(configuration: .stableDiffusion15, weights: store)
+    let latents = benchTensor([1, 4, 64, 64])
+    let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }
+    report.add("VAE decode 64x64 -> 512x512", seconds: seconds, flops: vaeDecoderFLOPs(.stableDiffusion15, height: 64, width: 64))
+  }
+}
