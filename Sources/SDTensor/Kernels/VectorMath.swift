@@ -14,7 +14,8 @@
 @inlinable @inline(__always)
 func fastExp(_ value: Float) -> Float {
   let x = Swift.min(Swift.max(value, -87.3), 88.3)
-  let n = (x * 1.442_695_04 + roundingMagic) - roundingMagic
+  let shifted = x * 1.442_695_04 + roundingMagic
+  let n = shifted - roundingMagic
   // ln 2 split in a high part with few mantissa bits and a correction.
   var r = x - n * 0.693_359_375
   r = r + n * 2.121_944_4e-4
@@ -25,8 +26,9 @@ func fastExp(_ value: Float) -> Float {
   p = p * r + 0.166_666_655
   p = p * r + 0.500_000_01
   p = p * (r * r) + r + 1
-  // 2^n assembled in the exponent field.
-  let scale = Float(bitPattern: UInt32(bitPattern: Int32(n) &+ 127) &<< 23)
+  // 2^n assembled in the exponent field; n is read from the low mantissa bits of `shifted`
+  // (a float-to-int conversion would add an overflow trap that stops vectorisation).
+  let scale = Float(bitPattern: (shifted.bitPattern &- roundingMagic.bitPattern &+ 127) &<< 23)
   return value < -87.3 ? 0 : p * scale
 }
 

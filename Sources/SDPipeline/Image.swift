@@ -1,0 +1,166 @@
+// 8-bit RGB images and PNG files through libpng's simplified API; the only file that imports
+// CPNG. PNGs are written atomically and carry the generation parameters in tEXt chunks, as
+// common SD tools do ("parameters" key).
+
+import CPNG
+import Foundation
+import SDTensor
+
+/// An 8-bit RGB image, rows top to bottom, pixels as r, g, b bytes.
+public struct RGBImage: Sendable, Equatable {
+  public let width: Int
+  public let height: Int
+  /// `width · height · 3` bytes.
+  public var pixels: [UInt8]
+
+  /// An image from its pixels; `pixels.count` must be `width · height · 3`.
+  public init(width: Int, height: Int, pixels: [UInt8]) {
+    precondition(pixels.count == width * height * 3, "RGB image \(width)x\(height) needs \(width * height * 3) bytes")
+    self.width = width
+    self.height = height
+    self.pixels = pixels
+  }
+
+  /// An image filled with one colour.
+  public init(width: Int, height: Int, red: UInt8, green: UInt8, blue: UInt8) {
+    self.init(width: width, height: height, pixels: (0..<(width * height)).flatMap { _ in [red, green, blue] })
+  }
+
+  /// Converts a decoded image tensor `[1, 3, h, w]` in [-1, 1] to 8-bit, as diffusers does:
+  /// (x / 2 + 0.5) clamped to [0, 1], times 255, rounded.
+  public init(decoded tensor: Tensor, index: Int = 0) {
+    let (h, w) = (tensor.shape[2], tensor.shape[3])
+    let plane = h * w
+    let base = index * 3 * plane
+    var pixels = [UInt8](repeating: 0, count: plane * 3)
+    for channel in 0..<3 {
+      for i in 0..<plane {
+        let value = min(1, max(0, tensor.scalars[base + channel * plane + i] / 2 + 0.5))
+        pixels[i * 3 + channel] = UInt8((value * 255).rounded())
+      }
+    }
+    self.init(width: w, height: h, pixels: pixels)
+  }
+
+  /// The image as a tensor `[1, 3, h, w]` in [-1, 1] (diffusers' VaeImageProcessor: x/255·2 − 1).
+  public var tensor: Tensor {
+    let plane = width * height
+    var values = [Float](repeating: 0, count: 3 * plane)
+    for i in 0..<plane {
+      for channel in 0..<3 { values[channel * plane + i] = Float(pixels[i * 3 + channel]) / 255 * 2 - 1 }
+    }
+    return Tensor(shape: [1, 3, height, width], scalars: values)
+  }
+
+  /// Reads a PNG (any colour type; alpha is composited on black, palette and 16-bit are
+  /// converted by libpng).
+  /// - Throws: `PipelineError.unreadableImage` naming the file.
+  public init(contentsOf url: URL) throws(PipelineError) {
+    let data: Data
+    do { data = try Data(contentsOf: url) } catch {
+      throw .unreadableImage(path: url.path, reason: error.localizedDescription)
+    }
+    var image = png_image()
+    image.version = UInt32(PNG_IMAGE_VERSION)
+    let begun = data.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count) }
+    guard begun != 0 else { throw .unreadableImage(path: url.path, reason: PNGMessage(image)) }
+    guard image.width > 0, image.height > 0, Int(image.width) * Int(image.height) <= 1 << 28 else {
+      png_image_free(&image)
+      throw .unreadableImage(path: url.path, reason: "unsupported size \(image.width)x\(image.height)")
+    }
+    image.format = UInt32(PNG_FORMAT_RGB)
+    var pixels = [UInt8](repeating: 0, count: Int(image.width) * Int(image.height) * 3)
+    let finished = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+    guard finished != 0 else { throw .unreadableImage(path: url.path, reason: PNGMessage(image)) }
+    self.init(width: Int(image.width), height: Int(image.height), pixels: pixels)
+  }
+
+  /// PNG bytes of the image with `text` as tEXt chunks (keys ≤ 79 Latin-1 characters).
+  public func pngData(text: [(String, String)] = []) throws(PipelineError) -> [UInt8] {
+    var image = png_image()
+    image.version = UInt32(PNG_IMAGE_VERSION)
+    image.width = UInt32(width)
+    image.height = UInt32(height)
+    image.format = UInt32(PNG_FORMAT_RGB)
+    var size = 0
+    let sized = pixels.withUnsafeBytes { png_image_write_to_memory(&image, nil, &size, 0, $0.baseAddress, 0, nil) }
+    guard sized != 0, size > 0 else { throw .unwritableOutput(path: "<memory>", reason: PNGMessage(image)) }
+    var bytes = [UInt8](repeating: 0, count: size)
+    let written = bytes.withUnsafeMutableBytes { out in
+      pixels.withUnsafeBytes { png_image_write_to_memory(&image, out.baseAddress, &size, 0, $0.baseAddress, 0, nil) }
+    }
+    guard written != 0 else { throw .unwritableOutput(path: "<memory>", reason: PNGMessage(image)) }
+    bytes.removeSubrange(size...)
+    return PNGChunks.insertingText(text, into: bytes)
+  }
+
+  /// Writes the image as PNG atomically (temporary file, then rename), so an interrupted or
+  /// failed write never leaves a partial file at `url`.
+  /// - Throws: `PipelineError.unwritableOutput` naming the path.
+  public func writePNG(to url: URL, text: [(String, String)] = []) throws(PipelineError) {
+    let bytes = try pngData(text: text)
+    do { try AtomicFile.write(bytes, to: url.path) } catch {
+      if case .unwritableFile(let path, let reason) = error { throw .unwritableOutput(path: path, reason: reason) }
+      throw .unwritableOutput(path: url.path, reason: error.description)
+    }
+  }
+}
+
+/// libpng's error text from a simplified-API control structure.
+private func PNGMessage(_ image: png_image) -> String {
+  var message = image.message
+  return withUnsafeBytes(of: &message) { raw in
+    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+  }
+}
+
+/// Adds tEXt chunks to an encoded PNG (the simplified API cannot write them).
+enum PNGChunks {
+  /// Inserts one tEXt chunk per (key, value) before IEND.
+  static func insertingText(_ text: [(String, String)], into png: [UInt8]) -> [UInt8] {
+    guard !text.isEmpty, png.count >= 12 else { return png }
+    // IEND is the last 12 bytes of a PNG written by libpng.
+    var out = Array(png[..<(png.count - 12)])
+    for (key, value) in text {
+      let keyBytes = Array(key.unicodeScalars.compactMap { $0.value < 256 && $0.value > 31 ? UInt8($0.value) : nil }.prefix(79))
+      // tEXt is Latin-1; other characters are written as '?'.
+      let valueBytes = value.unicodeScalars.map { $0.value < 256 ? UInt8($0.value) : UInt8(ascii: "?") }
+      let body = Array("tEXt".utf8) + keyBytes + [0] + valueBytes
+      out += bigEndian(UInt32(body.count - 4)) + body + bigEndian(crc32(body))
+    }
+    return out + png[(png.count - 12)...]
+  }
+
+  /// Text chunks of a PNG, for tests and for reading parameters back.
+  static func text(in png: [UInt8]) -> [String: String] {
+    var result: [String: String] = [:]
+    var offset = 8
+    while offset + 12 <= png.count {
+      let length = png[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
+      guard offset + 12 + length <= png.count else { break }
+      if Array(png[offset + 4..<offset + 8]) == Array("tEXt".utf8) {
+        let body = png[offset + 8..<offset + 8 + length]
+        if let zero = body.firstIndex(of: 0) {
+          let key = String(decoding: body[..<zero], as: UTF8.self)
+          result[key] = String(body[(zero + 1)...].map { Character(Unicode.Scalar($0)) })
+        }
+      }
+      offset += 12 + length
+    }
+    return result
+  }
+
+  static func bigEndian(_ value: UInt32) -> [UInt8] {
+    [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)]
+  }
+
+  /// CRC-32 (ISO 3309) as PNG chunks require, over type and data.
+  static func crc32(_ bytes: [UInt8]) -> UInt32 {
+    var crc: UInt32 = 0xFFFF_FFFF
+    for byte in bytes {
+      crc ^= UInt32(byte)
+      for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+    }
+    return crc ^ 0xFFFF_FFFF
+  }
+}

@@ -1,0 +1,32 @@
+// The one error type of SDPipeline: bad requests, scheduler configurations, images and outputs.
+
+import SDModels
+import SDTensor
+
+/// A problem with a generation request, a scheduler configuration, an input image or an output
+/// path. Each message names what was wrong and, where it helps, how to fix it.
+public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
+  /// A model part could not be built from its files.
+  case model(ModelError)
+  /// A request or option value is out of range (`name` is the parameter or CLI option).
+  case invalidArgument(name: String, reason: String)
+  /// `scheduler_config.json` is missing a value or has one this runtime cannot use.
+  case invalidSchedulerConfiguration(file: String, reason: String)
+  /// An input image could not be read or decoded.
+  case unreadableImage(path: String, reason: String)
+  /// An output file could not be written; nothing was left at the path.
+  case unwritableOutput(path: String, reason: String)
+  /// The progress callback asked to stop.
+  case cancelled
+
+  public var description: String {
+    switch self {
+    case .model(let error): return error.description
+    case .invalidArgument(let name, let reason): return "\(name): \(reason)"
+    case .invalidSchedulerConfiguration(let file, let reason): return "scheduler config \(file): \(reason)"
+    case .unreadableImage(let path, let reason): return "cannot read image \(path): \(reason)"
+    case .unwritableOutput(let path, let reason): return "cannot write \(path): \(reason)"
+    case .cancelled: return "cancelled"
+    }
+  }
+}

@@ -1,0 +1,142 @@
+// Level 2 checks: the tiny random-weight SD 1.x- and 2.x-like models of weights/fixtures,
+// run on dumped inputs, against the activations diffusers/transformers produced
+// (weights/FIXTURES.md lists every tensor).
+
+import Foundation
+import SDModels
+import SDTestSupport
+import SDTensor
+import Testing
+
+private let options = ComputeOptions(threadCount: 2)
+
+private func modelFolder(_ model: String, _ part: String) -> URL {
+  fixturesDirectory.appendingPathComponent(model).appendingPathComponent(part)
+}
+
+private func expectClose(
+  _ actual: Tensor, _ expected: Tensor, _ name: String,
+  sourceLocation: SourceLocation = #_sourceLocation
+) -> Float {
+  let difference = compare(actual, expected, name: name)
+  #expect(difference.isWithin(referenceTolerance), "\(difference)", sourceLocation: sourceLocation)
+  return difference.maxAbsolute
+}
+
+@Suite("Models match diffusers/transformers on the tiny fixtures")
+struct ModelReferenceTests {
+  @Test("CLIP text encoder: every layer and the last hidden state", arguments: ["sd15", "sd2"])
+  func textEncoder(variant: String) throws {
+    let model = try CLIPTextModel(directory: modelFolder("tiny-\(variant)", "text_encoder"))
+    let reference = try fixture("clip-\(variant).safetensors")
+    var worst: Float = 0
+    for prompt in 0..<4 {
+      let ids = try reference.tensor("prompt\(prompt).ids").scalars.map { Int($0) }
+      let states = model.hiddenStates([ids], options: options)
+      for (layer, state) in states.enumerated() {
+        worst = max(
+          worst, expectClose(state, try reference.tensor("prompt\(prompt).hidden.\(layer)"), "prompt\(prompt).hidden.\(layer)"))
+      }
+      worst = max(
+        worst, expectClose(model([ids], options: options), try reference.tensor("prompt\(prompt).last_hidden_state"), "prompt\(prompt).last_hidden_state"))
+    }
+    print("CLIP \(variant) max |Δ| \(worst)")
+  }
+
+  @Test("UNet: time embedding, every block and the output, batch 2", arguments: ["sd15", "sd2"])
+  func unet(variant: String) throws {
+    let model = try UNet2DConditionModel(directory: modelFolder("tiny-\(variant)", "unet"))
+    let reference = try fixture("unet-\(variant).safetensors")
+    var worst: Float = 0
+    for name in ["case0", "case1"] {
+      var observed: [String: Tensor] = [:]
+      let out = model(
+        try reference.tensor("\(name).sample"), timesteps: try reference.tensor("\(name).timesteps").scalars,
+        context: try reference.tensor("\(name).encoder_hidden_states"), options: options
+      ) { observed[$0] = $1 }
+      for (block, value) in observed.sorted(by: { $0.key < $1.key }) {
+        worst = max(worst, expectClose(value, try reference.tensor("\(name).\(block)"), "\(variant) \(name).\(block)"))
+      }
+      worst = max(worst, expectClose(out, try reference.tensor("\(name).out"), "\(variant) \(name).out"))
+    }
+    print("UNet \(variant) max |Δ| \(worst)")
+  }
+
+  @Test("VAE: decoder blocks and image, encoder mean/logvar and sample")
+  func autoencoder() throws {
+    let vae = try AutoencoderKL(directory: modelFolder("tiny-sd15", "vae"))
+    let reference = try fixture("vae.safetensors")
+    var observed: [String: Tensor] = [:]
+    let image = vae.decoder(try reference.tensor("decode.latents"), options: options) { observed[$0] = $1 }
+    var worst: Float = 0
+    for (block, value) in observed {
+      worst = max(worst, expectClose(value, try reference.tensor("decode.\(block)"), "decode.\(block)"))
+    }
+    worst = max(worst, expectClose(image, try reference.tensor("decode.out"), "decode.out"))
+    var encoderMid: Tensor?
+    _ = vae.encoder(try reference.tensor("encode.image"), options: options) { encoderMid = $1 }
+    if let encoderMid {
+      worst = max(worst, expectClose(encoderMid, try reference.tensor("encode.mid_block"), "encode.mid_block"))
+    }
+    let (mean, logVariance) = vae.encode(try reference.tensor("encode.image"), options: options)
+    worst = max(worst, expectClose(mean, try reference.tensor("encode.mean"), "encode.mean"))
+    worst = max(worst, expectClose(logVariance, try reference.tensor("encode.logvar"), "encode.logvar"))
+    let noise = try reference.tensor("encode.noise")
+    let sample = mean + logVariance.map { ($0 * 0.5).exp() } * noise
+    worst = max(worst, expectClose(sample, try reference.tensor("encode.sample"), "encode.sample"))
+    print("VAE max |Δ| \(worst)")
+  }
+
+  @Test("every tensor of the fixture models is read by some layer")
+  func noLeftoverWeights() throws {
+    for variant in ["sd15", "sd2"] {
+      for (part, stem) in [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")] {
+        let folder = modelFolder("tiny-\(variant)", part)
+        let file = ["\(stem).safetensors", "\(stem).fp16.safetensors"].map { folder.appendingPathComponent($0).path }
+          .first { FileManager.default.fileExists(atPath: $0) }
+        let store = try WeightStore(paths: [try #require(file)])
+        switch part {
+        case "unet": _ = try UNet2DConditionModel(configuration: UNetConfiguration(contentsOf: folder.appendingPathComponent("config.json")), weights: store)
+        case "vae": _ = try AutoencoderKL(configuration: AutoencoderConfiguration(contentsOf: folder.appendingPathComponent("config.json")), weights: store)
+        default: _ = try CLIPTextModel(configuration: CLIPTextConfiguration(contentsOf: folder.appendingPathComponent("config.json")), weights: store)
+        }
+        #expect(store.unreadKeys().filter { !$0.hasSuffix("position_ids") } == [], "\(variant)/\(part)")
+      }
+    }
+  }
+
+  @Test("a missing or mis-shaped UNet key is refused with its name and shapes")
+  func badWeights() throws {
+    let folder = modelFolder("tiny-sd15", "unet")
+    let config = try UNetConfiguration(contentsOf: folder.appendingPathComponent("config.json"))
+    let original = try SafeTensorsFile(path: folder.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+    var tensors: [String: Tensor] = [:]
+    for name in original.names { tensors[name] = try original.tensor(name) }
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("unet-bad-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+
+    var missing = tensors
+    missing["conv_in.bias"] = nil
+    let missingPath = directory.appendingPathComponent("missing.safetensors").path
+    try SafeTensorsWriter.write(missing, to: missingPath)
+    #expect(throws: WeightError.missingTensor(key: "conv_in.bias", file: missingPath)) {
+      try UNet2DConditionModel(configuration: config, weights: WeightStore(paths: [missingPath]))
+    }
+
+    var wrong = tensors
+    wrong["mid_block.resnets.0.conv1.weight"] = Tensor(zeros: [64, 64, 1, 1])
+    let wrongPath = directory.appendingPathComponent("wrong.safetensors").path
+    try SafeTensorsWriter.write(wrong, to: wrongPath)
+    #expect(
+      throws: WeightError.shapeMismatch(
+        key: "mid_block.resnets.0.conv1.weight", expected: [64, 64, 3, 3], found: [64, 64, 1, 1], file: wrongPath)
+    ) {
+      try UNet2DConditionModel(configuration: config, weights: WeightStore(paths: [wrongPath]))
+    }
+  }
+}
+
+extension Float {
+  fileprivate func exp() -> Float { Foundation.exp(self) }
+}
