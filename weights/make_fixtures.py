@@ -25,7 +25,7 @@ import zipfile
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file, load_file
+from safetensors.torch import load_file
 
 import diffusers
 import transformers
@@ -41,6 +41,33 @@ torch.use_deterministic_algorithms(True)
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32"}
+
+
+def save_file(tensors, path, metadata=None):
+    """Byte-deterministic safetensors writer (safetensors.torch.save_file emits the JSON
+    header in HashMap order, which changes run to run). Same format: u64 LE header size,
+    JSON header (sorted keys, space-padded to 8 bytes), then the raw little-endian data."""
+    header, blobs, off = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    h = json.dumps(header, separators=(",", ":"), sort_keys=False).encode("utf-8")
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
 
 def metadata(seed, **extra):
     md = {
