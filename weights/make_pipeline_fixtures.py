@@ -61,7 +61,8 @@ def init_image():
 
 def main():
     torch.set_num_threads(1)
-    base = StableDiffusionPipeline.from_pretrained(MODEL, safety_checker=None, requires_safety_checker=False)
+    base = StableDiffusionPipeline.from_pretrained(MODEL, torch_dtype=torch.float32, safety_checker=None,
+                                                   requires_safety_checker=False)
     base.set_progress_bar_config(disable=True)
     tensors = {"img2img.init_image": torch.from_numpy(init_image().astype(np.float32))}
     settings = {}
