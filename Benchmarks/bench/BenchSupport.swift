@@ -41,7 +41,8 @@ struct BenchArguments {
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
             --kernels-only   only the sgemm, conv and attention kernels
             --skip-large     skip the 64x64-latent UNet and the VAE decode
-            --pytorch FILE   JSON from Benchmarks/pytorch_baseline.py, to print ours/PyTorch ratios
+            --pytorch FILE   JSON from Benchmarks/pytorch_baseline.py, to print ours/PyTorch ratios;
+                             "--pytorch run" runs that script first, in this invocation
           """)
         exit(0)
       default: fail("unknown option \(word) (see --help)")
@@ -137,6 +138,16 @@ struct BenchReport {
     return (lines + notes).joined(separator: "\n")
   }
 
+  /// Adds "ours/PyTorch" ratios for every row the baseline also timed.
+  mutating func compare(withBaseline baseline: JSONValue) {
+    for row in rows {
+      guard let seconds = row.seconds, let theirs = baseline[row.name]?.doubleValue, theirs > 0 else { continue }
+      extra["ratio ours/pytorch \(row.name)"] = seconds / theirs
+      extra["pytorch seconds \(row.name)"] = theirs
+    }
+    if let rss = baseline["peak_rss_bytes"]?.doubleValue { extra["pytorch peak rss GB"] = rss / 1e9 }
+  }
+
   var json: String {
     var fields: [String: JSONValue] = [
       "threads": .integer(threads), "sgemm_peak_gflops": .number(peakGFLOPS),
@@ -172,4 +183,29 @@ func gitCommit() -> String {
   process.waitUntilExit()
   let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
   return text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "unknown" : text.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Runs Benchmarks/pytorch_baseline.py (needs python3 with torch and diffusers) and parses its
+/// JSON, or reads a JSON file it wrote earlier.
+func pytorchBaseline(_ source: String, threads: Int, skipLarge: Bool) -> JSONValue? {
+  var data: Data?
+  if source == "run" {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["python3", "Benchmarks/pytorch_baseline.py", "--threads", String(threads)] + (skipLarge ? ["--skip-large"] : [])
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    printError("bench: running the PyTorch baseline first (same shapes, \(threads) threads)")
+    guard (try? process.run()) != nil else { printError("bench: cannot run python3"); return nil }
+    data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { printError("bench: the PyTorch baseline failed"); return nil }
+  } else {
+    data = FileManager.default.contents(atPath: source)
+  }
+  guard let data, let json = try? JSONValue.parse(data) else {
+    printError("bench: no PyTorch baseline JSON in \(source)")
+    return nil
+  }
+  return json
 }

@@ -139,5 +139,8 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
     let latents = benchTensor([1, 4, 64, 64])
     let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }
     report.add("VAE decode 64x64 -> 512x512", seconds: seconds, flops: vaeDecoderFLOPs(.stableDiffusion15, height: 64, width: 64))
+    let image = benchTensor([1, 3, 512, 512])
+    let encodeSeconds = timeMedian(runs: 1, warmUp: false) { _ = vae.encode(image, options: options) }
+    report.add("VAE encode 512x512", seconds: encodeSeconds)
   }
 }

@@ -11,6 +11,10 @@ let arguments = BenchArguments.parse(CommandLine.arguments.dropFirst())
 #if DEBUG
   printError("WARNING: debug build; numbers are meaningless. Use `swift run -c release bench`.")
 #endif
+// PyTorch runs first and alone, so the two never compete for the cores.
+let baseline = arguments.pytorchBaseline.flatMap {
+  pytorchBaseline($0, threads: arguments.threads, skipLarge: arguments.skipLarge)
+}
 BLAS.setThreadCount(arguments.threads)
 let options = ComputeOptions(threadCount: arguments.threads)
 var report = BenchReport(threads: arguments.threads)
@@ -60,5 +64,6 @@ if !arguments.kernelsOnly {
   try runModelBenchmarks(arguments: arguments, options: options, report: &report)
 }
 report.peakResidentBytes = peakResidentBytes()
+if let baseline { report.compare(withBaseline: baseline) }
 printError(report.table)
 print(report.json)

@@ -1,0 +1,75 @@
+"""PyTorch/diffusers timings of the SD 1.5 model parts at the shapes `bench` uses, so the bench
+can print ours/PyTorch ratios measured in the same session on the same cores.
+
+    python3 Benchmarks/pytorch_baseline.py --threads 2 [--skip-large] > baseline.json
+    swift run -c release bench --pytorch baseline.json
+
+Weights are random (the released SD 1.5 configs, fp32); only the time matters. Prints one JSON
+object with seconds per part (median of the timed runs after one warm-up) and peak RSS.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import time
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            cross_attention_dim=768, attention_head_dim=8)
+VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+           block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+           up_block_types=("UpDecoderBlock2D",) * 4, sample_size=512)
+CLIP = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                      num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu")
+
+
+def timed(fn, runs):
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    result = {"torch": torch.__version__, "threads": args.threads}
+    with torch.inference_mode():
+        clip = CLIPTextModel(CLIP).eval()
+        ids = torch.full((2, 77), 49407, dtype=torch.long)
+        ids[:, 0] = 49406
+        result["CLIP text encoder batch 2"] = timed(lambda: clip(ids), 3)
+        del clip
+        unet = UNet2DConditionModel(**UNET).eval()
+        context = torch.randn(2, 77, 768)
+        for size in ([32] if args.skip_large else [32, 64]):
+            sample = torch.randn(2, 4, size, size)
+            t = torch.tensor([999, 999])
+            result[f"UNet batch 2 latent {size}x{size}"] = timed(lambda: unet(sample, t, context), 1 if size == 64 else 2)
+        del unet
+        if not args.skip_large:
+            vae = AutoencoderKL(**VAE).eval()
+            latents = torch.randn(1, 4, 64, 64)
+            result["VAE decode 64x64 -> 512x512"] = timed(lambda: vae.decode(latents), 1)
+            image = torch.randn(1, 3, 512, 512)
+            result["VAE encode 512x512"] = timed(lambda: vae.encode(image), 1)
+    result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
