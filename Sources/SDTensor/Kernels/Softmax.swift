@@ -14,11 +14,13 @@ public func softmax(_ x: Tensor, options: ComputeOptions) -> Tensor {
 
 /// In-place softmax of `rows` rows of `width` floats. With `causalOffset` = q, row r keeps only
 /// its first `q + r + 1` entries (a query at position q + r attends to keys 0...q + r) and the
-/// rest become exactly 0.
+/// rest become exactly 0. With `inverseSums`, rows are left unnormalised and 1/Σ of row r is
+/// written to `inverseSums[r]` for the caller to apply later.
 func softmaxRows(
   _ base: UnsafeMutablePointer<Float>, rows: Int, width: Int, causalOffset: Int? = nil,
-  scale: Float = 1, options: ComputeOptions
+  scale: Float = 1, inverseSums: UnsafeMutablePointer<Float>? = nil, options: ComputeOptions
 ) {
+  let sums = inverseSums.map(SharedMutablePointer.init)
   let data = SharedMutablePointer(base)
   // Each row is owned by one iteration.
   parallelFor(rows, grain: Swift.max(1, elementwiseGrain / Swift.max(1, width)), options: options) {
@@ -30,7 +32,11 @@ func softmaxRows(
       let shift = maximum(p, count: valid)
       for i in 0..<valid { p[i] = fastExp((p[i] - shift) * scale) }
       let inverse = 1 / sum(p, count: valid)
-      for i in 0..<valid { p[i] *= inverse }
+      if let sums {
+        sums.base[row] = inverse
+      } else {
+        for i in 0..<valid { p[i] *= inverse }
+      }
       (p + valid).update(repeating: 0, count: width - valid)
     }
   }
