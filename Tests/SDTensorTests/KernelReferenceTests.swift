@@ -126,6 +126,8 @@ struct KernelConsistencyTests {
     arguments: [
       ([1, 3, 5, 7], [2, 3, 3, 3], 1, 1), ([2, 5, 11, 3], [4, 5, 3, 3], 2, 1),
       ([1, 2, 9, 9], [3, 2, 1, 1], 1, 0), ([1, 1, 4, 4], [1, 1, 3, 3], 2, 2),
+      // Winograd F(2×2, 3×3) path: odd sizes leave partial tiles at the right and bottom.
+      ([2, 8, 17, 13], [9, 8, 3, 3], 1, 1), ([1, 12, 10, 31], [8, 12, 3, 3], 1, 1),
     ])
   func convolutionShapes(input: [Int], weight: [Int], stride: Int, padding: Int) {
     let x = seededTensor(input, seed: 3)

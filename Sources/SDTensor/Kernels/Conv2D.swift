@@ -45,6 +45,13 @@ public func conv2d(
     x.scalars.withUnsafeBufferPointer { px in
       weight.scalars.withUnsafeBufferPointer { pw in
         guard let xBase = px.baseAddress, let wBase = pw.baseAddress else { return }
+        if winogradApplies(g) {
+          for item in 0..<g.n {
+            fillBias(bias, outBase + item * g.o * ho * wo, channels: g.o, count: ho * wo, ldc: ho * wo)
+          }
+          winogradConv3x3(xBase, weight: wBase, g, into: outBase, options: options)
+          return
+        }
         var columns =
           pointwise ? [] : [Float](repeating: 0, count: k * rowsPerTile * wo)
         columns.withUnsafeMutableBufferPointer { pcols in
