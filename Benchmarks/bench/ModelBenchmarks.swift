@@ -122,6 +122,18 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
   let unet = try UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
   report.extra["unet synthetic build seconds"] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
   let context = benchTensor([2, 77, 768])
+  // A profile by part at the 64×64 level, where most of the time goes.
+  if let block = unet.downBlocks.first, let transformer = block.attentions.first {
+    let x = benchTensor([2, 320, 64, 64])
+    let embedding = benchTensor([2, 1280])
+    report.add("  ResnetBlock2D 2x320x64x64", seconds: timeMedian(runs: 2) { _ = block.resnets[0](x, timeEmbedding: embedding, options: options) })
+    report.add("  Transformer2DModel 2x320x64x64", seconds: timeMedian(runs: 1) { _ = transformer(x, context: context, options: options) })
+    let tokens = benchTensor([2, 4096, 320])
+    let layer = transformer.transformerBlocks[0]
+    report.add("    self-attention 4096 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn1(tokens, options: options) })
+    report.add("    cross-attention 77 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, context: context, options: options) })
+    report.add("    GEGLU feed-forward", seconds: timeMedian(runs: 1) { _ = layer.ffOut(geglu(layer.ffProj(tokens), options: options)) })
+  }
   for size in arguments.skipLarge ? [32] : [32, 64] {
     let sample = benchTensor([2, 4, size, size])
     let flops = unetFLOPs(.stableDiffusion15, height: size, width: size, batch: 2)

@@ -59,6 +59,7 @@ extension Tensor {
     guard let shape = broadcastShape(a.shape, b.shape) else {
       preconditionFailure("cannot broadcast \(a.shape) with \(b.shape)")
     }
+    if shape == a.shape, let result = broadcastFast(a, b, op) { return result }
     let strideA = broadcastStrides(a.shape, to: shape)
     let strideB = broadcastStrides(b.shape, to: shape)
     let rank = shape.count
@@ -81,6 +82,34 @@ extension Tensor {
         }
       }
     }
+  }
+
+  /// The two broadcasts the models use, without index arithmetic per element: `b` constant over
+  /// trailing axes (a per-channel value over NCHW: `[n, c, 1, 1]`) or `b` covering only the
+  /// trailing axes (a bias `[c]` over `[..., c]`).
+  private static func broadcastFast(_ a: Tensor, _ b: Tensor, _ op: (Float, Float) -> Float) -> Tensor? {
+    let lead = a.rank - b.rank
+    let aligned = [Int](repeating: 1, count: lead) + b.shape
+    // Case 1: aligned == a.shape[..<k] + [1, 1, ...].
+    if let firstOne = (0...a.rank).first(where: { axis in
+      aligned[axis...].allSatisfy { $0 == 1 } && Array(aligned[..<axis]) == Array(a.shape[..<axis])
+    }) {
+      let inner = a.shape[firstOne...].reduce(1, *)
+      return Tensor(shape: a.shape) { out in
+        for outer in 0..<b.count {
+          let value = b.scalars[outer]
+          for i in (outer * inner)..<((outer + 1) * inner) { out[i] = op(a.scalars[i], value) }
+        }
+      }
+    }
+    // Case 2: b is exactly the trailing axes of a.
+    if Array(a.shape.suffix(b.rank)) == b.shape {
+      let inner = b.count
+      return Tensor(shape: a.shape) { out in
+        for i in 0..<a.count { out[i] = op(a.scalars[i], b.scalars[i % inner]) }
+      }
+    }
+    return nil
   }
 
   /// Strides of `shape` read as the (right-aligned) broadcast `target`: 0 on stretched axes.

@@ -97,12 +97,31 @@ public struct Tensor: Sendable, Equatable {
     }
   }
 
-  /// A copy with the last two axes swapped.
+  /// A copy with the last two axes swapped, in cache-sized blocks (the transformer blocks swap
+  /// NCHW and token layouts twice per layer).
   public func transposedLastTwo() -> Tensor {
     precondition(rank >= 2, "transpose needs rank >= 2, got \(shape)")
-    var axes = Array(0..<rank)
-    axes.swapAt(rank - 1, rank - 2)
-    return permuted(axes)
+    let (rows, columns) = (shape[rank - 2], shape[rank - 1])
+    let matrices = count / Swift.max(1, rows * columns)
+    var outShape = shape
+    outShape.swapAt(rank - 1, rank - 2)
+    let block = 32
+    return Tensor(shape: outShape) { out in
+      scalars.withUnsafeBufferPointer { src in
+        guard let s = src.baseAddress, let d = out.baseAddress else { return }
+        for matrix in 0..<matrices {
+          let input = s + matrix * rows * columns
+          let output = d + matrix * rows * columns
+          for r0 in stride(from: 0, to: rows, by: block) {
+            for c0 in stride(from: 0, to: columns, by: block) {
+              for r in r0..<Swift.min(rows, r0 + block) {
+                for c in c0..<Swift.min(columns, c0 + block) { output[c * rows + r] = input[r * columns + c] }
+              }
+            }
+          }
+        }
+      }
+    }
   }
 
   /// Row-major strides of a shape, in elements.

@@ -82,29 +82,34 @@ public func layerNorm(
   }
 }
 
-/// Mean and biased variance of `count` floats, two passes in Double.
+/// Mean and biased variance of `count` floats, two passes accumulated in Double over four
+/// fixed lanes (a fixed order, so the result does not depend on the thread count).
 @inline(__always)
 func meanAndVariance(_ p: UnsafePointer<Float>, count: Int) -> (Double, Double) {
   guard count > 0 else { return (0, 0) }
-  var sum = SIMD8<Double>(repeating: 0)
+  var (s0, s1, s2, s3) = (0.0, 0.0, 0.0, 0.0)
   var i = 0
-  while i + 8 <= count {
-    sum += SIMD8<Double>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self))
-    i += 8
+  while i + 4 <= count {
+    s0 += Double(p[i])
+    s1 += Double(p[i + 1])
+    s2 += Double(p[i + 2])
+    s3 += Double(p[i + 3])
+    i += 4
   }
-  var total = sum.sum()
-  while i < count { total += Double(p[i]); i += 1 }
-  let mean = total / Double(count)
-  var squares = SIMD8<Double>(repeating: 0)
+  while i < count { s0 += Double(p[i]); i += 1 }
+  let mean = (s0 + s1 + s2 + s3) / Double(count)
+  var (q0, q1, q2, q3) = (0.0, 0.0, 0.0, 0.0)
   i = 0
-  while i + 8 <= count {
-    let d = SIMD8<Double>(UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)) - mean
-    squares += d * d
-    i += 8
+  while i + 4 <= count {
+    let (d0, d1, d2, d3) = (Double(p[i]) - mean, Double(p[i + 1]) - mean, Double(p[i + 2]) - mean, Double(p[i + 3]) - mean)
+    q0 += d0 * d0
+    q1 += d1 * d1
+    q2 += d2 * d2
+    q3 += d3 * d3
+    i += 4
   }
-  var squareTotal = squares.sum()
-  while i < count { let d = Double(p[i]) - mean; squareTotal += d * d; i += 1 }
-  return (mean, squareTotal / Double(count))
+  while i < count { let d = Double(p[i]) - mean; q0 += d * d; i += 1 }
+  return (mean, (q0 + q1 + q2 + q3) / Double(count))
 }
 
 /// Plain-loop reference for `groupNorm` without activation (tests compare the two).
