@@ -1,0 +1,75 @@
+// The CLIP tokenizer against transformers.CLIPTokenizer on the committed prompt corpus
+// (weights/make_tokenizer_corpus.py), with the SD 1.x and SD 2.x tokenizer folders and the
+// bundled vocabulary.
+
+import Foundation
+import SDModels
+import SDTensor
+import SDTestSupport
+import Testing
+
+private struct CorpusCase: Sendable, CustomStringConvertible {
+  let prompt: String
+  let ids: [Int]
+  let sd15: [Int]
+  let sd2: [Int]
+  var description: String { prompt.debugDescription }
+}
+
+private let corpus: [CorpusCase] = {
+  let data = try! Data(contentsOf: fixturesDirectory.appendingPathComponent("tokenizer-corpus.json"))
+  let json = try! JSONValue.parse(data)
+  func ids(_ value: JSONValue?) -> [Int] { value!.arrayValue!.map { $0.intValue! } }
+  return json["cases"]!.arrayValue!.map {
+    CorpusCase(prompt: $0["prompt"]!.stringValue!, ids: ids($0["ids"]), sd15: ids($0["sd15"]), sd2: ids($0["sd2"]))
+  }
+}()
+
+private let sd15 = try! CLIPTokenizer(directory: fixturesDirectory.appendingPathComponent("tiny-sd15/tokenizer"))
+private let sd2 = try! CLIPTokenizer(directory: fixturesDirectory.appendingPathComponent("tiny-sd2/tokenizer"))
+private let bundled = try! CLIPTokenizer.bundled()
+
+@Suite struct TokenizerTests {
+  @Test func corpusHasAtLeast200Prompts() {
+    #expect(corpus.count >= 200)
+  }
+
+  @Test(arguments: corpus)
+  fileprivate func matchesTransformers(_ entry: CorpusCase) {
+    #expect([sd15.bosID] + sd15.encode(entry.prompt) + [sd15.eosID] == entry.ids)
+    #expect(sd15.tokenize(entry.prompt) == entry.sd15)
+    #expect(sd2.tokenize(entry.prompt) == entry.sd2)
+    #expect(bundled.tokenize(entry.prompt) == entry.sd15)
+  }
+
+  @Test func specialIDs() {
+    #expect((sd15.bosID, sd15.eosID, sd15.padID) == (49406, 49407, 49407))
+    #expect(sd2.padID == 0)
+    #expect(try! CLIPTokenizer.bundled(padToken: "!").tokenize("a!") == sd2.tokenize("a!"))
+  }
+
+  @Test func tokenStringsShowWordEnds() {
+    #expect(sd15.tokenStrings(sd15.encode("green tones")) == ["green</w>", "tones</w>"])
+  }
+
+  @Test func missingOrBrokenFilesAreNamed() throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    #expect {
+      _ = try CLIPTokenizer(directory: folder)
+    } throws: { error in
+      guard case .invalidTokenizer(let file, _) = error as? ModelError else { return false }
+      return file.hasSuffix("vocab.json")
+    }
+    try Data(#"{"a": 0, "b": 1, "a</w>": 2, "<|startoftext|>": 3, "<|endoftext|>": 4}"#.utf8)
+      .write(to: folder.appendingPathComponent("vocab.json"))
+    try Data("#version: 0.2\na c\n".utf8).write(to: folder.appendingPathComponent("merges.txt"))
+    #expect {
+      _ = try CLIPTokenizer(directory: folder)
+    } throws: { error in
+      guard case .invalidTokenizer(let file, let reason) = error as? ModelError else { return false }
+      return file.hasSuffix("merges.txt") && reason.contains("line 2")
+    }
+  }
+}
