@@ -42,6 +42,8 @@ SCHEDULERS = {
     "dpmpp2m": (DPMSolverMultistepScheduler, {}),
     "dpmpp2m_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
     "lms": (LMSDiscreteScheduler, {}),
+    "dpmpp2m_sde_karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True,
+                                                         "algorithm_type": "sde-dpmsolver++"}),
 }
 
 # name -> (scheduler, negative prompt, guidance scale, guidance rescale, img2img strength)
@@ -51,6 +53,10 @@ CASES["ddim_rescale"] = ("ddim", NEGATIVE, 7.5, 0.7, None)
 CASES["euler_scale1"] = ("euler", NEGATIVE, 1.0, 0.0, None)
 CASES["img2img"] = ("ddim", NEGATIVE, 7.5, 0.0, 0.75)
 CASES["img2img_euler_a"] = ("euler_a", NEGATIVE, 7.5, 0.0, 0.5)
+# The SD 2.x-like model with its own scheduler config (Euler, v-prediction, linspace) and its
+# tokenizer that pads with "!".
+SD2_MODEL = "weights/fixtures/tiny-sd2"
+SD2_CASES = {"sd2_euler_v": NEGATIVE, "sd2_ddim_v": NEGATIVE}
 
 
 def init_image():
@@ -105,6 +111,31 @@ def main():
         settings[case] = dict(scheduler=cls.__name__, scheduler_overrides=extra, negative_prompt=negative,
                               guidance_scale=scale, guidance_rescale=rescale, strength=strength,
                               steps=STEPS, seed=SEED, prompt=PROMPT, recorded_steps=len(steps))
+        print(case, "steps", len(steps), "image range", float(image.min()), float(image.max()))
+    sd2 = StableDiffusionPipeline.from_pretrained(SD2_MODEL, torch_dtype=torch.float32, safety_checker=None,
+                                                  requires_safety_checker=False)
+    sd2.set_progress_bar_config(disable=True)
+    for case, negative in SD2_CASES.items():
+        if case == "sd2_ddim_v":
+            sd2.scheduler = DDIMScheduler.from_config(sd2.scheduler.config)
+        steps = []
+
+        def on_sd2_step(pipeline, i, t, kwargs):
+            steps.append(kwargs["latents"].detach().clone())
+            return kwargs
+
+        with torch.no_grad():
+            latents = sd2(prompt=PROMPT, negative_prompt=negative, num_inference_steps=STEPS, guidance_scale=7.5,
+                          generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent", height=64,
+                          width=64, callback_on_step_end=on_sd2_step,
+                          callback_on_step_end_tensor_inputs=["latents"]).images
+            image = sd2.vae.decode(latents / sd2.vae.config.scaling_factor).sample
+        for i, step in enumerate(steps):
+            tensors[f"{case}.latents.{i}"] = step
+        tensors[f"{case}.image"] = image
+        settings[case] = dict(model=SD2_MODEL, scheduler=type(sd2.scheduler).__name__, negative_prompt=negative,
+                              guidance_scale=7.5, steps=STEPS, seed=SEED, prompt=PROMPT,
+                              recorded_steps=len(steps))
         print(case, "steps", len(steps), "image range", float(image.min()), float(image.max()))
     tensors = {k: v.contiguous().float() for k, v in tensors.items()}
     metadata = {"command": " ".join(["python3"] + sys.argv), "torch": torch.__version__,

@@ -1,0 +1,85 @@
+// What a caller asks of the pipeline, and what it gets back while and after it runs.
+
+import SDTensor
+
+/// One txt2img or img2img request. Defaults follow diffusers' StableDiffusionPipeline except
+/// `steps` (20, a common CLI default, instead of 50).
+public struct GenerationRequest: Sendable {
+  /// What the image should show.
+  public var prompt: String
+  /// What the image should not show; nil or "" means the empty prompt, as in diffusers.
+  public var negativePrompt: String?
+  /// Negative-prompt embeddings `[1, 77, hidden]` used instead of `negativePrompt` text.
+  public var negativePromptEmbeddings: Tensor?
+  /// Denoising steps (model calls may be more for PNDM's first step, as in diffusers).
+  public var steps: Int
+  /// Classifier-free guidance scale s; at s ≤ 1 the negative branch is skipped.
+  public var guidanceScale: Float
+  /// φ of guidance rescale (0 = off).
+  public var guidanceRescale: Float
+  /// Seed of the torch-compatible generator for the initial (and ancestral) noise.
+  public var seed: UInt64
+  /// The sampler; nil uses the class named in the model's `scheduler_config.json`.
+  public var sampler: SchedulerKind?
+  /// Image size in pixels; nil uses the model's native size (UNet sample size × 8).
+  public var width: Int?
+  public var height: Int?
+  /// img2img: the starting image (resized by the caller to width × height).
+  public var initImage: RGBImage?
+  /// img2img: how much of the schedule to run, in (0, 1]; 1 ignores the image's content.
+  public var strength: Float
+  /// Skip the last k text-encoder layers (diffusers' `clip_skip`).
+  public var clipSkip: Int
+
+  public init(
+    prompt: String, negativePrompt: String? = nil, negativePromptEmbeddings: Tensor? = nil,
+    steps: Int = 20, guidanceScale: Float = 7.5, guidanceRescale: Float = 0, seed: UInt64 = 0,
+    sampler: SchedulerKind? = nil, width: Int? = nil, height: Int? = nil,
+    initImage: RGBImage? = nil, strength: Float = 0.8, clipSkip: Int = 0
+  ) {
+    self.prompt = prompt
+    self.negativePrompt = negativePrompt
+    self.negativePromptEmbeddings = negativePromptEmbeddings
+    self.steps = steps
+    self.guidanceScale = guidanceScale
+    self.guidanceRescale = guidanceRescale
+    self.seed = seed
+    self.sampler = sampler
+    self.width = width
+    self.height = height
+    self.initImage = initImage
+    self.strength = strength
+    self.clipSkip = clipSkip
+  }
+}
+
+/// Reported after every denoising step. Return `false` from the callback to cancel.
+public struct GenerationProgress: Sendable {
+  /// 1-based index of the step just finished.
+  public var step: Int
+  /// Steps in this run.
+  public var totalSteps: Int
+  /// The timestep the UNet was called at.
+  public var timestep: Float
+  /// The latents after this step, `[1, 4, h/8, w/8]`.
+  public var latents: Tensor
+  /// The guided noise prediction the scheduler stepped with.
+  public var noisePrediction: Tensor
+}
+
+/// The outcome of a generation.
+public struct GenerationResult: Sendable {
+  /// The decoded image.
+  public var image: RGBImage
+  /// The latents before the first step (noise, or the noised init image for img2img).
+  public var initialLatents: Tensor
+  /// The final latents, before VAE decoding (scaled as the UNet sees them).
+  public var latents: Tensor
+  /// The VAE output `[1, 3, H, W]` in about [-1, 1], before conversion to 8 bits.
+  public var decoded: Tensor
+  /// The sampler that ran.
+  public var sampler: SchedulerKind
+  /// Tokens that did not fit the 77-token window and were dropped, per prompt (positive,
+  /// negative); empty when nothing was cut.
+  public var truncatedTokens: (positive: [String], negative: [String])
+}

@@ -1,0 +1,71 @@
+// Scheduler settings and schedules that the end-to-end fixtures do not reach: config errors,
+// img2img's first step, and the timesteps of each spacing against diffusers' set_timesteps.
+
+import Foundation
+import SDPipeline
+import SDTestSupport
+import Testing
+
+@Suite struct SchedulerTests {
+  private func configuration(_ json: String) throws -> SchedulerConfiguration {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("scheduler-\(UUID().uuidString).json")
+    try Data(json.utf8).write(to: url)
+    defer { try? FileManager.default.removeItem(at: url) }
+    return try SchedulerConfiguration(contentsOf: url)
+  }
+
+  @Test func readsTheModelsSchedulerFile() throws {
+    let url = fixturesDirectory.appendingPathComponent("tiny-sd2/scheduler/scheduler_config.json")
+    let settings = try SchedulerConfiguration(contentsOf: url)
+    #expect(settings.kind == .euler)
+    #expect(settings.predictionType == .vPrediction)
+  }
+
+  @Test func unsupportedSettingsAreNamed() throws {
+    for (json, key) in [
+      (#"{"thresholding": true}"#, "thresholding"), (#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
+      (#"{"solver_order": 3}"#, "solver_order"), (#"{"prediction_type": 7}"#, "prediction_type"),
+      (#"{"num_train_timesteps": "many"}"#, "num_train_timesteps"),
+    ] {
+      #expect {
+        _ = try configuration(json)
+      } throws: { error in
+        guard case .invalidSchedulerConfiguration(_, let reason) = error as? PipelineError else { return false }
+        return reason.contains("'\(key)'")
+      }
+    }
+    #expect(throws: PipelineError.self) { _ = try configuration("[1, 2]") }
+    #expect(throws: PipelineError.self) { _ = try configuration("{") }
+  }
+
+  /// diffusers: DDIMScheduler / EulerDiscreteScheduler / DPMSolverMultistepScheduler
+  /// .from_config(SD 1.5 config).set_timesteps(10).timesteps.
+  @Test func timestepsOfEachSampler() throws {
+    let sd15 = SchedulerConfiguration.stableDiffusion15
+    #expect(try makeScheduler(.ddim, configuration: sd15, steps: 10).timesteps == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1])
+    #expect(try makeScheduler(.pndm, configuration: sd15, steps: 4).timesteps == [751, 501, 501, 251, 1])
+    #expect(try makeScheduler(.dpmSolverMultistep, configuration: sd15, steps: 4).timesteps == [801, 601, 401, 201])
+    var linspace = sd15
+    linspace.timestepSpacing = .linspace
+    #expect(try makeScheduler(.euler, configuration: linspace, steps: 4).timesteps == [999, 666, 333, 0])
+    var trailing = sd15
+    trailing.timestepSpacing = .trailing
+    #expect(try makeScheduler(.ddim, configuration: trailing, steps: 4).timesteps == [999, 749, 499, 249])
+  }
+
+  /// diffusers' get_timesteps: int(steps · strength) steps run, computed from the decimal.
+  @Test func img2imgFirstStep() throws {
+    let scheduler = try makeScheduler(.ddim, configuration: .stableDiffusion15, steps: 10)
+    #expect(scheduler.firstStep(strength: 0.7) == 3)
+    #expect(scheduler.firstStep(strength: 1) == 0)
+    #expect(scheduler.firstStep(strength: 0.05) == 10)
+    #expect(throws: PipelineError.self) { _ = try makeScheduler(.ddim, configuration: .stableDiffusion15, steps: 0) }
+  }
+
+  @Test func samplerNames() {
+    for kind in SchedulerKind.allCases { #expect(SchedulerKind(name: kind.rawValue) == kind) }
+    #expect(SchedulerKind(name: "Euler-A") == .eulerAncestral)
+    #expect(SchedulerKind(className: "PNDMScheduler") == .pndm)
+    #expect(SchedulerKind(className: "UniPCMultistepScheduler") == nil)
+  }
+}
