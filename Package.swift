@@ -25,7 +25,8 @@ let package = Package(
     .target(name: "SDTestSupport", dependencies: ["SDTensor"], path: "Tests/SDTestSupport"),
     .testTarget(name: "SDTensorTests", dependencies: ["SDTensor", "SDTestSupport"]),
     .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDTestSupport"]),
-    .testTarget(name: "SDPipelineTests", dependencies: ["SDPipeline", "SDTestSupport"]),
+    // The command-line tests run the built `sd` executable, so they depend on it.
+    .testTarget(name: "SDPipelineTests", dependencies: ["SDPipeline", "SDTestSupport", "sd"]),
   ],
   swiftLanguageModes: [.v6]
 )

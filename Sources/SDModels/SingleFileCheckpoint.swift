@@ -4,10 +4,56 @@
 // the models keep a single spelling (the mapping follows diffusers'
 // scripts/convert_original_stable_diffusion_to_diffusers.py).
 
+import Foundation
 import SDTensor
 
-/// Key maps from diffusers names to original-layout names.
-public enum SingleFileCheckpoint {
+/// An SD 1.x single-file checkpoint opened as three weight stores, one per model part, each
+/// presenting the diffusers key names.
+public struct SingleFileCheckpoint: Sendable {
+  public let textEncoder: WeightStore
+  public let unet: WeightStore
+  public let vae: WeightStore
+  public let path: String
+
+  /// Opens `path` (safetensors) for models of the given configurations.
+  /// - Throws: `ModelError.weights` for an unreadable file, `.invalidConfiguration` for a file
+  ///   that is not an SD 1.x single-file checkpoint (SD 2.x's OpenCLIP text encoder, a LoRA, ...).
+  public init(
+    path: String, textEncoder textConfig: CLIPTextConfiguration, unet unetConfig: UNetConfiguration,
+    vae vaeConfig: AutoencoderConfiguration
+  ) throws(ModelError) {
+    let file: SafeTensorsFile
+    do { file = try SafeTensorsFile(path: path) } catch { throw .weights(error) }
+    let names = Set(file.names)
+    if names.contains("cond_stage_model.model.token_embedding.weight") {
+      throw .invalidConfiguration(
+        file: path, reason: "an SD 2.x checkpoint (OpenCLIP text encoder); single files are read for SD 1.x only, use the diffusers folder of this model")
+    }
+    for prefix in ["model.diffusion_model.", "first_stage_model.", "cond_stage_model.transformer."]
+    where !names.contains(where: { $0.hasPrefix(prefix) }) {
+      throw .invalidConfiguration(file: path, reason: "no \(prefix)* tensors: not a single-file Stable Diffusion checkpoint")
+    }
+    // Older checkpoints (transformers < 4.x) lack the `text_model.` level.
+    let textPrefix =
+      names.contains("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight")
+      ? "cond_stage_model.transformer.text_model." : "cond_stage_model.transformer."
+    do {
+      textEncoder = try WeightStore(files: [file], keyMap: Self.textEncoderKeyMap(textConfig, storedPrefix: textPrefix))
+      unet = try WeightStore(files: [file], keyMap: Self.unetKeyMap(unetConfig))
+      vae = try WeightStore(files: [file], keyMap: Self.vaeKeyMap(vaeConfig))
+    } catch {
+      throw .weights(error)
+    }
+    self.path = path
+  }
+
+  /// Tensors of the model parts that no model read (after building them): a sign of a
+  /// checkpoint for another architecture.
+  public func unusedKeys() -> [String] {
+    (unet.unreadKeys(prefix: "model.diffusion_model.") + vae.unreadKeys(prefix: "first_stage_model.")
+      + textEncoder.unreadKeys(prefix: "cond_stage_model.transformer.")).filter { !$0.hasSuffix("position_ids") }
+  }
+
   /// UNet keys: diffusers name -> `model.diffusion_model.` name.
   public static func unetKeyMap(_ config: UNetConfiguration) -> [String: WeightStore.Source] {
     var map: [String: String] = [:]
@@ -106,8 +152,8 @@ public enum SingleFileCheckpoint {
     return map
   }
 
-  /// Text-encoder keys: the transformers names under `cond_stage_model.transformer.`.
-  public static func textEncoderKeyMap(_ config: CLIPTextConfiguration) -> [String: WeightStore.Source] {
+  /// Text-encoder keys: the transformers names under `storedPrefix`.
+  public static func textEncoderKeyMap(_ config: CLIPTextConfiguration, storedPrefix: String) -> [String: WeightStore.Source] {
     var names = [
       "embeddings.token_embedding.weight", "embeddings.position_embedding.weight",
       "final_layer_norm.weight", "final_layer_norm.bias",
@@ -119,7 +165,7 @@ public enum SingleFileCheckpoint {
     }
     var map: [String: WeightStore.Source] = [:]
     for name in names {
-      map["text_model.\(name)"] = .init(storedName: "cond_stage_model.transformer.text_model.\(name)")
+      map["text_model.\(name)"] = .init(storedName: "\(storedPrefix)\(name)")
     }
     return map
   }

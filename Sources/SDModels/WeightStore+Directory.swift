@@ -8,7 +8,7 @@ extension WeightStore {
   /// diffusers writes for half-precision checkpoints.
   /// - Throws: `ModelError.weights` when neither exists (naming a pickle `.bin` if that is all
   ///   there is, which is refused: loading it would run arbitrary code) or the file is invalid.
-  static func open(directory: URL, stem: String) throws(ModelError) -> WeightStore {
+  public static func open(directory: URL, stem: String) throws(ModelError) -> WeightStore {
     let manager = FileManager.default
     for name in ["\(stem).safetensors", "\(stem).fp16.safetensors"] {
       let path = directory.appendingPathComponent(name).path

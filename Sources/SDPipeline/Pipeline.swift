@@ -19,47 +19,106 @@ public struct StableDiffusionPipeline: Sendable {
   /// none.
   public let defaultSampler: SchedulerKind
 
+  /// Tensors of the model files that no layer read; empty for a well-formed model. The CLI
+  /// prints them as a warning (a leftover means the checkpoint has parts this runtime ignores).
+  public let unusedWeights: [String]
+
   /// Assembles a pipeline from loaded parts.
   public init(
     tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
     vae: AutoencoderKL, schedulerConfiguration: SchedulerConfiguration, defaultSampler: SchedulerKind
-  ) {
+  ) throws(PipelineError) {
+    try Self.checkWidths(textEncoder, unet)
     self.tokenizer = tokenizer
     self.textEncoder = textEncoder
     self.unet = unet
     self.vae = vae
     self.schedulerConfiguration = schedulerConfiguration
     self.defaultSampler = defaultSampler
+    unusedWeights = []
   }
 
-  /// Loads a diffusers model folder (`text_encoder/`, `tokenizer/`, `unet/`, `vae/`,
-  /// `scheduler/`; fp32 or fp16 safetensors). A folder without `tokenizer/` uses the bundled CLIP
-  /// vocabulary; one without `scheduler/` uses SD 1.5's PNDM settings.
-  /// - Throws: `PipelineError` naming the file that is missing or wrong.
-  public init(modelAt url: URL) throws(PipelineError) {
+  /// Loads a model from
+  /// - a diffusers folder (`text_encoder/`, `tokenizer/`, `unet/`, `vae/`, `scheduler/`; fp32 or
+  ///   fp16 safetensors, also the `*.fp16.safetensors` variant), or
+  /// - an SD 1.x single-file checkpoint in the original layout (`v1-5-pruned-emaonly.safetensors`),
+  ///   with SD 1.5's configurations, or those of the diffusers folder `configurationsFrom`.
+  /// Without `tokenizer/` the bundled CLIP vocabulary is used; without `scheduler/`, SD 1.5's PNDM.
+  /// - Throws: `PipelineError` naming the file that is missing or wrong; pickle checkpoints
+  ///   (`.ckpt`, `.pt`, `.bin`) are refused, since loading them can run code.
+  public init(modelAt url: URL, configurationsFrom configurationFolder: URL? = nil) throws(PipelineError) {
     var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-      throw .invalidArgument(name: "model", reason: "\(url.path) is not a diffusers model folder")
+    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+      throw .invalidArgument(name: "model", reason: "\(url.path) does not exist")
     }
-    do {
-      let tokenizerFolder = url.appendingPathComponent("tokenizer")
-      tokenizer =
-        FileManager.default.fileExists(atPath: tokenizerFolder.path)
-        ? try CLIPTokenizer(directory: tokenizerFolder) : try CLIPTokenizer.bundled()
-      textEncoder = try CLIPTextModel(directory: url.appendingPathComponent("text_encoder"))
-      unet = try UNet2DConditionModel(directory: url.appendingPathComponent("unet"))
-      vae = try AutoencoderKL(directory: url.appendingPathComponent("vae"))
+    let folder = isDirectory.boolValue ? url : configurationFolder
+    let file = isDirectory.boolValue ? nil : url
+    if let file {
+      let suffix = file.pathExtension.lowercased()
+      guard !["ckpt", "pt", "pth", "bin", "pkl"].contains(suffix) else {
+        throw .invalidArgument(
+          name: "model", reason: "\(file.path) is a PyTorch pickle; only safetensors are read (a pickle can run code when loaded)")
+      }
+      guard suffix == "safetensors" else {
+        throw .invalidArgument(name: "model", reason: "\(file.path) is neither a diffusers folder nor a .safetensors checkpoint")
+      }
+    }
+    func config<Configuration>(
+      _ part: String, preset: Configuration, _ read: (URL) throws(ModelError) -> Configuration
+    ) throws(PipelineError) -> Configuration {
+      guard let folder else { return preset }
+      do { return try read(folder.appendingPathComponent("\(part)/config.json")) } catch { throw .model(error) }
+    }
+    let textConfiguration = try config("text_encoder", preset: CLIPTextConfiguration.stableDiffusion15, CLIPTextConfiguration.init(contentsOf:))
+    let unetConfiguration = try config("unet", preset: UNetConfiguration.stableDiffusion15, UNetConfiguration.init(contentsOf:))
+    let vaeConfiguration = try config("vae", preset: AutoencoderConfiguration.stableDiffusion15, AutoencoderConfiguration.init(contentsOf:))
+    let stores: (text: WeightStore, unet: WeightStore, vae: WeightStore)
+    var checkpoint: SingleFileCheckpoint?
+    do throws(ModelError) {
+      if let file {
+        let opened = try SingleFileCheckpoint(
+          path: file.path, textEncoder: textConfiguration, unet: unetConfiguration, vae: vaeConfiguration)
+        checkpoint = opened
+        stores = (opened.textEncoder, opened.unet, opened.vae)
+      } else {
+        stores = (
+          try WeightStore.open(directory: url.appendingPathComponent("text_encoder"), stem: "model"),
+          try WeightStore.open(directory: url.appendingPathComponent("unet"), stem: "diffusion_pytorch_model"),
+          try WeightStore.open(directory: url.appendingPathComponent("vae"), stem: "diffusion_pytorch_model")
+        )
+      }
+      let tokenizerFolder = folder?.appendingPathComponent("tokenizer")
+      if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder.path) {
+        tokenizer = try CLIPTokenizer(directory: tokenizerFolder)
+      } else {
+        tokenizer = try CLIPTokenizer.bundled()
+      }
+      do throws(WeightError) {
+        textEncoder = try CLIPTextModel(configuration: textConfiguration, weights: stores.text)
+        unet = try UNet2DConditionModel(configuration: unetConfiguration, weights: stores.unet)
+        vae = try AutoencoderKL(configuration: vaeConfiguration, weights: stores.vae)
+      } catch {
+        throw ModelError.weights(error)
+      }
     } catch {
       throw .model(error)
     }
-    let schedulerFile = url.appendingPathComponent("scheduler/scheduler_config.json")
-    if FileManager.default.fileExists(atPath: schedulerFile.path) {
+    let schedulerFile = folder?.appendingPathComponent("scheduler/scheduler_config.json")
+    if let schedulerFile, FileManager.default.fileExists(atPath: schedulerFile.path) {
       schedulerConfiguration = try SchedulerConfiguration(contentsOf: schedulerFile)
       defaultSampler = schedulerConfiguration.kind ?? .pndm
     } else {
       schedulerConfiguration = .stableDiffusion15
       defaultSampler = .pndm
     }
+    unusedWeights =
+      checkpoint?.unusedKeys()
+      ?? (stores.text.unreadKeys() + stores.unet.unreadKeys() + stores.vae.unreadKeys()).filter { !$0.hasSuffix("position_ids") }
+    try Self.checkWidths(textEncoder, unet)
+  }
+
+  /// The UNet cross-attends to the text encoder's output, so their widths must agree.
+  private static func checkWidths(_ textEncoder: CLIPTextModel, _ unet: UNet2DConditionModel) throws(PipelineError) {
     guard textEncoder.configuration.hiddenSize == unet.configuration.crossAttentionDim else {
       throw .invalidArgument(
         name: "model",

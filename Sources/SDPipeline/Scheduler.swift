@@ -77,6 +77,22 @@ public func makeScheduler(_ kind: SchedulerKind, configuration: SchedulerConfigu
   guard steps >= 1, steps <= configuration.trainTimesteps else {
     throw .invalidArgument(name: "steps", reason: "must be in 1...\(configuration.trainTimesteps), got \(steps)")
   }
+  let scheduler = try makeUncheckedScheduler(kind, configuration: configuration, steps: steps)
+  // Near the training length, spacing and offset push a timestep past the table (diffusers
+  // fails with an IndexError there) or make two steps share a timestep; refuse those counts.
+  let timesteps = scheduler.timesteps
+  let repeats = kind == .pndm && timesteps.count > 1 ? 1 : 0
+  guard timesteps.allSatisfy({ $0 >= 0 && $0 <= Float(configuration.trainTimesteps - 1) }),
+        Set(timesteps).count == timesteps.count - repeats
+  else {
+    throw .invalidArgument(
+      name: "steps",
+      reason: "\(steps) steps do not fit this model's \(configuration.trainTimesteps)-step schedule with \(kind.rawValue); use fewer")
+  }
+  return scheduler
+}
+
+private func makeUncheckedScheduler(_ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) -> any Scheduler {
   switch kind {
   case .ddim: return try DDIMScheduler(configuration: configuration, steps: steps)
   case .pndm: return try PNDMScheduler(configuration: configuration, steps: steps)

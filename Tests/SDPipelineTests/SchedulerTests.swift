@@ -60,6 +60,10 @@ import Testing
     #expect(scheduler.firstStep(strength: 1) == 0)
     #expect(scheduler.firstStep(strength: 0.05) == 10)
     #expect(throws: PipelineError.self) { _ = try makeScheduler(.ddim, configuration: .stableDiffusion15, steps: 0) }
+    // Leading spacing with offset 1 would index ᾱ[1000]; Karras rounding would repeat steps.
+    for kind in SchedulerKind.allCases {
+      #expect(throws: PipelineError.self) { _ = try makeScheduler(kind, configuration: .stableDiffusion15, steps: 1000) }
+    }
   }
 
   @Test func samplerNames() {

@@ -1,0 +1,110 @@
+// A small command-line parser: declared options with defaults and help, typed accessors, and
+// one-line errors naming the option (no network packages are available to the build).
+
+import Foundation
+
+/// A usage error: the CLI prints it on one line and exits with status 2.
+struct UsageError: Error, CustomStringConvertible {
+  let description: String
+  init(_ description: String) { self.description = description }
+}
+
+/// One declared option.
+struct OptionSpec {
+  /// Long name without dashes, e.g. "negative-prompt".
+  let name: String
+  /// Placeholder of the value (e.g. "TEXT"), or nil for a flag.
+  let valueName: String?
+  /// Default shown in --help (nil: no default).
+  let defaultValue: String?
+  let help: String
+  /// Whether the option may be given several times.
+  var repeatable = false
+}
+
+/// Parsed options of one command.
+struct ParsedArguments {
+  private(set) var values: [String: [String]] = [:]
+  private(set) var flags: Set<String> = []
+  private(set) var positional: [String] = []
+
+  /// Parses `words` against `specs`. `--name value` and `--name=value` are accepted.
+  init(_ words: [String], specs: [OptionSpec]) throws(UsageError) {
+    let byName = Dictionary(uniqueKeysWithValues: specs.map { ($0.name, $0) })
+    var index = 0
+    while index < words.count {
+      let word = words[index]
+      index += 1
+      guard word.hasPrefix("--"), word.count > 2 else {
+        positional.append(word)
+        continue
+      }
+      var name = String(word.dropFirst(2))
+      var inlineValue: String?
+      if let equals = name.firstIndex(of: "=") {
+        inlineValue = String(name[name.index(after: equals)...])
+        name = String(name[..<equals])
+      }
+      guard let spec = byName[name] else { throw UsageError("unknown option --\(name) (see --help)") }
+      guard spec.valueName != nil else {
+        guard inlineValue == nil else { throw UsageError("--\(name) takes no value") }
+        flags.insert(name)
+        continue
+      }
+      let value: String
+      if let inlineValue {
+        value = inlineValue
+      } else {
+        guard index < words.count else { throw UsageError("--\(name) needs a value (\(spec.valueName ?? "VALUE"))") }
+        value = words[index]
+        index += 1
+      }
+      if values[name] != nil && !spec.repeatable { throw UsageError("--\(name) given twice") }
+      values[name, default: []].append(value)
+    }
+  }
+
+  func has(_ name: String) -> Bool { flags.contains(name) || values[name] != nil }
+  func string(_ name: String) -> String? { values[name]?.last }
+  func strings(_ name: String) -> [String] { values[name] ?? [] }
+
+  func int(_ name: String, default fallback: Int? = nil, range: ClosedRange<Int>) throws(UsageError) -> Int? {
+    guard let text = string(name) else { return fallback }
+    guard let value = Int(text), range.contains(value) else {
+      throw UsageError("--\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+    }
+    return value
+  }
+
+  func float(_ name: String, default fallback: Float? = nil, range: ClosedRange<Float>) throws(UsageError) -> Float? {
+    guard let text = string(name) else { return fallback }
+    guard let value = Float(text), value.isFinite, range.contains(value) else {
+      throw UsageError("--\(name) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+    }
+    return value
+  }
+
+  func seed(_ name: String) throws(UsageError) -> UInt64? {
+    guard let text = string(name) else { return nil }
+    guard let value = UInt64(text) else { throw UsageError("--\(name) must be a whole number in 0...\(UInt64.max), got '\(text)'") }
+    return value
+  }
+
+  /// A path that must exist.
+  func existingPath(_ name: String) throws(UsageError) -> URL? {
+    guard let text = string(name) else { return nil }
+    guard FileManager.default.fileExists(atPath: text) else { throw UsageError("--\(name): no such file or folder '\(text)'") }
+    return URL(fileURLWithPath: text)
+  }
+}
+
+/// The --help text of a command: usage line, then every option with its default.
+func helpText(usage: String, summary: String, specs: [OptionSpec]) -> String {
+  var lines = ["usage: \(usage)", "", summary, "", "options:"]
+  for spec in specs {
+    let left = "  --\(spec.name)" + (spec.valueName.map { " \($0)" } ?? "")
+    let padded = left.count < 30 ? left.padding(toLength: 30, withPad: " ", startingAt: 0) : left + "\n" + String(repeating: " ", count: 30)
+    lines.append(padded + spec.help + (spec.defaultValue.map { " (default: \($0))" } ?? ""))
+  }
+  return lines.joined(separator: "\n")
+}

@@ -1,0 +1,250 @@
+// The `sd` executable as a user runs it: every documented bad input gives a one-line error
+// naming the option and exit status 2; --compare, single-file checkpoints, Ctrl-C and
+// `sd verify` on the fixture models.
+
+import Foundation
+import SDPipeline
+import SDTensor
+import SDTestSupport
+import Testing
+
+/// The built `sd`, next to the test bundle.
+private let sdExecutable: URL = {
+  let buildFolder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+  for candidate in [buildFolder, buildFolder.deletingLastPathComponent()] {
+    let url = candidate.appendingPathComponent("sd")
+    if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+  }
+  return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent(".build/debug/sd")
+}()
+
+private let tinyModel = fixturePath("tiny-sd15")
+
+struct RunResult {
+  let status: Int32
+  let output: String
+  let error: String
+}
+
+/// Runs `sd` with `arguments` (through `sh -c` when `shell` is given, for raw bytes and limits).
+private func runSD(_ arguments: [String], shell: String? = nil) throws -> RunResult {
+  let process = Process()
+  if let shell {
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", shell, sdExecutable.path] + arguments
+  } else {
+    process.executableURL = sdExecutable
+    process.arguments = arguments
+  }
+  let (output, error) = (Pipe(), Pipe())
+  process.standardOutput = output
+  process.standardError = error
+  try process.run()
+  let outputData = output.fileHandleForReading.readDataToEndOfFile()
+  let errorData = error.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  return RunResult(
+    status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+    error: String(decoding: errorData, as: UTF8.self))
+}
+
+private func temporaryFolder() throws -> URL {
+  let url = FileManager.default.temporaryDirectory.appendingPathComponent("sd-cli-\(UUID().uuidString)")
+  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+  return url
+}
+
+/// A generation on the fixture model small enough to run in a test.
+private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
+  ["--model", tinyModel, "--prompt", "a red apple", "--steps", "2", "--width", "64", "--height", "64",
+   "--quiet", "--output", output.path] + extra
+}
+
+@Suite(.serialized) struct CommandLineTests {
+  /// (arguments, text the one-line error must contain). Each is a mistake a user makes.
+  static let badInputs: [([String], String)] = [
+    (["--frobnicate"], "unknown option --frobnicate"),
+    (["--model", tinyModel, "--prompt", "x", "--steps"], "--steps needs a value"),
+    (["--model", tinyModel, "--prompt", "x", "--steps", "ten"], "--steps"),
+    (["--model", tinyModel, "--prompt", "x", "--steps", "0"], "--steps"),
+    (["--model", tinyModel, "--prompt", "x", "--steps", "1000", "--quiet"], "steps: 1000 steps do not fit"),
+    (["--model", tinyModel, "--prompt", "x", "--width", "100"], "--width must be a multiple of 8"),
+    (["--model", tinyModel, "--prompt", "x", "--guidance-scale", "nan"], "--guidance-scale"),
+    (["--model", tinyModel, "--prompt", "x", "--strength", "1.5"], "--strength"),
+    (["--model", tinyModel, "--prompt", "x", "--sampler", "heun"], "--sampler: unknown sampler 'heun'"),
+    (["--model", "/no/such/model", "--prompt", "x"], "--model: no such file or folder"),
+    (["--prompt", "x"], "--model is required"),
+    (["--model", tinyModel], "--prompt is required"),
+    (["--model", tinyModel, "--prompt", "x", "--init-image", "/no/such.png"], "--init-image: no such file"),
+    (["--model", tinyModel, "--prompt", "x", "--output", "/no/such/folder/out.png"], "--output: cannot write into"),
+    (["--model", tinyModel, "--prompt", "x", "stray"], "unexpected argument 'stray'"),
+    (["--model", tinyModel, "--prompt", "x", "--quiet=yes"], "--quiet takes no value"),
+  ]
+
+  @Test("bad input: one line on stderr naming the option, exit 2", arguments: 0..<badInputs.count)
+  func badInput(index: Int) throws {
+    let (arguments, message) = Self.badInputs[index]
+    let result = try runSD(arguments)
+    #expect(result.status == 2, "\(arguments): status \(result.status), stderr \(result.error)")
+    #expect(result.error.contains(message), "\(arguments): \(result.error)")
+    #expect(result.error.split(separator: "\n").count == 1, "\(arguments): \(result.error)")
+  }
+
+  @Test func badFilesAreRefusedWithExit2() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let pickle = folder.appendingPathComponent("model.ckpt")
+    try Data([0x80, 0x02]).write(to: pickle)
+    let notPNG = folder.appendingPathComponent("init.png")
+    try Data("not a png".utf8).write(to: notPNG)
+    let wrongSize = folder.appendingPathComponent("small.png")
+    try RGBImage(width: 8, height: 8, red: 1, green: 2, blue: 3).writePNG(to: wrongSize)
+    let existing = folder.appendingPathComponent("exists.png")
+    try Data("keep me".utf8).write(to: existing)
+    let cases: [([String], String)] = [
+      (["--model", pickle.path, "--prompt", "x"], "pickle"),
+      (quick(folder.appendingPathComponent("a.png"), ["--init-image", notPNG.path]), "cannot read image"),
+      (quick(folder.appendingPathComponent("b.png"), ["--init-image", wrongSize.path]), "initImage: is 8x8"),
+      (quick(existing), "exists (use --overwrite"),
+    ]
+    for (arguments, message) in cases {
+      let result = try runSD(arguments)
+      #expect(result.status == 2, "\(arguments): \(result.error)")
+      #expect(result.error.contains(message), "\(arguments): \(result.error)")
+    }
+    #expect(try String(contentsOf: existing, encoding: .utf8) == "keep me")
+  }
+
+  @Test func invalidUTF8ArgumentIsRefused() throws {
+    let result = try runSD([], shell: #"exec "$0" --model x --prompt "$(printf 'bad \377')""#)
+    #expect(result.status == 2)
+    #expect(result.error.contains("not valid UTF-8"))
+  }
+
+  /// A full disk, simulated by a 1-block file-size limit: the write fails with a message, and
+  /// neither the output nor a temporary file is left.
+  @Test func failedWriteLeavesNoFile() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = folder.appendingPathComponent("out.png")
+    let result = try runSD(quick(output), shell: #"ulimit -f 1; exec "$0" "$@""#)
+    #expect(result.status == 2, "\(result.error)")
+    #expect(result.error.contains("cannot write"), "\(result.error)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+  }
+
+  @Test func helpListsEveryOptionWithItsDefault() throws {
+    let help = try runSD(["--help"])
+    #expect(help.status == 0)
+    for option in ["--model", "--prompt", "--negative-prompt", "--steps", "--guidance-scale", "--seed", "--sampler",
+                   "--width", "--height", "--init-image", "--strength", "--threads", "--output", "--compare",
+                   "--negative-effect", "--quiet", "--overwrite"] {
+      #expect(help.output.contains(option), "\(option) missing from --help")
+    }
+    #expect(help.output.contains("(default: 20)"))
+    let version = try runSD(["--version"])
+    #expect(version.status == 0 && version.output.hasPrefix("sd "))
+  }
+
+  /// The picture of the negative-prompt guide: twice as wide as the image, with a caption strip,
+  /// and the generation parameters in a tEXt chunk.
+  @Test func compareWritesSideBySidePNG() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = folder.appendingPathComponent("compare.png")
+    let heatMap = folder.appendingPathComponent("effect.png")
+    let result = try runSD(quick(output, ["--negative-prompt", "green tones", "--compare", "--negative-effect", heatMap.path]))
+    #expect(result.status == 0, "\(result.error)")
+    let image = try RGBImage(contentsOf: output)
+    #expect(image.width == 128)
+    #expect(image.height > 64)
+    let text = String(decoding: try Data(contentsOf: output), as: UTF8.self)
+    #expect(text.contains("Negative prompt: green tones"))
+    let effect = try RGBImage(contentsOf: heatMap)
+    #expect(effect.width == 64 && effect.pixels.contains { $0 > 0 }, "the negative prompt changed nothing")
+  }
+
+  /// The CLI writes exactly the image the library makes for the same settings.
+  @Test func cliImageMatchesLibrary() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = folder.appendingPathComponent("out.png")
+    let result = try runSD(quick(output, ["--seed", "7", "--negative-prompt", "blurry"]))
+    #expect(result.status == 0, "\(result.error)")
+    let pipeline = try StableDiffusionPipeline(modelAt: URL(fileURLWithPath: tinyModel))
+    let request = GenerationRequest(prompt: "a red apple", negativePrompt: "blurry", steps: 2, seed: 7, width: 64, height: 64)
+    let expected = try pipeline.generate(request, options: ComputeOptions(threadCount: 1)).image
+    #expect(try RGBImage(contentsOf: output) == expected)
+  }
+
+  /// Ctrl-C stops after the current step, exits 130 and leaves no output file.
+  @Test func interruptLeavesNoOutput() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = folder.appendingPathComponent("out.png")
+    let process = Process()
+    process.executableURL = sdExecutable
+    process.arguments = ["--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "64", "--height", "64",
+                         "--output", output.path]
+    let error = Pipe()
+    process.standardError = error
+    try process.run()
+    // Wait for the first step line, then interrupt.
+    var seen = ""
+    while !seen.contains("step ") {
+      let chunk = error.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += String(decoding: chunk, as: UTF8.self)
+    }
+    process.interrupt()
+    process.waitUntilExit()
+    #expect(process.terminationStatus == 130)
+    #expect(!FileManager.default.fileExists(atPath: output.path))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+  }
+
+  @Test func verifyPassesOnFixtureDumps() throws {
+    for model in ["sd15", "sd2"] {
+      let result = try runSD(["verify", "--model", fixturePath("tiny-\(model)"), "--activations", fixturePath("verify-\(model).safetensors")])
+      #expect(result.status == 0, "\(model): \(result.output)")
+      #expect(result.output.contains("rows pass"))
+    }
+  }
+
+  /// A corrupted weight in the UNet's mid block: the text encoder and the blocks before it
+  /// still pass; the mid block and everything computed from it fail.
+  @Test func verifyNamesTheFirstDivergentBlock() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let source = URL(fileURLWithPath: tinyModel)
+    let copy = folder.appendingPathComponent("tiny-sd15")
+    try FileManager.default.copyItem(at: source, to: copy)
+    let weightsURL = copy.appendingPathComponent("unet/diffusion_pytorch_model.safetensors")
+    let file = try SafeTensorsFile(path: weightsURL.path)
+    var tensors: [String: Tensor] = [:]
+    for name in file.names {
+      var tensor = try file.tensor(name)
+      if name == "mid_block.resnets.0.conv2.bias" { tensor = tensor + 0.5 }
+      tensors[name] = tensor
+    }
+    try FileManager.default.removeItem(at: weightsURL)
+    try SafeTensorsWriter.write(tensors, metadata: [:], to: weightsURL.path)
+
+    let result = try runSD(["verify", "--model", copy.path, "--activations", fixturePath("verify-sd15.safetensors"), "--json"])
+    #expect(result.status == 1)
+    var outcome: [String: Bool] = [:]
+    for line in result.output.split(separator: "\n") {
+      let row = try JSONValue.parse(Array(line.utf8))
+      outcome[row["tensor"]?.stringValue ?? ""] = row["pass"]?.boolValue
+    }
+    for passing in ["text_encoder.prompt.last_hidden_state", "unet.step0.time_embedding", "unet.step0.conv_in",
+                    "unet.step0.down_blocks.0", "unet.step0.down_blocks.1"] {
+      #expect(outcome[passing] == true, "\(passing) should pass")
+    }
+    for failing in ["unet.step0.mid_block", "unet.step0.up_blocks.0", "unet.step0.up_blocks.1", "unet.step0.out",
+                    "guidance.noise_pred.0", "latents.0"] {
+      #expect(outcome[failing] == false, "\(failing) should fail")
+    }
+  }
+}
