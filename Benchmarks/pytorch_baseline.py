@@ -67,6 +67,11 @@ def main():
             result["VAE decode 64x64 -> 512x512"] = timed(lambda: vae.decode(latents), 1)
             image = torch.randn(1, 3, 512, 512)
             result["VAE encode 512x512"] = timed(lambda: vae.encode(image), 1)
+            # The same projection the bench makes of its pipeline run: two prompts encoded,
+            # 20 CFG steps (UNet batch 2), one decode.
+            result["txt2img 512x512 projected 20 steps"] = (
+                result["CLIP text encoder batch 2"] + 20 * result["UNet batch 2 latent 64x64"]
+                + result["VAE decode 64x64 -> 512x512"])
     result["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(result))
 

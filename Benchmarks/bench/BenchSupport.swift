@@ -122,7 +122,7 @@ struct BenchReport {
   }
 
   func line(_ row: Row) -> String {
-    var text = row.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+    var text = row.name.padding(toLength: 44, withPad: " ", startingAt: 0)
     if let seconds = row.seconds { text += String(format: " %9.3f s", seconds) } else { text += "            " }
     if let gflops = row.gflops {
       text += String(format: " %8.1f GFLOP/s", gflops)

@@ -3,6 +3,7 @@
 
 import Foundation
 import SDModels
+import SDPipeline
 import SDTensor
 
 /// FLOPs of one UNet forward, split by kind (multiply-add = 2 FLOPs).
@@ -111,24 +112,27 @@ func vaeDecoderFLOPs(_ config: AutoencoderConfiguration, height: Int, width: Int
 /// Times the text encoder, the UNet at two latent sizes and the VAE decoder.
 func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport) throws {
   let store = WeightStore(syntheticSeed: 1)
+  // --weights: the user's model; otherwise synthetic weights of SD 1.5's shapes.
+  let loaded = try arguments.weights.map { try StableDiffusionPipeline(modelAt: URL(fileURLWithPath: $0)) }
 
   var start = DispatchTime.now().uptimeNanoseconds
-  let textModel = try CLIPTextModel(configuration: .stableDiffusion15, weights: store)
+  let textModel = try loaded?.textEncoder ?? CLIPTextModel(configuration: .stableDiffusion15, weights: store)
   let ids = [[49406] + Array(repeating: 49407, count: 76), [49406, 320, 1125, 539, 320, 2368] + Array(repeating: 49407, count: 71)]
   let clipSeconds = timeMedian(runs: 3) { _ = textModel(ids, options: options) }
   report.add("CLIP text encoder batch 2", seconds: clipSeconds)
 
   start = DispatchTime.now().uptimeNanoseconds
-  let unet = try UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
+  let unet = try loaded?.unet ?? UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
   report.extra["unet synthetic build seconds"] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-  let context = benchTensor([2, 77, 768])
+  let context = benchTensor([2, 77, unet.configuration.crossAttentionDim])
   // A profile by part at the 64×64 level, where most of the time goes.
   if let block = unet.downBlocks.first, let transformer = block.attentions.first {
-    let x = benchTensor([2, 320, 64, 64])
-    let embedding = benchTensor([2, 1280])
-    report.add("  ResnetBlock2D 2x320x64x64", seconds: timeMedian(runs: 2) { _ = block.resnets[0](x, timeEmbedding: embedding, options: options) })
-    report.add("  Transformer2DModel 2x320x64x64", seconds: timeMedian(runs: 1) { _ = transformer(x, context: context, options: options) })
-    let tokens = benchTensor([2, 4096, 320])
+    let channels = unet.configuration.blockOutChannels[0]
+    let x = benchTensor([2, channels, 64, 64])
+    let embedding = benchTensor([2, channels * 4])
+    report.add("  ResnetBlock2D 2x\(channels)x64x64", seconds: timeMedian(runs: 2) { _ = block.resnets[0](x, timeEmbedding: embedding, options: options) })
+    report.add("  Transformer2DModel 2x\(channels)x64x64", seconds: timeMedian(runs: 1) { _ = transformer(x, context: context, options: options) })
+    let tokens = benchTensor([2, 4096, channels])
     let layer = transformer.transformerBlocks[0]
     report.add("    self-attention 4096 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn1(tokens, options: options) })
     report.add("    cross-attention 77 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, context: context, options: options) })
@@ -136,7 +140,7 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
   }
   for size in arguments.skipLarge ? [32] : [32, 64] {
     let sample = benchTensor([2, 4, size, size])
-    let flops = unetFLOPs(.stableDiffusion15, height: size, width: size, batch: 2)
+    let flops = unetFLOPs(unet.configuration, height: size, width: size, batch: 2)
     let seconds = timeMedian(runs: size == 64 ? 1 : 2) {
       _ = unet(sample, timesteps: [999, 999], context: context, options: options)
     }
@@ -147,12 +151,44 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
   }
 
   if !arguments.skipLarge {
-    let vae = try AutoencoderKL(configuration: .stableDiffusion15, weights: store)
+    let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
     let latents = benchTensor([1, 4, 64, 64])
     let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }
-    report.add("VAE decode 64x64 -> 512x512", seconds: seconds, flops: vaeDecoderFLOPs(.stableDiffusion15, height: 64, width: 64))
+    report.add("VAE decode 64x64 -> 512x512", seconds: seconds, flops: vaeDecoderFLOPs(vae.configuration, height: 64, width: 64))
     let image = benchTensor([1, 3, 512, 512])
     let encodeSeconds = timeMedian(runs: 1, warmUp: false) { _ = vae.encode(image, options: options) }
     report.add("VAE encode 512x512", seconds: encodeSeconds)
+    let pipeline = try loaded ?? StableDiffusionPipeline(
+      tokenizer: CLIPTokenizer.bundled(), textEncoder: textModel, unet: unet, vae: vae,
+      schedulerConfiguration: .stableDiffusion15, defaultSampler: .pndm)
+    try runTextToImage(pipeline, arguments: arguments, options: options, report: &report)
   }
+}
+
+/// A whole 512×512 txt2img with a negative prompt through the pipeline (DPM++ 2M, guidance
+/// 7.5, so the UNet runs at batch 2), timed by phase, and projected to 20 steps.
+func runTextToImage(
+  _ pipeline: StableDiffusionPipeline, arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport
+) throws {
+  var request = GenerationRequest(
+    prompt: "a photograph of an astronaut riding a horse", negativePrompt: "blurry, lowres, bad hands",
+    steps: arguments.steps, seed: 0, sampler: .dpmSolverMultistep, width: 512, height: 512)
+  request.guidanceScale = 7.5
+  let start = DispatchTime.now().uptimeNanoseconds
+  var marks: [UInt64] = []
+  _ = try pipeline.generate(request, options: options) { _ in
+    marks.append(DispatchTime.now().uptimeNanoseconds)
+    return true
+  }
+  let end = DispatchTime.now().uptimeNanoseconds
+  func seconds(_ from: UInt64, _ to: UInt64) -> Double { Double(to - from) / 1e9 }
+  let stepTimes = zip(marks, marks.dropFirst()).map { seconds($0, $1) }.sorted()
+  let step = stepTimes.isEmpty ? seconds(start, marks[0]) : stepTimes[stepTimes.count / 2]
+  let text = max(0, seconds(start, marks[0]) - step)
+  let decode = seconds(marks[marks.count - 1], end)
+  report.add("txt2img 512x512 text encoding (2 prompts)", seconds: text)
+  report.add("txt2img 512x512 UNet step (CFG batch 2)", seconds: step)
+  report.add("txt2img 512x512 VAE decode", seconds: decode)
+  report.add("txt2img 512x512 total \(arguments.steps) steps", seconds: seconds(start, end))
+  report.add("txt2img 512x512 projected 20 steps", seconds: text + 20 * step + decode)
 }
