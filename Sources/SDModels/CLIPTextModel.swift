@@ -116,8 +116,22 @@ public struct CLIPTextModel: Sendable {
   /// layer norm, or with `skipLastLayers` = k > 0 the output of layer count − k, also
   /// final-normed (diffusers' `clip_skip`).
   public func callAsFunction(_ ids: [[Int]], skipLastLayers: Int = 0, options: ComputeOptions) -> Tensor {
+    encode(embed(ids), skipLastLayers: skipLastLayers, options: options)
+  }
+
+  /// Encodes token embeddings `[b, t, hidden]` (rows of `tokenEmbedding`, or vectors put in
+  /// their place such as textual-inversion embeddings) as `callAsFunction(_:)` encodes ids:
+  /// position embeddings are added here.
+  public func callAsFunction(tokenEmbeddings: Tensor, skipLastLayers: Int = 0, options: ComputeOptions) -> Tensor {
+    let (length, width) = (tokenEmbeddings.shape[1], tokenEmbeddings.shape[2])
+    precondition(length <= configuration.maxPositions && width == configuration.hiddenSize, "token embeddings \(tokenEmbeddings.shape)")
+    let positions = Tensor(shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
+    return encode(tokenEmbeddings + positions, skipLastLayers: skipLastLayers, options: options)
+  }
+
+  private func encode(_ embedded: Tensor, skipLastLayers: Int, options: ComputeOptions) -> Tensor {
     precondition(skipLastLayers >= 0 && skipLastLayers < layers.count, "clip skip \(skipLastLayers)")
-    var hidden = embed(ids)
+    var hidden = embedded
     for layer in layers.prefix(layers.count - skipLastLayers) { hidden = layer(hidden, options: options) }
     return finalLayerNorm(hidden, options: options)
   }

@@ -33,7 +33,7 @@ public struct CLIPTokenizer: Sendable {
   public let bosID: Int
   public let eosID: Int
   public let padID: Int
-  let unknownID: Int
+  public let unknownID: Int
 
   // MARK: Loading
 
@@ -310,7 +310,7 @@ public struct CLIPTokenizer: Sendable {
   static let byteAlphabet: [String] = (0..<256).map { byte in
     let printable = isPrintable(byte)
     let code = printable ? byte : 256 + (0..<byte).count { !isPrintable($0) }
-    return String(Character(Unicode.Scalar(UInt32(code))!))
+    return String(Character(Unicode.Scalar(UInt32(code)) ?? "?"))
   }
 
   /// The byte symbols in CLIP's vocabulary order: the printable bytes, then the remapped ones.

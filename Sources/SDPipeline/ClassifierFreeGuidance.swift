@@ -76,3 +76,80 @@ public struct ClassifierFreeGuidance: Sendable, Equatable {
     return (squares / Double(max(1, values.count - 1))).squareRoot()
   }
 }
+
+/// One of several negative prompts and its weight.
+public struct NegativePrompt: Sendable, Equatable {
+  public var text: String
+  /// Relative weight among the negative prompts (> 0).
+  public var weight: Float
+
+  public init(_ text: String, weight: Float = 1) {
+    self.text = text
+    self.weight = weight
+  }
+}
+
+/// How negative predictions enter the guided one.
+public enum GuidanceRule: String, Sendable, CaseIterable {
+  /// Classifier-free guidance; several negatives act through their weighted mean:
+  /// ε = ε̄ + s·(ε_pos − ε̄), ε̄ = Σ wᵢ·εᵢ / Σ wᵢ.
+  case classifierFree = "cfg"
+  /// Perp-Neg (Armandpour et al. 2023, "Re-imagine the Negative Prompt Algorithm"): each
+  /// negative direction loses its component along the positive one before it is subtracted,
+  /// so what both prompts share is kept: ε = ε_∅ + s·[d_pos − Σ wᵢ·(dᵢ − (dᵢ·d_pos / |d_pos|²)·d_pos)],
+  /// d = ε − ε_∅, per batch item (the paper's negative weight is s·wᵢ).
+  case perpNeg = "perp-neg"
+}
+
+extension ClassifierFreeGuidance {
+  /// Combines the predictions of several text rows into the guided prediction.
+  /// - Parameters:
+  ///   - unconditional: ε_∅ of the empty prompt; required by Perp-Neg, and used by
+  ///     classifier-free guidance when there are no negatives.
+  ///   - negatives: each negative prompt's prediction and weight.
+  public func combine(
+    unconditional: Tensor?, negatives: [(prediction: Tensor, weight: Float)], positive: Tensor, rule: GuidanceRule
+  ) -> Tensor {
+    switch rule {
+    case .classifierFree:
+      guard let first = negatives.first else {
+        precondition(unconditional != nil, "classifier-free guidance without a negative row")
+        return combine(negative: unconditional ?? positive, positive: positive)
+      }
+      if negatives.count == 1 { return combine(negative: first.prediction, positive: positive) }
+      let total = negatives.reduce(Float(0)) { $0 + $1.weight }
+      var mean = first.prediction * (first.weight / total)
+      for negative in negatives.dropFirst() { mean.add(negative.prediction * (negative.weight / total)) }
+      return combine(negative: mean, positive: positive)
+    case .perpNeg:
+      guard let unconditional else { preconditionFailure("Perp-Neg needs the unconditional prediction") }
+      let direction = positive - unconditional
+      var guided = direction
+      for negative in negatives {
+        let perpendicular = perpendicularPart(negative.prediction - unconditional, to: direction)
+        guided.add(perpendicular * -negative.weight)
+      }
+      let result = unconditional + scale * guided
+      return rescale > 0 ? rescaled(result, toMatch: positive) : result
+    }
+  }
+
+  /// x − (x·y / |y|²)·y for each batch item (all non-batch axes flattened).
+  func perpendicularPart(_ x: Tensor, to y: Tensor) -> Tensor {
+    let items = x.shape[0]
+    let size = x.count / items
+    var out = x.scalars
+    for item in 0..<items {
+      let range = item * size..<(item + 1) * size
+      var dot = 0.0
+      var norm = 0.0
+      for i in range {
+        dot += Double(x.scalars[i]) * Double(y.scalars[i])
+        norm += Double(y.scalars[i]) * Double(y.scalars[i])
+      }
+      let projection = norm > 0 ? Float(dot / norm) : 0
+      for i in range { out[i] = x.scalars[i] - projection * y.scalars[i] }
+    }
+    return Tensor(shape: x.shape, scalars: out)
+  }
+}

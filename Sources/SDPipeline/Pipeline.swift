@@ -129,7 +129,8 @@ public struct StableDiffusionPipeline: Sendable {
   /// Pixels per latent along each axis (8 for SD).
   public var vaeScaleFactor: Int { vae.configuration.scaleFactor }
 
-  /// The text embeddings of `prompt` `[1, 77, hidden]` and the tokens cut by the 77-token limit.
+  /// The text embeddings of `prompt` `[1, 77, hidden]` as diffusers computes them (no weights,
+  /// cut at 75 tokens), and the tokens that were cut.
   public func encode(prompt: String, clipSkip: Int = 0, options: ComputeOptions) -> (Tensor, [String]) {
     let ids = tokenizer.encode(prompt)
     let kept = CLIPTokenizer.maxLength - 2
@@ -151,23 +152,7 @@ public struct StableDiffusionPipeline: Sendable {
     let guidance = try ClassifierFreeGuidance(scale: request.guidanceScale, rescale: request.guidanceRescale)
     let sampler = request.sampler ?? defaultSampler
     var scheduler = try makeScheduler(sampler, configuration: schedulerConfiguration, steps: request.steps)
-
-    // Text: [negative, positive] rows, the negative one only when guidance uses it.
-    let (positive, positiveCut) = encode(prompt: request.prompt, clipSkip: request.clipSkip, options: options)
-    var context = positive
-    var negativeCut: [String] = []
-    if guidance.usesNegativeBranch {
-      let negative: Tensor
-      if let embeddings = request.negativePromptEmbeddings {
-        guard embeddings.shape == positive.shape else {
-          throw .invalidArgument(name: "negativePromptEmbeddings", reason: "shape \(embeddings.shape), expected \(positive.shape)")
-        }
-        negative = embeddings
-      } else {
-        (negative, negativeCut) = encode(prompt: request.negativePrompt ?? "", clipSkip: request.clipSkip, options: options)
-      }
-      context = concatenate([negative, positive], axis: 0)
-    }
+    let text = try TextRows(request, pipeline: self, usesNegativeBranch: guidance.usesNegativeBranch, options: options)
 
     // Noise: one generator for everything, drawn in diffusers' order (img2img: the VAE sample
     // first, then the initial noise; ancestral samplers: then one draw per step).
@@ -190,21 +175,22 @@ public struct StableDiffusionPipeline: Sendable {
     let timesteps = scheduler.timesteps
     for index in firstStep..<timesteps.count {
       let t = timesteps[index]
-      let input = scheduler.scaleModelInput(guidance.modelInput(latents), stepIndex: index)
-      let prediction = unet(input, timesteps: Array(repeating: t, count: input.shape[0]), context: context, options: options)
-      let guided = guidance.guidedPrediction(prediction)
+      let step = index - firstStep + 1
+      let rows = text.rows(atStep: step)
+      let batch = concatenate(Array(repeating: latents, count: rows.count), axis: 0)
+      let input = scheduler.scaleModelInput(batch, stepIndex: index)
+      let prediction = unet(input, timesteps: Array(repeating: t, count: rows.count), context: rows.context, options: options)
+      let guided = rows.guide(prediction, guidance, rule: request.guidanceRule)
       latents = scheduler.step(noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
       let report = GenerationProgress(
-        step: index - firstStep + 1, totalSteps: timesteps.count - firstStep, timestep: t,
-        latents: latents, noisePrediction: guided)
+        step: step, totalSteps: timesteps.count - firstStep, timestep: t, latents: latents, noisePrediction: guided)
       if let progress, !progress(report) { throw .cancelled }
     }
 
     let decoded = vae.decode(latents * (1 / vae.configuration.scalingFactor), options: options)
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
-      decoded: decoded, sampler: sampler,
-      truncatedTokens: (positiveCut, negativeCut))
+      decoded: decoded, sampler: sampler, truncatedTokens: text.cutTokens)
   }
 
   private func validate(_ request: GenerationRequest, width: Int, height: Int) throws(PipelineError) {
@@ -223,6 +209,12 @@ public struct StableDiffusionPipeline: Sendable {
     }
     guard request.clipSkip >= 0, request.clipSkip < textEncoder.layers.count else {
       throw .invalidArgument(name: "clipSkip", reason: "must be in 0..<\(textEncoder.layers.count), got \(request.clipSkip)")
+    }
+    for negative in request.negativePrompts where !(negative.weight.isFinite && negative.weight > 0) {
+      throw .invalidArgument(name: "negativePrompts", reason: "weight of '\(negative.text)' must be a positive number, got \(negative.weight)")
+    }
+    if let range = request.negativeSteps, range.lowerBound < 1 {
+      throw .invalidArgument(name: "negativeSteps", reason: "steps count from 1, got \(range)")
     }
     if let image = request.initImage, image.width != width || image.height != height {
       throw .invalidArgument(name: "initImage", reason: "is \(image.width)x\(image.height), the request is \(width)x\(height)")

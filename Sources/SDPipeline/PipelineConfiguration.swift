@@ -30,6 +30,25 @@ public struct GenerationRequest: Sendable {
   public var strength: Float
   /// Skip the last k text-encoder layers (diffusers' `clip_skip`).
   public var clipSkip: Int
+  /// More negative prompts with their weights, combined with `negativePrompt` (weight 1) by
+  /// `guidanceRule`.
+  public var negativePrompts: [NegativePrompt] = []
+  /// The 1-based steps of this run during which the negative prompts apply; outside them the
+  /// empty prompt is used (keeps the composition, removes details). nil: every step.
+  public var negativeSteps: ClosedRange<Int>?
+  /// How negative predictions are combined with the positive one.
+  public var guidanceRule: GuidanceRule = .classifierFree
+  /// Cut prompts at 75 tokens (as diffusers does) instead of encoding them in chunks of 75.
+  public var truncatePrompts = false
+  /// Read `(word:1.3)`, `(word)`, `[word]` weights in prompts; false takes brackets literally.
+  public var parsesPromptWeights = true
+  /// Textual-inversion embeddings usable by name in the prompts.
+  public var embeddings: [TextualInversion] = []
+
+  /// `negativePrompt` (weight 1) followed by `negativePrompts`.
+  public var allNegativePrompts: [NegativePrompt] {
+    (negativePrompt.map { [NegativePrompt($0)] } ?? []) + negativePrompts
+  }
 
   public init(
     prompt: String, negativePrompt: String? = nil, negativePromptEmbeddings: Tensor? = nil,

@@ -67,15 +67,20 @@ import Testing
     #expect(after.image == fresh.image)
   }
 
-  /// A 10 000-character prompt is encoded (its first 75 tokens) and the cut tokens are reported.
-  @Test func veryLongPromptIsTruncatedAndReported() throws {
+  /// A 10 000-character prompt is encoded whole, in chunks of 75 tokens; with
+  /// `truncatePrompts` its first 75 tokens are used and the cut ones reported.
+  @Test func veryLongPromptIsChunkedOrTruncatedAndReported() throws {
     let pipeline = try tinyPipeline.get()
     var long = request
     long.prompt = String(repeating: "apple ", count: 1667)
     long.steps = 1
-    let result = try pipeline.generate(long, options: ComputeOptions(threadCount: 2))
-    #expect(result.truncatedTokens.positive.count == 1667 - 75)
-    #expect(result.truncatedTokens.negative.isEmpty)
+    let chunked = try pipeline.generate(long, options: ComputeOptions(threadCount: 2))
+    #expect(chunked.truncatedTokens.positive.isEmpty)
+    long.truncatePrompts = true
+    let truncated = try pipeline.generate(long, options: ComputeOptions(threadCount: 2))
+    #expect(truncated.truncatedTokens.positive.count == 1667 - 75)
+    #expect(truncated.truncatedTokens.negative.isEmpty)
+    #expect(truncated.image != chunked.image)
   }
 
   @Test func invalidRequestsAreNamed() throws {

@@ -1,0 +1,185 @@
+// Prompt text → text-encoder output, the way people write prompts: attention weights
+// (PromptWeighting.swift), textual-inversion words, and prompts longer than the encoder's 75
+// tokens, which are encoded in chunks of 75 and concatenated along the sequence (the web UIs'
+// behaviour) instead of being cut.
+
+import SDModels
+import SDTensor
+
+/// Encodes prompts with weights, embeddings and chunking for one text encoder.
+public struct PromptEncoder: Sendable {
+  public let tokenizer: CLIPTokenizer
+  public let textEncoder: CLIPTextModel
+  public let embeddings: [TextualInversion]
+
+  /// Tokens per chunk between BOS and EOS.
+  public static let chunkLength = CLIPTokenizer.maxLength - 2
+
+  /// - Throws: `PipelineError.invalidArgument` when an embedding's width is not the encoder's.
+  public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, embeddings: [TextualInversion] = []) throws(PipelineError) {
+    for embedding in embeddings where embedding.vectors.shape[1] != textEncoder.configuration.hiddenSize {
+      throw .invalidArgument(
+        name: "embedding",
+        reason: "'\(embedding.name)' has width \(embedding.vectors.shape[1]), this text encoder \(textEncoder.configuration.hiddenSize)")
+    }
+    self.tokenizer = tokenizer
+    self.textEncoder = textEncoder
+    self.embeddings = embeddings
+  }
+
+  /// One position of the token stream: a vocabulary id or a learned vector, with its weight.
+  struct Token {
+    var id: Int
+    var vector: ArraySlice<Float>?
+    var weight: Float
+    var label: String
+  }
+
+  /// The encoded prompt and what was left out.
+  public struct Encoding: Sendable {
+    /// `[1, 77 · chunks, hidden]`.
+    public var embeddings: Tensor
+    /// Tokens cut by `truncate` (empty otherwise).
+    public var cutTokens: [String]
+    public var chunks: Int { embeddings.shape[1] / CLIPTokenizer.maxLength }
+  }
+
+  /// Encodes `text`. Without weights, embeddings and beyond-75 tokens this is exactly
+  /// diffusers' `encode_prompt` (BOS, ids, EOS, padding; one pass of the encoder).
+  /// - Parameters:
+  ///   - truncate: keep only the first 75 tokens (reported in `cutTokens`) instead of chunking.
+  ///   - parsesWeights: read `(word:1.3)`-style weights; false takes brackets literally.
+  public func encode(
+    _ text: String, truncate: Bool = false, parsesWeights: Bool = true, clipSkip: Int = 0, options: ComputeOptions
+  ) -> Encoding {
+    var tokens = tokenStream(parsesWeights ? WeightedPrompt(parsing: text) : WeightedPrompt(plain: text))
+    var cut: [String] = []
+    if truncate, tokens.count > Self.chunkLength {
+      cut = tokens[Self.chunkLength...].map(\.label)
+      tokens = Array(tokens.prefix(Self.chunkLength))
+    }
+    var chunks: [Tensor] = []
+    var start = 0
+    repeat {
+      let chunk = Array(tokens[start..<min(start + Self.chunkLength, tokens.count)])
+      chunks.append(encodeChunk(chunk, clipSkip: clipSkip, options: options))
+      start += Self.chunkLength
+    } while start < tokens.count
+    return Encoding(embeddings: chunks.count == 1 ? chunks[0] : concatenate(chunks, axis: 1), cutTokens: cut)
+  }
+
+  /// The encoding of one empty chunk, used to bring a shorter prompt to a longer one's length.
+  public func emptyChunk(clipSkip: Int = 0, options: ComputeOptions) -> Tensor {
+    encodeChunk([], clipSkip: clipSkip, options: options)
+  }
+
+  /// Token ids and embedding vectors of each fragment, in order, with the fragment's weight.
+  func tokenStream(_ prompt: WeightedPrompt) -> [Token] {
+    var tokens: [Token] = []
+    for (text, weight) in prompt.fragments {
+      for piece in splitEmbeddingNames(text) {
+        switch piece {
+        case .text(let text):
+          let ids = tokenizer.encode(text)
+          for (id, label) in zip(ids, tokenizer.tokenStrings(ids)) {
+            tokens.append(Token(id: id, vector: nil, weight: weight, label: label))
+          }
+        case .embedding(let embedding):
+          let width = embedding.vectors.shape[1]
+          for row in 0..<embedding.vectors.shape[0] {
+            tokens.append(Token(
+              id: tokenizer.unknownID, vector: embedding.vectors.scalars[row * width..<(row + 1) * width],
+              weight: weight, label: embedding.name))
+          }
+        }
+      }
+    }
+    return tokens
+  }
+
+  private enum Piece {
+    case text(String)
+    case embedding(TextualInversion)
+  }
+
+  /// Cuts `text` at whole-word, case-insensitive occurrences of embedding names.
+  private func splitEmbeddingNames(_ text: String) -> [Piece] {
+    guard !embeddings.isEmpty else { return [.text(text)] }
+    let characters = Array(text)
+    let lowered = characters.map { Character($0.lowercased()) }
+    func isWordCharacter(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" || c == "-" }
+    var pieces: [Piece] = []
+    var plain = ""
+    var i = 0
+    scan: while i < characters.count {
+      if i == 0 || !isWordCharacter(characters[i - 1]) {
+        for embedding in embeddings {
+          let name = Array(embedding.name.lowercased())
+          let end = i + name.count
+          guard !name.isEmpty, end <= characters.count, Array(lowered[i..<end]) == name,
+                end == characters.count || !isWordCharacter(characters[end]) else { continue }
+          if !plain.isEmpty { pieces.append(.text(plain)) }
+          plain = ""
+          pieces.append(.embedding(embedding))
+          i = end
+          continue scan
+        }
+      }
+      plain.append(characters[i])
+      i += 1
+    }
+    if !plain.isEmpty { pieces.append(.text(plain)) }
+    return pieces
+  }
+
+  /// BOS + tokens + EOS + padding through the encoder; then the web UIs' weighting: each
+  /// position's output times its weight, rescaled so the chunk's mean is unchanged. (That rule
+  /// divides by the weighted mean, so it is ill-conditioned when a chunk's mean is near 0; we
+  /// follow it as published, in double precision.)
+  func encodeChunk(_ tokens: [Token], clipSkip: Int, options: ComputeOptions) -> Tensor {
+    let length = CLIPTokenizer.maxLength
+    let ids = [tokenizer.bosID] + tokens.map(\.id) + [tokenizer.eosID]
+      + Array(repeating: tokenizer.padID, count: length - 2 - tokens.count)
+    let weights: [Float] = [1] + tokens.map(\.weight) + Array(repeating: 1, count: length - 1 - tokens.count)
+    var encoded: Tensor
+    if tokens.allSatisfy({ $0.vector == nil }) {
+      encoded = textEncoder([ids], skipLastLayers: clipSkip, options: options)
+    } else {
+      let width = textEncoder.configuration.hiddenSize
+      var rows = [Float](repeating: 0, count: length * width)
+      for (position, id) in ids.enumerated() {
+        let vector = position >= 1 && position <= tokens.count ? tokens[position - 1].vector : nil
+        let source = vector ?? textEncoder.tokenEmbedding.scalars[id * width..<(id + 1) * width]
+        rows.replaceSubrange(position * width..<(position + 1) * width, with: source)
+      }
+      encoded = textEncoder(tokenEmbeddings: Tensor(shape: [1, length, width], scalars: rows), skipLastLayers: clipSkip, options: options)
+    }
+    guard weights.contains(where: { $0 != 1 }) else { return encoded }
+    let width = encoded.shape[2]
+    let originalMean = mean(encoded.scalars)
+    var weightedSum = 0.0
+    for position in 0..<length {
+      for c in 0..<width { weightedSum += Double(encoded.scalars[position * width + c]) * Double(weights[position]) }
+    }
+    let ratio = originalMean / (weightedSum / Double(encoded.count))
+    var scaled = encoded.scalars
+    for position in 0..<length {
+      for c in 0..<width {
+        scaled[position * width + c] = Float(Double(scaled[position * width + c]) * Double(weights[position]) * ratio)
+      }
+    }
+    return Tensor(shape: encoded.shape, scalars: scaled)
+  }
+
+  private func mean(_ values: [Float]) -> Double {
+    values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
+  }
+}
+
+extension WeightedPrompt {
+  /// The whole text as one fragment of weight 1 (brackets taken literally).
+  public init(plain text: String) {
+    self.init(parsing: "")
+    fragments = text.isEmpty ? [] : [(text, Float(1))]
+  }
+}
