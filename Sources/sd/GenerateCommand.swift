@@ -10,7 +10,15 @@ enum GenerateCommand {
     OptionSpec(name: "model", valueName: "PATH", defaultValue: nil, help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
     OptionSpec(name: "config", valueName: "DIR", defaultValue: "SD 1.5", help: "single-file checkpoints: take configs, tokenizer and scheduler from this diffusers folder"),
     OptionSpec(name: "prompt", valueName: "TEXT", defaultValue: nil, help: "what the image should show"),
-    OptionSpec(name: "negative-prompt", valueName: "TEXT", defaultValue: "\"\"", help: "what the image should not show"),
+    OptionSpec(
+      name: "negative-prompt", valueName: "TEXT[:W]", defaultValue: "\"\"",
+      help: "what the image should not show; repeat for several, each with an optional weight (\"blur:0.5\")",
+      repeatable: true),
+    OptionSpec(name: "negative-steps", valueName: "A-B", defaultValue: "every step", help: "apply the negative prompts only in steps A to B (1-based)"),
+    OptionSpec(name: "guidance", valueName: "RULE", defaultValue: "cfg", help: "how negatives act: cfg, or perp-neg (keeps what they share with the prompt)"),
+    OptionSpec(name: "embedding", valueName: "FILE", defaultValue: nil, help: "textual-inversion .safetensors, used by name in prompts; repeatable", repeatable: true),
+    OptionSpec(name: "truncate", valueName: nil, defaultValue: nil, help: "cut prompts at 75 tokens (warns what was cut) instead of encoding them in chunks"),
+    OptionSpec(name: "no-weights", valueName: nil, defaultValue: nil, help: "take ( ) [ ] in prompts literally instead of as (word:1.3) weights"),
     OptionSpec(name: "steps", valueName: "N", defaultValue: "20", help: "denoising steps"),
     OptionSpec(name: "guidance-scale", valueName: "S", defaultValue: "7.5", help: "classifier-free guidance scale; <= 1 skips the negative branch"),
     OptionSpec(name: "guidance-rescale", valueName: "F", defaultValue: "0", help: "guidance rescale phi in [0, 1]"),
@@ -44,7 +52,24 @@ enum GenerateCommand {
     guard let prompt = arguments.string("prompt") else { throw UsageError("--prompt is required") }
     let threads = try arguments.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
     var request = GenerationRequest(prompt: prompt)
-    request.negativePrompt = arguments.string("negative-prompt")
+    request.negativePrompts = try arguments.strings("negative-prompt").map(negativePrompt)
+    if let range = arguments.string("negative-steps") {
+      let bounds = range.split(separator: "-").map { Int($0) }
+      guard bounds.count == 2, let first = bounds[0], let last = bounds[1], first >= 1, first <= last else {
+        throw UsageError("--negative-steps must be A-B with 1 <= A <= B, got '\(range)'")
+      }
+      request.negativeSteps = first...last
+    }
+    if let rule = arguments.string("guidance") {
+      guard let parsed = GuidanceRule(rawValue: rule) else { throw UsageError("--guidance must be cfg or perp-neg, got '\(rule)'") }
+      request.guidanceRule = parsed
+    }
+    request.truncatePrompts = arguments.has("truncate")
+    request.parsesPromptWeights = !arguments.has("no-weights")
+    for path in arguments.strings("embedding") {
+      guard FileManager.default.fileExists(atPath: path) else { throw UsageError("--embedding: no such file '\(path)'") }
+      request.embeddings += try TextualInversion.load(contentsOf: URL(fileURLWithPath: path))
+    }
     request.steps = try arguments.int("steps", default: 20, range: 1...1000) ?? 20
     request.guidanceScale = try arguments.float("guidance-scale", default: 7.5, range: -100...100) ?? 7.5
     request.guidanceRescale = try arguments.float("guidance-rescale", default: 0, range: 0...1) ?? 0
@@ -86,6 +111,8 @@ enum GenerateCommand {
     if compare {
       var plain = request
       plain.negativePrompt = nil
+      plain.negativePrompts = []
+      plain.negativeSteps = nil
       reporter.note("rendering without the negative prompt")
       withoutNegative = try pipeline.generate(plain, options: options, progress: reporter.callback(cancellation))
     }
@@ -100,7 +127,7 @@ enum GenerateCommand {
     if arguments.has("compare"), let withoutNegative {
       image = RGBImage.sideBySide(
         withoutNegative.image, result.image, leftLabel: "without negative prompt",
-        rightLabel: "negative: \(request.negativePrompt ?? "")",
+        rightLabel: "negative: " + request.allNegativePrompts.map(\.text).joined(separator: " | "),
         caption: "same seed \(request.seed), \(request.steps) steps, scale \(request.guidanceScale)")
     }
     // A Ctrl-C during decoding still means no output.
@@ -112,6 +139,16 @@ enum GenerateCommand {
     }
     reporter.finish("wrote \(output.path) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))")
     return 0
+  }
+
+  /// "text" or "text:weight" (a trailing `:number` is the weight; `(word:1.3)` inside stays
+  /// prompt syntax because it ends with ")").
+  static func negativePrompt(_ value: String) throws(UsageError) -> NegativePrompt {
+    if let colon = value.lastIndex(of: ":"), let weight = Float(value[value.index(after: colon)...]) {
+      guard weight.isFinite, weight > 0 else { throw UsageError("--negative-prompt: weight must be a positive number, got \(weight)") }
+      return NegativePrompt(String(value[..<colon]), weight: weight)
+    }
+    return NegativePrompt(value)
   }
 
   /// Refuses to replace a file unless asked, and to write into a folder that does not exist.
@@ -130,12 +167,17 @@ enum GenerateCommand {
   /// The generation settings in the "parameters" text format of the common web UIs.
   static func parametersText(_ request: GenerationRequest, sampler: SchedulerKind, model: URL) -> String {
     var lines = [request.prompt]
-    if let negative = request.negativePrompt, !negative.isEmpty { lines.append("Negative prompt: \(negative)") }
+    let negatives = request.allNegativePrompts.filter { !$0.text.isEmpty }
+    if !negatives.isEmpty {
+      lines.append("Negative prompt: " + negatives.map { $0.weight == 1 ? $0.text : "\($0.text):\($0.weight)" }.joined(separator: " | "))
+    }
     var settings = [
       "Steps: \(request.steps)", "Sampler: \(sampler.rawValue)", "CFG scale: \(request.guidanceScale)",
       "Seed: \(request.seed)", "Model: \(model.lastPathComponent)",
     ]
     if request.guidanceRescale > 0 { settings.append("CFG rescale: \(request.guidanceRescale)") }
+    if request.guidanceRule != .classifierFree { settings.append("Guidance: \(request.guidanceRule.rawValue)") }
+    if let steps = request.negativeSteps { settings.append("Negative steps: \(steps.lowerBound)-\(steps.upperBound)") }
     if request.initImage != nil { settings.append("Denoising strength: \(request.strength)") }
     lines.append(settings.joined(separator: ", "))
     return lines.joined(separator: "\n")

@@ -80,6 +80,11 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     (["--model", tinyModel, "--prompt", "x", "--output", "/no/such/folder/out.png"], "--output: cannot write into"),
     (["--model", tinyModel, "--prompt", "x", "stray"], "unexpected argument 'stray'"),
     (["--model", tinyModel, "--prompt", "x", "--quiet=yes"], "--quiet takes no value"),
+    (["--model", tinyModel, "--prompt", "x", "--negative-steps", "5-2"], "--negative-steps must be A-B"),
+    (["--model", tinyModel, "--prompt", "x", "--guidance", "magic"], "--guidance must be cfg or perp-neg"),
+    (["--model", tinyModel, "--prompt", "x", "--negative-prompt", "blur:-1"], "--negative-prompt: weight must be a positive number"),
+    (["--model", tinyModel, "--prompt", "x", "--embedding", "/no/such.safetensors"], "--embedding: no such file"),
+    (["--model", tinyModel, "--prompt", "x", "--steps", "5", "--steps", "6"], "--steps given twice"),
   ]
 
   @Test("bad input: one line on stderr naming the option, exit 2", arguments: 0..<badInputs.count)
@@ -163,6 +168,36 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     #expect(text.contains("Negative prompt: green tones"))
     let effect = try RGBImage(contentsOf: heatMap)
     #expect(effect.width == 64 && effect.pixels.contains { $0 > 0 }, "the negative prompt changed nothing")
+  }
+
+  /// Several weighted negatives, a schedule, Perp-Neg and an embedding, with --compare: the
+  /// same side-by-side picture, and the settings in the PNG's text.
+  @Test func multiNegativeCompare() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = folder.appendingPathComponent("compare.png")
+    let embedding = fixturePath("embeddings/bad-hands.safetensors")
+    let result = try runSD(quick(output, [
+      "--negative-prompt", "green tones:1.0", "--negative-prompt", "bad-hands, (blur:1.2):0.5", "--negative-steps", "1-2",
+      "--guidance", "perp-neg", "--embedding", embedding, "--compare",
+    ]))
+    #expect(result.status == 0, "\(result.error)")
+    let image = try RGBImage(contentsOf: output)
+    #expect(image.width == 128 && image.height > 64)
+    let text = String(decoding: try Data(contentsOf: output), as: UTF8.self)
+    #expect(text.contains("Negative prompt: green tones | bad-hands, (blur:1.2):0.5"))
+    #expect(text.contains("Guidance: perp-neg") && text.contains("Negative steps: 1-2"))
+  }
+
+  @Test func truncateWarnsWhatWasCut() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let long = Array(repeating: "apple", count: 80).joined(separator: " ")
+    var arguments = quick(folder.appendingPathComponent("out.png"), ["--truncate"])
+    arguments[3] = long
+    let result = try runSD(arguments)
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.error.contains("the prompt is longer than 75 tokens; dropped: apple</w> apple</w> apple</w> apple</w> apple</w>"))
   }
 
   /// The CLI writes exactly the image the library makes for the same settings.
