@@ -11,6 +11,10 @@ struct BenchArguments {
   var kernelsOnly = false
   var skipLarge = false
   var pytorchBaseline: String?
+  /// Timed runs of the 64×64 UNet (median reported).
+  var unetRuns = 1
+  /// Only the sgemm peak and the UNet (for optimisation work).
+  var unetOnly = false
 
   static func parse(_ words: ArraySlice<String>) -> BenchArguments {
     var result = BenchArguments()
@@ -31,11 +35,13 @@ struct BenchArguments {
       case "--kernels-only": result.kernelsOnly = true
       case "--skip-large": result.skipLarge = true
       case "--pytorch": result.pytorchBaseline = value()
+      case "--unet-runs": result.unetRuns = positive()
+      case "--unet-only": result.unetOnly = true
       case "--help", "-h":
         print(
           """
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
-                       [--pytorch BASELINE.json]
+                       [--pytorch BASELINE.json] [--unet-runs N] [--unet-only]
             --threads N      threads for our kernels and OpenBLAS (default: CPU count)
             --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
@@ -43,6 +49,8 @@ struct BenchArguments {
             --skip-large     skip the 64x64-latent UNet and the VAE decode
             --pytorch FILE   JSON from Benchmarks/pytorch_baseline.py, to print ours/PyTorch ratios;
                              "--pytorch run" runs that script first, in this invocation
+            --unet-runs N    timed runs of the 64x64 UNet, median reported (default 1)
+            --unet-only      only the sgemm peak and the UNet
           """)
         exit(0)
       default: fail("unknown option \(word) (see --help)")
@@ -80,11 +88,11 @@ func benchTensor(_ shape: [Int]) -> Tensor {
 }
 
 /// GFLOP/s of one m×k·k×n sgemm through `matmul`.
-func gemmRate(m: Int, k: Int, n: Int) -> Double {
+func gemmRate(m: Int, k: Int, n: Int, options: ComputeOptions) -> Double {
   let a = benchTensor([m, k])
   let b = benchTensor([k, n])
-  let seconds = timeMedian(runs: 5) { _ = matmul(a, b) }
-  return 2.0 * Double(m * k * n) / seconds / 1e9
+  let seconds = timeMedian(runs: 5) { _ = matmul(a, b, options: options) }
+  return 2.0 * Double(m * n * k) / seconds / 1e9
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.

@@ -118,8 +118,9 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
   var start = DispatchTime.now().uptimeNanoseconds
   let textModel = try loaded?.textEncoder ?? CLIPTextModel(configuration: .stableDiffusion15, weights: store)
   let ids = [[49406] + Array(repeating: 49407, count: 76), [49406, 320, 1125, 539, 320, 2368] + Array(repeating: 49407, count: 71)]
-  let clipSeconds = timeMedian(runs: 3) { _ = textModel(ids, options: options) }
-  report.add("CLIP text encoder batch 2", seconds: clipSeconds)
+  if !arguments.unetOnly {
+    report.add("CLIP text encoder batch 2", seconds: timeMedian(runs: 3) { _ = textModel(ids, options: options) })
+  }
 
   start = DispatchTime.now().uptimeNanoseconds
   let unet = try loaded?.unet ?? UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
@@ -136,12 +137,12 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
     let layer = transformer.transformerBlocks[0]
     report.add("    self-attention 4096 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn1(tokens, options: options) })
     report.add("    cross-attention 77 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, context: context, options: options) })
-    report.add("    GEGLU feed-forward", seconds: timeMedian(runs: 1) { _ = layer.ffOut(geglu(layer.ffProj(tokens), options: options)) })
+    report.add("    GEGLU feed-forward", seconds: timeMedian(runs: 1) { _ = layer.ffOut(geglu(layer.ffProj(tokens, options: options), options: options), options: options) })
   }
   for size in arguments.skipLarge ? [32] : [32, 64] {
     let sample = benchTensor([2, 4, size, size])
     let flops = unetFLOPs(unet.configuration, height: size, width: size, batch: 2)
-    let seconds = timeMedian(runs: size == 64 ? 1 : 2) {
+    let seconds = timeMedian(runs: size == 64 ? arguments.unetRuns : 2) {
       _ = unet(sample, timesteps: [999, 999], context: context, options: options)
     }
     report.add("UNet batch 2 latent \(size)x\(size)", seconds: seconds, flops: flops.total)
@@ -150,7 +151,7 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
     report.extra["UNet \(size)x\(size) GFLOP attention"] = flops.attention / 1e9
   }
 
-  if !arguments.skipLarge {
+  if !arguments.skipLarge && !arguments.unetOnly {
     let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
     let latents = benchTensor([1, 4, 64, 64])
     let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }

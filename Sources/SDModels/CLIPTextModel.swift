@@ -36,12 +36,13 @@ public struct CLIPEncoderLayer: Sendable {
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     let normed = layerNorm1(x, options: options)
     let attended = scaledDotProductAttention(
-      query: qProj(normed), key: kProj(normed), value: vProj(normed), heads: heads, causal: true,
+      query: qProj(normed, options: options), key: kProj(normed, options: options),
+      value: vProj(normed, options: options), heads: heads, causal: true,
       options: options)
     var hidden = x
-    hidden.add(outProj(attended))
-    let expanded = activate(fc1(layerNorm2(hidden, options: options)), activation, options: options)
-    hidden.add(fc2(expanded))
+    hidden.add(outProj(attended, options: options))
+    let expanded = activate(fc1(layerNorm2(hidden, options: options), options: options), activation, options: options)
+    hidden.add(fc2(expanded, options: options))
     return hidden
   }
 }

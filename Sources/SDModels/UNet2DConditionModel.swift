@@ -199,7 +199,8 @@ public struct UNet2DConditionModel: Sendable {
     let sinusoids = timestepEmbedding(
       timesteps, dimension: configuration.blockOutChannels[0],
       flipSinToCos: configuration.flipSinToCos, downscaleFreqShift: configuration.freqShift)
-    return timeEmbeddingLinear2(activate(timeEmbeddingLinear1(sinusoids), .silu, options: options))
+    return timeEmbeddingLinear2(
+      activate(timeEmbeddingLinear1(sinusoids, options: options), .silu, options: options), options: options)
   }
 
   /// Predicts noise for `sample` `[b, in, h, w]` at per-item `timesteps` (`b` values) given

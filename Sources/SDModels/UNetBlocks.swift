@@ -36,7 +36,7 @@ public struct ResnetBlock2D: Sendable {
   public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, options: ComputeOptions) -> Tensor {
     var hidden = conv1(norm1(x, activation: .silu, options: options), options: options)
     if let timeEmbProj, let timeEmbedding {
-      let projected = timeEmbProj(activate(timeEmbedding, .silu, options: options))
+      let projected = timeEmbProj(activate(timeEmbedding, .silu, options: options), options: options)
       hidden = hidden + projected.reshaped([projected.shape[0], projected.shape[1], 1, 1])
     }
     hidden = conv2(norm2(hidden, activation: .silu, options: options), options: options)
@@ -111,7 +111,7 @@ public struct BasicTransformerBlock: Sendable {
     var hidden = x
     hidden.add(attn1(norm1(hidden, options: options), options: options))
     hidden.add(attn2(norm2(hidden, options: options), context: context, options: options))
-    hidden.add(ffOut(geglu(ffProj(norm3(hidden, options: options)), options: options)))
+    hidden.add(ffOut(geglu(ffProj(norm3(hidden, options: options), options: options), options: options), options: options))
     return hidden
   }
 }
@@ -160,9 +160,9 @@ public struct Transformer2DModel: Sendable {
     // Tokens are the h·w positions: NCHW -> [n, h·w, c] around the blocks.
     if case .convolution(let conv) = projIn { hidden = conv(hidden, options: options) }
     hidden = hidden.reshaped([n, c, h * w]).transposedLastTwo()
-    if case .linear(let linear) = projIn { hidden = linear(hidden) }
+    if case .linear(let linear) = projIn { hidden = linear(hidden, options: options) }
     for block in transformerBlocks { hidden = block(hidden, context: context, options: options) }
-    if case .linear(let linear) = projOut { hidden = linear(hidden) }
+    if case .linear(let linear) = projOut { hidden = linear(hidden, options: options) }
     hidden = hidden.transposedLastTwo().reshaped([n, c, h, w])
     if case .convolution(let conv) = projOut { hidden = conv(hidden, options: options) }
     hidden.add(x)

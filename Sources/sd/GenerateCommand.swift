@@ -96,7 +96,8 @@ enum GenerateCommand {
       request.initImage = try RGBImage(contentsOf: initPath)
     }
 
-    BLAS.setThreadCount(threads)
+    // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).
+    BLAS.setThreadCount(1)
     let options = ComputeOptions(threadCount: threads)
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)

@@ -37,7 +37,8 @@ enum VerifyCommand {
     guard let activationsURL = try arguments.existingPath("activations") else { throw UsageError("--activations is required") }
     let tolerance = try arguments.float("tolerance", default: 1e-4, range: 0...1) ?? 1e-4
     let threads = try arguments.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
-    BLAS.setThreadCount(threads)
+    // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).
+    BLAS.setThreadCount(1)
     let options = ComputeOptions(threadCount: threads)
 
     let reference: SafeTensorsFile

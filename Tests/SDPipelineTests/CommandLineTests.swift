@@ -213,6 +213,18 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     #expect(try RGBImage(contentsOf: output) == expected)
   }
 
+  /// `sd` runs OpenBLAS on one thread and splits the work over its own threads; 1 and 2
+  /// threads give the same bytes.
+  @Test func threadCountGivesIdenticalFiles() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let one = folder.appendingPathComponent("one.png")
+    let two = folder.appendingPathComponent("two.png")
+    #expect(try runSD(quick(one, ["--threads", "1", "--sampler", "euler-a"])).status == 0)
+    #expect(try runSD(quick(two, ["--threads", "2", "--sampler", "euler-a"])).status == 0)
+    #expect(try Data(contentsOf: one) == Data(contentsOf: two))
+  }
+
   /// Ctrl-C stops after the current step, exits 130 and leaves no output file.
   @Test func interruptLeavesNoOutput() throws {
     let folder = try temporaryFolder()

@@ -32,7 +32,8 @@ public struct Attention: Sendable {
   ) -> Tensor {
     let source = context ?? x
     let attended = scaledDotProductAttention(
-      query: toQ(x), key: toK(source), value: toV(source), heads: heads, options: options)
-    return toOut(attended)
+      query: toQ(x, options: options), key: toK(source, options: options), value: toV(source, options: options),
+      heads: heads, options: options)
+    return toOut(attended, options: options)
   }
 }

@@ -20,7 +20,9 @@ public struct Linear: Sendable {
 
   public var outFeatures: Int { weight.shape[0] }
 
-  public func callAsFunction(_ x: Tensor) -> Tensor { linear(x, weight: weight, bias: bias) }
+  public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
+    linear(x, weight: weight, bias: bias, options: options)
+  }
 }
 
 /// 2-D convolution, `[n, in, h, w]` -> `[n, out, h', w']` (torch.nn.Conv2d with square kernel,

@@ -4,14 +4,15 @@
 
 import Foundation
 
-/// Bytes of score scratch one block of queries may use.
-/// Measured here at 2 threads on 2×8×4096×40: 0.25 MB 0.94 s, 1 MB 0.83 s, 2 MB 0.73 s,
-/// 8 MB 0.74 s, 32 MB 0.67 s; 8 MB keeps the scratch modest at a small loss.
-private let attentionScoreBudget = 8 << 20
+/// Bytes of score scratch one block of queries may use (per thread). Small enough that the
+/// scores of a block stay in L2 between the Q·Kᵀ product, the softmax and the P·V product.
+private let attentionScoreBudget = 2 << 20
 
 /// Attention over `[b, tq, heads·d]` queries and `[b, tk, heads·d]` keys and values, heads laid
 /// side by side in the channel axis (as diffusers' `Attention` and CLIP produce them) ->
 /// `[b, tq, heads·d]`. `causal` masks key j > query i (CLIP's text model; needs tq == tk).
+/// The (batch item, head, query block) tasks run on our threads, each with single-threaded
+/// GEMMs (see `parallelBLASTasks`).
 public func scaledDotProductAttention(
   query: Tensor, key: Tensor, value: Tensor, heads: Int, causal: Bool = false,
   options: ComputeOptions
@@ -25,27 +26,36 @@ public func scaledDotProductAttention(
   let d = channels / heads
   let scale = 1 / Float(d).squareRoot()
   let blockRows = Swift.max(1, Swift.min(tq, attentionScoreBudget / (4 * Swift.max(1, tk))))
+  let blocks = (tq + blockRows - 1) / blockRows
+  let tasks = b * heads * blocks
+  let single = ComputeOptions(threadCount: 1)
+  // Chunks of tasks, so a worker allocates its scratch once per chunk, not per task.
+  let grain = Swift.max(1, tasks / 8)
   return Tensor(shape: [b, tq, channels]) { out in
-    var scores = [Float](repeating: 0, count: blockRows * tk)
-    var inverseSums = [Float](repeating: 0, count: blockRows)
     query.scalars.withUnsafeBufferPointer { pq in
       key.scalars.withUnsafeBufferPointer { pk in
         value.scalars.withUnsafeBufferPointer { pv in
-          scores.withUnsafeMutableBufferPointer { ps in
-           inverseSums.withUnsafeMutableBufferPointer { pi in
-            guard let q = pq.baseAddress, let k = pk.baseAddress, let v = pv.baseAddress,
-              let s = ps.baseAddress, let o = out.baseAddress, let inverse = pi.baseAddress
-            else { return }
-            for item in 0..<b {
-              for head in 0..<heads {
-                // A head is a column slice of width d; sgemm reads it in place via the row stride.
-                let qh = q + item * tq * channels + head * d
-                let kh = k + item * tk * channels + head * d
-                let vh = v + item * tk * channels + head * d
-                let oh = o + item * tq * channels + head * d
-                var q0 = 0
-                while q0 < tq {
+          guard let qBase = pq.baseAddress, let kBase = pk.baseAddress, let vBase = pv.baseAddress,
+            let oBase = out.baseAddress
+          else { return }
+          let (q, k, v, o) = (SharedPointer(qBase), SharedPointer(kBase), SharedPointer(vBase), SharedMutablePointer(oBase))
+          // Each task writes the d columns of its head for its block of query rows.
+          parallelBLASTasks(tasks, grain: grain, options: options) { range in
+            var scores = [Float](repeating: 0, count: blockRows * tk)
+            var inverseSums = [Float](repeating: 0, count: blockRows)
+            scores.withUnsafeMutableBufferPointer { ps in
+              inverseSums.withUnsafeMutableBufferPointer { pi in
+                guard let s = ps.baseAddress, let inverse = pi.baseAddress else { return }
+                for task in range {
+                  let item = task / (heads * blocks)
+                  let head = (task / blocks) % heads
+                  let q0 = (task % blocks) * blockRows
                   let rows = Swift.min(blockRows, tq - q0)
+                  // A head is a column slice of width d; sgemm reads it in place via the row stride.
+                  let qh = q.base + item * tq * channels + head * d
+                  let kh = k.base + item * tk * channels + head * d
+                  let vh = v.base + item * tk * channels + head * d
+                  let outRows = o.base + (item * tq + q0) * channels + head * d
                   sgemm(
                     transposeA: false, transposeB: true, m: rows, n: tk, k: d,
                     a: qh + q0 * channels, lda: channels, b: kh, ldb: channels, c: s, ldc: tk)
@@ -53,8 +63,7 @@ public func scaledDotProductAttention(
                   // instead of the tk-wide score rows, one pass over the scores fewer.
                   softmaxRows(
                     s, rows: rows, width: tk, causalOffset: causal ? q0 : nil, scale: scale,
-                    inverseSums: inverse, options: options)
-                  let outRows = oh + q0 * channels
+                    inverseSums: inverse, options: single)
                   sgemm(
                     transposeA: false, transposeB: false, m: rows, n: d, k: tk,
                     a: s, lda: tk, b: vh, ldb: channels, c: outRows, ldc: channels)
@@ -62,11 +71,9 @@ public func scaledDotProductAttention(
                     let line = outRows + row * channels
                     for c in 0..<d { line[c] *= inverse[row] }
                   }
-                  q0 += rows
                 }
               }
             }
-           }
           }
         }
       }

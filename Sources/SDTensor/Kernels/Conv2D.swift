@@ -52,29 +52,40 @@ public func conv2d(
           winogradConv3x3(xBase, weight: wBase, g, into: outBase, options: options)
           return
         }
-        var columns =
-          pointwise ? [] : [Float](repeating: 0, count: k * rowsPerTile * wo)
-        columns.withUnsafeMutableBufferPointer { pcols in
+        if pointwise {
           for item in 0..<g.n {
-            let input = xBase + item * g.c * g.h * g.w
             let output = outBase + item * g.o * ho * wo
-            var y0 = 0
-            while y0 < ho {
-              let rows = pointwise ? ho : Swift.min(rowsPerTile, ho - y0)
-              let tileColumns = rows * wo
-              fillBias(bias, output + y0 * wo, channels: g.o, count: tileColumns, ldc: ho * wo)
-              if pointwise {
-                sgemm(
-                  transposeA: false, transposeB: false, m: g.o, n: tileColumns, k: k,
-                  a: wBase, lda: k, b: input, ldb: g.h * g.w, beta: 1, c: output, ldc: ho * wo)
-              } else if let colBase = pcols.baseAddress {
-                im2col(input, g, firstRow: y0, rows: rows, into: colBase, options: options)
-                sgemm(
-                  transposeA: false, transposeB: false, m: g.o, n: tileColumns, k: k,
-                  a: wBase, lda: k, b: colBase, ldb: tileColumns, beta: 1,
-                  c: output + y0 * wo, ldc: ho * wo)
-              }
-              y0 += rows
+            fillBias(bias, output, channels: g.o, count: ho * wo, ldc: ho * wo)
+            sgemm(
+              transposeA: false, transposeB: false, m: g.o, n: ho * wo, k: k,
+              a: wBase, lda: k, b: xBase + item * g.c * g.h * g.w, ldb: g.h * g.w, beta: 1,
+              c: output, ldc: ho * wo, options: options)
+          }
+          return
+        }
+        // Tasks are (image, tile of output rows): each lowers its tile into its own scratch and
+        // multiplies it by the weights, on one thread, writing only its output rows.
+        let tilesPerImage = (ho + rowsPerTile - 1) / rowsPerTile
+        let (input, weights, output) = (SharedPointer(xBase), SharedPointer(wBase), SharedMutablePointer(outBase))
+        let single = ComputeOptions(threadCount: 1)
+        // One task only (one small image): let its product use the threads instead.
+        let productOptions = g.n * tilesPerImage == 1 ? options : single
+        parallelBLASTasks(g.n * tilesPerImage, options: options) { range in
+          var columns = [Float](repeating: 0, count: k * rowsPerTile * wo)
+          columns.withUnsafeMutableBufferPointer { pcols in
+            guard let colBase = pcols.baseAddress else { return }
+            for task in range {
+              let item = task / tilesPerImage
+              let y0 = (task % tilesPerImage) * rowsPerTile
+              let rows = Swift.min(rowsPerTile, ho - y0)
+              let image = input.base + item * g.c * g.h * g.w
+              let tile = output.base + item * g.o * ho * wo + y0 * wo
+              fillBias(bias, tile, channels: g.o, count: rows * wo, ldc: ho * wo)
+              im2col(image, g, firstRow: y0, rows: rows, into: colBase, options: single)
+              sgemm(
+                transposeA: false, transposeB: false, m: g.o, n: rows * wo, k: k,
+                a: weights.base, lda: k, b: colBase, ldb: rows * wo, beta: 1, c: tile, ldc: ho * wo,
+                options: productOptions)
             }
           }
         }

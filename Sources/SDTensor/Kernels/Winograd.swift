@@ -47,11 +47,15 @@ func winogradConv3x3(
         while first < totalTiles {
           let count = Swift.min(chunk, totalTiles - first)
           transformInput(x, g, firstTile: first, count: count, ldv: chunk, into: v, options: options)
-          for position in 0..<16 {
-            sgemm(
-              transposeA: false, transposeB: false, m: o, n: count, k: c,
-              a: u + position * o * c, lda: c, b: v + position * c * chunk, ldb: chunk,
-              c: m + position * o * chunk, ldc: chunk)
+          // The 16 products are independent; each writes its own M[ξ].
+          let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
+          parallelBLASTasks(16, options: options) { positions in
+            for position in positions {
+              sgemm(
+                transposeA: false, transposeB: false, m: o, n: count, k: c,
+                a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk, ldb: chunk,
+                c: ms.base + position * o * chunk, ldc: chunk)
+            }
           }
           transformOutput(m, g, firstTile: first, count: count, ldm: chunk, into: out, options: options)
           first += count
