@@ -135,7 +135,7 @@ def dump(args):
 
 
 def random_sd15(folder):
-    """A full-size SD 1.5 diffusers folder with seeded random weights (fp16 files, ~2 GB)."""
+    """A full-size SD 1.5 diffusers folder with seeded random weights (fp32 files, ~4.3 GB)."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import make_fixtures  # the tokenizer writer and the released scheduler config live there
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
@@ -154,7 +154,7 @@ def random_sd15(folder):
     text.save_pretrained(os.path.join(folder, "text_encoder"))
     make_fixtures.write_clip_tokenizer(os.path.join(folder, "tokenizer"), "<|endoftext|>")
     PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
-                  skip_prk_steps=True, steps_offset=1, clip_sample=False).save_pretrained(os.path.join(folder, "scheduler"))
+                  skip_prk_steps=True, steps_offset=1).save_pretrained(os.path.join(folder, "scheduler"))
     with open(os.path.join(folder, "model_index.json"), "w") as f:
         json.dump({"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
                    "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],

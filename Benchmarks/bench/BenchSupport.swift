@@ -15,6 +15,8 @@ struct BenchArguments {
   var unetRuns = 1
   /// Only the sgemm peak and the UNet (for optimisation work).
   var unetOnly = false
+  /// Image size of the txt2img run.
+  var size = 512
 
   static func parse(_ words: ArraySlice<String>) -> BenchArguments {
     var result = BenchArguments()
@@ -37,11 +39,14 @@ struct BenchArguments {
       case "--pytorch": result.pytorchBaseline = value()
       case "--unet-runs": result.unetRuns = positive()
       case "--unet-only": result.unetOnly = true
+      case "--size":
+        result.size = positive()
+        if result.size % 8 != 0 { fail("--size must be a multiple of 8") }
       case "--help", "-h":
         print(
           """
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
-                       [--pytorch BASELINE.json] [--unet-runs N] [--unet-only]
+                       [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--size N]
             --threads N      threads for our kernels and OpenBLAS (default: CPU count)
             --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
@@ -51,6 +56,7 @@ struct BenchArguments {
                              "--pytorch run" runs that script first, in this invocation
             --unet-runs N    timed runs of the 64x64 UNet, median reported (default 1)
             --unet-only      only the sgemm peak and the UNet
+            --size N         image size of the txt2img run (default 512; above 768 the VAE decodes in tiles)
           """)
         exit(0)
       default: fail("unknown option \(word) (see --help)")

@@ -173,7 +173,7 @@ func runTextToImage(
 ) throws {
   var request = GenerationRequest(
     prompt: "a photograph of an astronaut riding a horse", negativePrompt: "blurry, lowres, bad hands",
-    steps: arguments.steps, seed: 0, sampler: .dpmSolverMultistep, width: 512, height: 512)
+    steps: arguments.steps, seed: 0, sampler: .dpmSolverMultistep, width: arguments.size, height: arguments.size)
   request.guidanceScale = 7.5
   let start = DispatchTime.now().uptimeNanoseconds
   var marks: [UInt64] = []
@@ -187,9 +187,10 @@ func runTextToImage(
   let step = stepTimes.isEmpty ? seconds(start, marks[0]) : stepTimes[stepTimes.count / 2]
   let text = max(0, seconds(start, marks[0]) - step)
   let decode = seconds(marks[marks.count - 1], end)
-  report.add("txt2img 512x512 text encoding (2 prompts)", seconds: text)
-  report.add("txt2img 512x512 UNet step (CFG batch 2)", seconds: step)
-  report.add("txt2img 512x512 VAE decode", seconds: decode)
-  report.add("txt2img 512x512 total \(arguments.steps) steps", seconds: seconds(start, end))
-  report.add("txt2img 512x512 projected 20 steps", seconds: text + 20 * step + decode)
+  let size = "\(arguments.size)x\(arguments.size)"
+  report.add("txt2img \(size) text encoding (2 prompts)", seconds: text)
+  report.add("txt2img \(size) UNet step (CFG batch 2)", seconds: step)
+  report.add("txt2img \(size) VAE decode", seconds: decode)
+  report.add("txt2img \(size) total \(arguments.steps) steps", seconds: seconds(start, end))
+  report.add("txt2img \(size) projected 20 steps", seconds: text + 20 * step + decode)
 }

@@ -187,7 +187,10 @@ public struct StableDiffusionPipeline: Sendable {
       if let progress, !progress(report) { throw .cancelled }
     }
 
-    let decoded = vae.decode(latents * (1 / vae.configuration.scalingFactor), options: options)
+    let scaled = latents * (1 / vae.configuration.scalingFactor)
+    let decoded =
+      request.tiledDecodingAbove.map { latents.shape[2] > $0 || latents.shape[3] > $0 } ?? false
+      ? vae.decodeTiled(scaled, tile: 64, options: options) : vae.decode(scaled, options: options)
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
       decoded: decoded, sampler: sampler, truncatedTokens: text.cutTokens)

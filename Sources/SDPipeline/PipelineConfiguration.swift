@@ -42,6 +42,9 @@ public struct GenerationRequest: Sendable {
   public var truncatePrompts = false
   /// Read `(word:1.3)`, `(word)`, `[word]` weights in prompts; false takes brackets literally.
   public var parsesPromptWeights = true
+  /// Latent height or width above which the VAE decodes in overlapping 64×64-latent tiles
+  /// (bounded memory for large images; 96 = 768 pixels). nil: never tile.
+  public var tiledDecodingAbove: Int? = 96
   /// Textual-inversion embeddings usable by name in the prompts.
   public var embeddings: [TextualInversion] = []
 

@@ -144,10 +144,10 @@ enum VerifyCommand {
       return
     }
     func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count), withPad: " ", startingAt: 0) }
-    print(pad("component", 13) + pad("tensor", 42) + pad("shape", 18) + pad("max |Δ|", 12) + pad("max rel Δ", 12) + "result")
+    print(pad("component", 13) + pad("tensor", 42) + pad("shape", 21) + pad("max |Δ|", 12) + pad("max rel Δ", 12) + "result")
     for row in rows {
       print(
-        pad(row.component, 13) + pad(row.name, 42) + pad("\(row.shape)", 18)
+        pad(row.component, 13) + pad(row.name, 42) + pad("\(row.shape)", 21)
           + pad(String(format: "%.3g", row.maxAbsolute), 12) + pad(String(format: "%.3g", row.maxRelative), 12)
           + (row.passed ? "pass" : "FAIL"))
     }

@@ -141,3 +141,18 @@ struct ModelReferenceTests {
 extension Float {
   fileprivate func exp() -> Float { Foundation.exp(self) }
 }
+
+/// Tiled decoding against diffusers' `enable_tiling()` on the tiny VAE (tiles of 8 latents,
+/// 25 % overlap, weights/make_vae_tiling_fixture.py).
+@Suite struct VAETilingTests {
+  @Test func tiledDecodeMatchesDiffusers() throws {
+    let reference = try fixture("vae-tiled.safetensors")
+    let vae = try AutoencoderKL(directory: fixturesDirectory.appendingPathComponent("tiny-sd15/vae"))
+    let latents = try reference.tensor("latents")
+    let options = ComputeOptions(threadCount: 2)
+    let tiled = compare(vae.decodeTiled(latents, tile: 8, options: options), try reference.tensor("tiled"), name: "tiled")
+    #expect(tiled.isWithin(referenceTolerance), "\(tiled)")
+    let untiled = compare(vae.decode(latents, options: options), try reference.tensor("untiled"), name: "untiled")
+    #expect(untiled.isWithin(referenceTolerance), "\(untiled)")
+  }
+}
