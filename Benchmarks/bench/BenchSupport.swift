@@ -27,7 +27,9 @@ struct BenchArguments {
         return next
       }
       func positive() -> Int {
-        guard let number = Int(value()), number > 0 else { fail("\(word) takes a positive integer") }
+        guard let number = Int(value()), number > 0 else {
+          fail("\(word) takes a positive integer")
+        }
         return number
       }
       switch word {
@@ -103,7 +105,9 @@ func gemmRate(m: Int, k: Int, n: Int, options: ComputeOptions) -> Double {
 
 /// Peak resident set size of this process (VmHWM), in bytes.
 func peakResidentBytes() -> Int {
-  guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+  guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
+    return 0
+  }
   for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
     let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
     return kilobytes * 1024
@@ -137,29 +141,42 @@ struct BenchReport {
 
   func line(_ row: Row) -> String {
     var text = row.name.padding(toLength: 44, withPad: " ", startingAt: 0)
-    if let seconds = row.seconds { text += String(format: " %9.3f s", seconds) } else { text += "            " }
+    if let seconds = row.seconds {
+      text += String(format: " %9.3f s", seconds)
+    } else {
+      text += "            "
+    }
     if let gflops = row.gflops {
       text += String(format: " %8.1f GFLOP/s", gflops)
-      if peakGFLOPS > 0 { text += String(format: " %5.1f%% of sgemm peak", 100 * gflops / peakGFLOPS) }
+      if peakGFLOPS > 0 {
+        text += String(format: " %5.1f%% of sgemm peak", 100 * gflops / peakGFLOPS)
+      }
     }
     return text
   }
 
   var table: String {
     var lines = ["", "== bench (\(threads) threads) =="] + rows.map(line)
-    lines += extra.keys.sorted().map { String(format: "%@ %.3f", $0.padding(toLength: 34, withPad: " ", startingAt: 0), extra[$0] ?? 0) }
-    lines.append(String(format: "peak resident memory               %.2f GB", Double(peakResidentBytes) / 1e9))
+    lines += extra.keys.sorted().map {
+      String(
+        format: "%@ %.3f", $0.padding(toLength: 34, withPad: " ", startingAt: 0), extra[$0] ?? 0)
+    }
+    lines.append(
+      String(format: "peak resident memory               %.2f GB", Double(peakResidentBytes) / 1e9))
     return (lines + notes).joined(separator: "\n")
   }
 
   /// Adds "ours/PyTorch" ratios for every row the baseline also timed.
   mutating func compare(withBaseline baseline: JSONValue) {
     for row in rows {
-      guard let seconds = row.seconds, let theirs = baseline[row.name]?.doubleValue, theirs > 0 else { continue }
+      guard let seconds = row.seconds, let theirs = baseline[row.name]?.doubleValue, theirs > 0
+      else { continue }
       extra["ratio ours/pytorch \(row.name)"] = seconds / theirs
       extra["pytorch seconds \(row.name)"] = theirs
     }
-    if let rss = baseline["peak_rss_bytes"]?.doubleValue { extra["pytorch peak rss GB"] = rss / 1e9 }
+    if let rss = baseline["peak_rss_bytes"]?.doubleValue {
+      extra["pytorch peak rss GB"] = rss / 1e9
+    }
   }
 
   var json: String {
@@ -196,7 +213,8 @@ func gitCommit() -> String {
   guard (try? process.run()) != nil else { return "unknown" }
   process.waitUntilExit()
   let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-  return text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty ? "unknown" : text.trimmingCharacters(in: .whitespacesAndNewlines)
+  return text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+    ? "unknown" : text.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 /// Runs Benchmarks/pytorch_baseline.py (needs python3 with torch and diffusers) and parses its
@@ -206,14 +224,18 @@ func pytorchBaseline(_ source: String, threads: Int, skipLarge: Bool) -> JSONVal
   if source == "run" {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "Benchmarks/pytorch_baseline.py", "--threads", String(threads)] + (skipLarge ? ["--skip-large"] : [])
+    process.arguments =
+      ["python3", "Benchmarks/pytorch_baseline.py", "--threads", String(threads)]
+      + (skipLarge ? ["--skip-large"] : [])
     let pipe = Pipe()
     process.standardOutput = pipe
     printError("bench: running the PyTorch baseline first (same shapes, \(threads) threads)")
     guard (try? process.run()) != nil else { printError("bench: cannot run python3"); return nil }
     data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    guard process.terminationStatus == 0 else { printError("bench: the PyTorch baseline failed"); return nil }
+    guard process.terminationStatus == 0 else {
+      printError("bench: the PyTorch baseline failed"); return nil
+    }
   } else {
     data = FileManager.default.contents(atPath: source)
   }

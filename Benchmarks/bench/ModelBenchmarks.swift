@@ -15,10 +15,14 @@ struct FLOPCount {
 }
 
 /// Counts the GEMM and attention FLOPs of `UNetConfiguration` at a latent size and batch.
-func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int, tokens: Int = 77) -> FLOPCount {
+func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int, tokens: Int = 77)
+  -> FLOPCount
+{
   var count = FLOPCount()
   var (h, w) = (height, width)
-  func conv(_ cin: Int, _ cout: Int, _ k: Int, _ pixels: Int) { count.convolution += 2.0 * Double(pixels * cin * cout * k * k) }
+  func conv(_ cin: Int, _ cout: Int, _ k: Int, _ pixels: Int) {
+    count.convolution += 2.0 * Double(pixels * cin * cout * k * k)
+  }
   func resnet(_ cin: Int, _ cout: Int) {
     conv(cin, cout, 3, h * w)
     conv(cout, cout, 3, h * w)
@@ -110,34 +114,61 @@ func vaeDecoderFLOPs(_ config: AutoencoderConfiguration, height: Int, width: Int
 }
 
 /// Times the text encoder, the UNet at two latent sizes and the VAE decoder.
-func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport) throws {
+func runModelBenchmarks(
+  arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport
+) throws {
   let store = WeightStore(syntheticSeed: 1)
   // --weights: the user's model; otherwise synthetic weights of SD 1.5's shapes.
-  let loaded = try arguments.weights.map { try StableDiffusionPipeline(modelAt: URL(fileURLWithPath: $0)) }
+  let loaded = try arguments.weights.map {
+    try StableDiffusionPipeline(modelAt: URL(fileURLWithPath: $0))
+  }
 
   var start = DispatchTime.now().uptimeNanoseconds
-  let textModel = try loaded?.textEncoder ?? CLIPTextModel(configuration: .stableDiffusion15, weights: store)
-  let ids = [[49406] + Array(repeating: 49407, count: 76), [49406, 320, 1125, 539, 320, 2368] + Array(repeating: 49407, count: 71)]
+  let textModel =
+    try loaded?.textEncoder ?? CLIPTextModel(configuration: .stableDiffusion15, weights: store)
+  let ids = [
+    [49406] + Array(repeating: 49407, count: 76),
+    [49406, 320, 1125, 539, 320, 2368] + Array(repeating: 49407, count: 71),
+  ]
   if !arguments.unetOnly {
-    report.add("CLIP text encoder batch 2", seconds: timeMedian(runs: 3) { _ = textModel(ids, options: options) })
+    report.add(
+      "CLIP text encoder batch 2",
+      seconds: timeMedian(runs: 3) { _ = textModel(ids, options: options) })
   }
 
   start = DispatchTime.now().uptimeNanoseconds
-  let unet = try loaded?.unet ?? UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
-  report.extra["unet synthetic build seconds"] = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+  let unet =
+    try loaded?.unet ?? UNet2DConditionModel(configuration: .stableDiffusion15, weights: store)
+  report.extra["unet synthetic build seconds"] =
+    Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
   let context = benchTensor([2, 77, unet.configuration.crossAttentionDim])
   // A profile by part at the 64×64 level, where most of the time goes.
   if let block = unet.downBlocks.first, let transformer = block.attentions.first {
     let channels = unet.configuration.blockOutChannels[0]
     let x = benchTensor([2, channels, 64, 64])
     let embedding = benchTensor([2, channels * 4])
-    report.add("  ResnetBlock2D 2x\(channels)x64x64", seconds: timeMedian(runs: 2) { _ = block.resnets[0](x, timeEmbedding: embedding, options: options) })
-    report.add("  Transformer2DModel 2x\(channels)x64x64", seconds: timeMedian(runs: 1) { _ = transformer(x, context: context, options: options) })
+    report.add(
+      "  ResnetBlock2D 2x\(channels)x64x64",
+      seconds: timeMedian(runs: 2) {
+        _ = block.resnets[0](x, timeEmbedding: embedding, options: options)
+      })
+    report.add(
+      "  Transformer2DModel 2x\(channels)x64x64",
+      seconds: timeMedian(runs: 1) { _ = transformer(x, context: context, options: options) })
     let tokens = benchTensor([2, 4096, channels])
     let layer = transformer.transformerBlocks[0]
-    report.add("    self-attention 4096 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn1(tokens, options: options) })
-    report.add("    cross-attention 77 tokens", seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, context: context, options: options) })
-    report.add("    GEGLU feed-forward", seconds: timeMedian(runs: 1) { _ = layer.ffOut(geglu(layer.ffProj(tokens, options: options), options: options), options: options) })
+    report.add(
+      "    self-attention 4096 tokens",
+      seconds: timeMedian(runs: 1) { _ = layer.attn1(tokens, options: options) })
+    report.add(
+      "    cross-attention 77 tokens",
+      seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, context: context, options: options) })
+    report.add(
+      "    GEGLU feed-forward",
+      seconds: timeMedian(runs: 1) {
+        _ = layer.ffOut(
+          geglu(layer.ffProj(tokens, options: options), options: options), options: options)
+      })
   }
   for size in arguments.skipLarge ? [32] : [32, 64] {
     let sample = benchTensor([2, 4, size, size])
@@ -155,13 +186,19 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
     let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
     let latents = benchTensor([1, 4, 64, 64])
     let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }
-    report.add("VAE decode 64x64 -> 512x512", seconds: seconds, flops: vaeDecoderFLOPs(vae.configuration, height: 64, width: 64))
+    report.add(
+      "VAE decode 64x64 -> 512x512", seconds: seconds,
+      flops: vaeDecoderFLOPs(vae.configuration, height: 64, width: 64))
     let image = benchTensor([1, 3, 512, 512])
-    let encodeSeconds = timeMedian(runs: 1, warmUp: false) { _ = vae.encode(image, options: options) }
+    let encodeSeconds = timeMedian(runs: 1, warmUp: false) {
+      _ = vae.encode(image, options: options)
+    }
     report.add("VAE encode 512x512", seconds: encodeSeconds)
-    let pipeline = try loaded ?? StableDiffusionPipeline(
-      tokenizer: CLIPTokenizer.bundled(), textEncoder: textModel, unet: unet, vae: vae,
-      schedulerConfiguration: .stableDiffusion15, defaultSampler: .pndm)
+    let pipeline =
+      try loaded
+      ?? StableDiffusionPipeline(
+        tokenizer: CLIPTokenizer.bundled(), textEncoder: textModel, unet: unet, vae: vae,
+        schedulerConfiguration: .stableDiffusion15, defaultSampler: .pndm)
     try runTextToImage(pipeline, arguments: arguments, options: options, report: &report)
   }
 }
@@ -169,11 +206,14 @@ func runModelBenchmarks(arguments: BenchArguments, options: ComputeOptions, repo
 /// A whole 512×512 txt2img with a negative prompt through the pipeline (DPM++ 2M, guidance
 /// 7.5, so the UNet runs at batch 2), timed by phase, and projected to 20 steps.
 func runTextToImage(
-  _ pipeline: StableDiffusionPipeline, arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport
+  _ pipeline: StableDiffusionPipeline, arguments: BenchArguments, options: ComputeOptions,
+  report: inout BenchReport
 ) throws {
   var request = GenerationRequest(
-    prompt: "a photograph of an astronaut riding a horse", negativePrompt: "blurry, lowres, bad hands",
-    steps: arguments.steps, seed: 0, sampler: .dpmSolverMultistep, width: arguments.size, height: arguments.size)
+    prompt: "a photograph of an astronaut riding a horse",
+    negativePrompt: "blurry, lowres, bad hands",
+    steps: arguments.steps, seed: 0, sampler: .dpmSolverMultistep, width: arguments.size,
+    height: arguments.size)
   request.guidanceScale = 7.5
   let start = DispatchTime.now().uptimeNanoseconds
   var marks: [UInt64] = []

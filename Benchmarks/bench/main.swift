@@ -39,7 +39,9 @@ for (m, k, n) in gemmShapes {
 }
 // The per-head attention GEMMs (head size 40): Q·Kᵀ and P·V for a block of 512 queries.
 for (m, k, n) in [(512, 40, 4096), (512, 4096, 40)] {
-  report.add("sgemm attention \(m)x\(k)x\(n) t1", gflops: gemmRate(m: m, k: k, n: n, options: ComputeOptions(threadCount: 1)))
+  report.add(
+    "sgemm attention \(m)x\(k)x\(n) t1",
+    gflops: gemmRate(m: m, k: k, n: n, options: ComputeOptions(threadCount: 1)))
 }
 report.peakGFLOPS = peak
 printError(String(format: "sgemm peak (%d threads): %.1f GFLOP/s", arguments.threads, peak))
@@ -50,7 +52,9 @@ do {
   let w = benchTensor([320, 320, 3, 3])
   let b = benchTensor([320])
   let flops = 2.0 * 2 * 320 * 64 * 64 * 320 * 9
-  let seconds = timeMedian(runs: 3) { _ = conv2d(x, weight: w, bias: b, padding: 1, options: options) }
+  let seconds = timeMedian(runs: 3) {
+    _ = conv2d(x, weight: w, bias: b, padding: 1, options: options)
+  }
   report.add("conv2d 3x3 2x320x64x64", seconds: seconds, flops: flops)
 }
 do {

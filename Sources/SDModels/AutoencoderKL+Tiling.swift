@@ -9,7 +9,9 @@ extension AutoencoderKL {
   /// `overlap` of a tile: each decoded tile's top and left `overlap · tile · 8` pixel rows and
   /// columns are blended linearly with its upper and left neighbours, then tiles are cropped to
   /// their `(1 − overlap)` part and joined.
-  public func decodeTiled(_ latents: Tensor, tile: Int = 64, overlap: Float = 0.25, options: ComputeOptions) -> Tensor {
+  public func decodeTiled(
+    _ latents: Tensor, tile: Int = 64, overlap: Float = 0.25, options: ComputeOptions
+  ) -> Tensor {
     let (h, w) = (latents.shape[2], latents.shape[3])
     let factor = configuration.scaleFactor
     let step = Swift.max(1, Int(Float(tile) * (1 - overlap)))
@@ -20,7 +22,8 @@ extension AutoencoderKL {
     for y in stride(from: 0, to: h, by: step) {
       var row: [Tensor] = []
       for x in stride(from: 0, to: w, by: step) {
-        let part = crop(latents, top: y, left: x, height: Swift.min(tile, h - y), width: Swift.min(tile, w - x))
+        let part = crop(
+          latents, top: y, left: x, height: Swift.min(tile, h - y), width: Swift.min(tile, w - x))
         row.append(decode(part, options: options))
       }
       rows.append(row)
@@ -35,7 +38,10 @@ extension AutoencoderKL {
         if i > 0 { current = blendVertically(rows[i - 1][j], into: current, extent: blend) }
         if j > 0 { current = blendHorizontally(rows[i][j - 1], into: current, extent: blend) }
         rows[i][j] = current
-        pieces.append(crop(current, top: 0, left: 0, height: Swift.min(keep, current.shape[2]), width: Swift.min(keep, current.shape[3])))
+        pieces.append(
+          crop(
+            current, top: 0, left: 0, height: Swift.min(keep, current.shape[2]),
+            width: Swift.min(keep, current.shape[3])))
       }
       joinedRows.append(concatenate(pieces, axis: 3))
     }

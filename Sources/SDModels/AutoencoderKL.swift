@@ -15,7 +15,8 @@ public struct VAEAttention: Sendable {
   public let attention: Attention
 
   init(_ store: WeightStore, _ key: String, channels: Int, groups: Int) throws(WeightError) {
-    groupNorm = try GroupNorm(store, "\(key).group_norm", groups: groups, channels: channels, eps: vaeEps)
+    groupNorm = try GroupNorm(
+      store, "\(key).group_norm", groups: groups, channels: channels, eps: vaeEps)
     attention = try Attention(
       store, key, queryDim: channels, heads: 1, headDim: channels, projectionBias: true)
   }
@@ -34,12 +35,20 @@ public struct VAEMidBlock: Sendable {
   public let resnets: [ResnetBlock2D]
   public let attention: VAEAttention?
 
-  init(_ store: WeightStore, _ key: String, channels: Int, groups: Int, addAttention: Bool) throws(WeightError) {
+  init(_ store: WeightStore, _ key: String, channels: Int, groups: Int, addAttention: Bool)
+    throws(WeightError)
+  {
     resnets = [
-      try ResnetBlock2D(store, "\(key).resnets.0", in: channels, out: channels, timeEmbeddingChannels: nil, groups: groups, eps: vaeEps),
-      try ResnetBlock2D(store, "\(key).resnets.1", in: channels, out: channels, timeEmbeddingChannels: nil, groups: groups, eps: vaeEps),
+      try ResnetBlock2D(
+        store, "\(key).resnets.0", in: channels, out: channels, timeEmbeddingChannels: nil,
+        groups: groups, eps: vaeEps),
+      try ResnetBlock2D(
+        store, "\(key).resnets.1", in: channels, out: channels, timeEmbeddingChannels: nil,
+        groups: groups, eps: vaeEps),
     ]
-    attention = addAttention ? try VAEAttention(store, "\(key).attentions.0", channels: channels, groups: groups) : nil
+    attention =
+      addAttention
+      ? try VAEAttention(store, "\(key).attentions.0", channels: channels, groups: groups) : nil
   }
 
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
@@ -76,7 +85,8 @@ public struct VAEEncoder: Sendable {
   init(_ store: WeightStore, _ config: AutoencoderConfiguration) throws(WeightError) {
     let channels = config.blockOutChannels
     let groups = config.normGroups
-    convIn = try Conv2D(store, "encoder.conv_in", in: config.inChannels, out: channels[0], kernel: 3, padding: 1)
+    convIn = try Conv2D(
+      store, "encoder.conv_in", in: config.inChannels, out: channels[0], kernel: 3, padding: 1)
     var blocks: [VAEBlock] = []
     var outputChannels = channels[0]
     for index in channels.indices {
@@ -96,19 +106,28 @@ public struct VAEEncoder: Sendable {
           resnets: resnets,
           downsampler: isFinal
             ? nil
-            : try Downsample2D(store, "\(key).downsamplers.0", channels: outputChannels, padsRightAndBottomOnly: true),
+            : try Downsample2D(
+              store, "\(key).downsamplers.0", channels: outputChannels, padsRightAndBottomOnly: true
+            ),
           upsampler: nil))
     }
     downBlocks = blocks
     let last = channels[channels.count - 1]
-    midBlock = try VAEMidBlock(store, "encoder.mid_block", channels: last, groups: groups, addAttention: config.midBlockAddAttention)
-    convNormOut = try GroupNorm(store, "encoder.conv_norm_out", groups: groups, channels: last, eps: vaeEps)
+    midBlock = try VAEMidBlock(
+      store, "encoder.mid_block", channels: last, groups: groups,
+      addAttention: config.midBlockAddAttention)
+    convNormOut = try GroupNorm(
+      store, "encoder.conv_norm_out", groups: groups, channels: last, eps: vaeEps)
     let moments = 2 * config.latentChannels
     convOut = try Conv2D(store, "encoder.conv_out", in: last, out: moments, kernel: 3, padding: 1)
-    quantConv = config.useQuantConv ? try Conv2D(store, "quant_conv", in: moments, out: moments, kernel: 1) : nil
+    quantConv =
+      config.useQuantConv
+      ? try Conv2D(store, "quant_conv", in: moments, out: moments, kernel: 1) : nil
   }
 
-  public func callAsFunction(_ image: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil) -> Tensor {
+  public func callAsFunction(
+    _ image: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil
+  ) -> Tensor {
     var hidden = convIn(image, options: options)
     for block in downBlocks { hidden = block(hidden, options: options) }
     hidden = midBlock(hidden, options: options)
@@ -132,10 +151,14 @@ public struct VAEDecoder: Sendable {
     let channels = config.blockOutChannels
     let groups = config.normGroups
     let latent = config.latentChannels
-    postQuantConv = config.usePostQuantConv ? try Conv2D(store, "post_quant_conv", in: latent, out: latent, kernel: 1) : nil
+    postQuantConv =
+      config.usePostQuantConv
+      ? try Conv2D(store, "post_quant_conv", in: latent, out: latent, kernel: 1) : nil
     let last = channels[channels.count - 1]
     convIn = try Conv2D(store, "decoder.conv_in", in: latent, out: last, kernel: 3, padding: 1)
-    midBlock = try VAEMidBlock(store, "decoder.mid_block", channels: last, groups: groups, addAttention: config.midBlockAddAttention)
+    midBlock = try VAEMidBlock(
+      store, "decoder.mid_block", channels: last, groups: groups,
+      addAttention: config.midBlockAddAttention)
     let reversedChannels = Array(channels.reversed())
     var blocks: [VAEBlock] = []
     var outputChannels = reversedChannels[0]
@@ -154,14 +177,19 @@ public struct VAEDecoder: Sendable {
       blocks.append(
         VAEBlock(
           resnets: resnets, downsampler: nil,
-          upsampler: isFinal ? nil : try Upsample2D(store, "\(key).upsamplers.0", channels: outputChannels)))
+          upsampler: isFinal
+            ? nil : try Upsample2D(store, "\(key).upsamplers.0", channels: outputChannels)))
     }
     upBlocks = blocks
-    convNormOut = try GroupNorm(store, "decoder.conv_norm_out", groups: groups, channels: channels[0], eps: vaeEps)
-    convOut = try Conv2D(store, "decoder.conv_out", in: channels[0], out: config.outChannels, kernel: 3, padding: 1)
+    convNormOut = try GroupNorm(
+      store, "decoder.conv_norm_out", groups: groups, channels: channels[0], eps: vaeEps)
+    convOut = try Conv2D(
+      store, "decoder.conv_out", in: channels[0], out: config.outChannels, kernel: 3, padding: 1)
   }
 
-  public func callAsFunction(_ latents: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil) -> Tensor {
+  public func callAsFunction(
+    _ latents: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil
+  ) -> Tensor {
     var hidden = postQuantConv.map { $0(latents, options: options) } ?? latents
     hidden = convIn(hidden, options: options)
     observer?("conv_in", hidden)
@@ -183,7 +211,9 @@ public struct AutoencoderKL: Sendable {
 
   /// Builds encoder and decoder from `store` by diffusers key.
   /// - Throws: `WeightError` naming a missing or mis-shaped key.
-  public init(configuration: AutoencoderConfiguration, weights store: WeightStore) throws(WeightError) {
+  public init(configuration: AutoencoderConfiguration, weights store: WeightStore)
+    throws(WeightError)
+  {
     self.configuration = configuration
     encoder = try VAEEncoder(store, configuration)
     decoder = try VAEDecoder(store, configuration)
@@ -192,14 +222,17 @@ public struct AutoencoderKL: Sendable {
   /// Loads `config.json` and `diffusion_pytorch_model.safetensors` (or `.fp16`) from `vae/`.
   /// - Throws: `ModelError` for a bad config, missing file, or weights that do not fit.
   public init(directory: URL) throws(ModelError) {
-    let config = try AutoencoderConfiguration(contentsOf: directory.appendingPathComponent("config.json"))
+    let config = try AutoencoderConfiguration(
+      contentsOf: directory.appendingPathComponent("config.json"))
     let store = try WeightStore.open(directory: directory, stem: "diffusion_pytorch_model")
     do { try self.init(configuration: config, weights: store) } catch { throw .weights(error) }
   }
 
   /// The diagonal Gaussian the encoder predicts for an image in [-1, 1] `[n, 3, H, W]`:
   /// mean and log-variance `[n, latent, H/8, W/8]`, log-variance clamped to [-30, 20] as diffusers.
-  public func encode(_ image: Tensor, options: ComputeOptions) -> (mean: Tensor, logVariance: Tensor) {
+  public func encode(_ image: Tensor, options: ComputeOptions) -> (
+    mean: Tensor, logVariance: Tensor
+  ) {
     let moments = encoder(image, options: options)
     let parts = chunk(moments, 2, axis: 1)
     return (parts[0], parts[1].map { Swift.min(20, Swift.max(-30, $0)) })

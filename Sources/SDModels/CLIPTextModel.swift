@@ -20,12 +20,14 @@ public struct CLIPEncoderLayer: Sendable {
 
   init(_ store: WeightStore, _ key: String, _ config: CLIPTextConfiguration) throws(WeightError) {
     let width = config.hiddenSize
-    layerNorm1 = try LayerNorm(store, "\(key).layer_norm1", channels: width, eps: config.layerNormEps)
+    layerNorm1 = try LayerNorm(
+      store, "\(key).layer_norm1", channels: width, eps: config.layerNormEps)
     qProj = try Linear(store, "\(key).self_attn.q_proj", in: width, out: width)
     kProj = try Linear(store, "\(key).self_attn.k_proj", in: width, out: width)
     vProj = try Linear(store, "\(key).self_attn.v_proj", in: width, out: width)
     outProj = try Linear(store, "\(key).self_attn.out_proj", in: width, out: width)
-    layerNorm2 = try LayerNorm(store, "\(key).layer_norm2", channels: width, eps: config.layerNormEps)
+    layerNorm2 = try LayerNorm(
+      store, "\(key).layer_norm2", channels: width, eps: config.layerNormEps)
     fc1 = try Linear(store, "\(key).mlp.fc1", in: width, out: config.intermediateSize)
     fc2 = try Linear(store, "\(key).mlp.fc2", in: config.intermediateSize, out: width)
     heads = config.headCount
@@ -41,7 +43,8 @@ public struct CLIPEncoderLayer: Sendable {
       options: options)
     var hidden = x
     hidden.add(outProj(attended, options: options))
-    let expanded = activate(fc1(layerNorm2(hidden, options: options), options: options), activation, options: options)
+    let expanded = activate(
+      fc1(layerNorm2(hidden, options: options), options: options), activation, options: options)
     hidden.add(fc2(expanded, options: options))
     return hidden
   }
@@ -58,14 +61,18 @@ public struct CLIPTextModel: Sendable {
   /// Builds the model from `store`. Released SD checkpoints prefix every key with `text_model.`;
   /// text encoders saved by transformers 5 drop it. Both are accepted.
   /// - Throws: `WeightError` naming a missing or mis-shaped key.
-  public init(configuration config: CLIPTextConfiguration, weights store: WeightStore) throws(WeightError) {
+  public init(configuration config: CLIPTextConfiguration, weights store: WeightStore)
+    throws(WeightError)
+  {
     let prefix =
       store.contains("text_model.embeddings.token_embedding.weight") ? "text_model." : ""
     configuration = config
     tokenEmbedding = try store.tensor(
-      "\(prefix)embeddings.token_embedding.weight", shape: [config.vocabularySize, config.hiddenSize])
+      "\(prefix)embeddings.token_embedding.weight",
+      shape: [config.vocabularySize, config.hiddenSize])
     positionEmbedding = try store.tensor(
-      "\(prefix)embeddings.position_embedding.weight", shape: [config.maxPositions, config.hiddenSize])
+      "\(prefix)embeddings.position_embedding.weight",
+      shape: [config.maxPositions, config.hiddenSize])
     var layers: [CLIPEncoderLayer] = []
     for index in 0..<config.layerCount {
       layers.append(try CLIPEncoderLayer(store, "\(prefix)encoder.layers.\(index)", config))
@@ -79,7 +86,8 @@ public struct CLIPTextModel: Sendable {
   /// `text_encoder/` folder.
   /// - Throws: `ModelError` for a bad config, missing file, or weights that do not fit.
   public init(directory: URL) throws(ModelError) {
-    let config = try CLIPTextConfiguration(contentsOf: directory.appendingPathComponent("config.json"))
+    let config = try CLIPTextConfiguration(
+      contentsOf: directory.appendingPathComponent("config.json"))
     let store = try WeightStore.open(directory: directory, stem: "model")
     do { try self.init(configuration: config, weights: store) } catch { throw .weights(error) }
   }
@@ -88,7 +96,9 @@ public struct CLIPTextModel: Sendable {
   public func embed(_ ids: [[Int]]) -> Tensor {
     let width = configuration.hiddenSize
     let length = ids.first?.count ?? 0
-    precondition(length <= configuration.maxPositions, "\(length) tokens, at most \(configuration.maxPositions)")
+    precondition(
+      length <= configuration.maxPositions,
+      "\(length) tokens, at most \(configuration.maxPositions)")
     var out = [Float](repeating: 0, count: ids.count * length * width)
     for (row, sequence) in ids.enumerated() {
       precondition(sequence.count == length, "token rows of different lengths")
@@ -96,7 +106,8 @@ public struct CLIPTextModel: Sendable {
         precondition(id >= 0 && id < configuration.vocabularySize, "token id \(id) out of range")
         let base = (row * length + position) * width
         for c in 0..<width {
-          out[base + c] = tokenEmbedding.scalars[id * width + c] + positionEmbedding.scalars[position * width + c]
+          out[base + c] =
+            tokenEmbedding.scalars[id * width + c] + positionEmbedding.scalars[position * width + c]
         }
       }
     }
@@ -116,24 +127,34 @@ public struct CLIPTextModel: Sendable {
   /// Encodes token ids `[b][t]` -> `[b, t, hidden]`: the last hidden state after the final
   /// layer norm, or with `skipLastLayers` = k > 0 the output of layer count − k, also
   /// final-normed (diffusers' `clip_skip`).
-  public func callAsFunction(_ ids: [[Int]], skipLastLayers: Int = 0, options: ComputeOptions) -> Tensor {
+  public func callAsFunction(_ ids: [[Int]], skipLastLayers: Int = 0, options: ComputeOptions)
+    -> Tensor
+  {
     encode(embed(ids), skipLastLayers: skipLastLayers, options: options)
   }
 
   /// Encodes token embeddings `[b, t, hidden]` (rows of `tokenEmbedding`, or vectors put in
   /// their place such as textual-inversion embeddings) as `callAsFunction(_:)` encodes ids:
   /// position embeddings are added here.
-  public func callAsFunction(tokenEmbeddings: Tensor, skipLastLayers: Int = 0, options: ComputeOptions) -> Tensor {
+  public func callAsFunction(
+    tokenEmbeddings: Tensor, skipLastLayers: Int = 0, options: ComputeOptions
+  ) -> Tensor {
     let (length, width) = (tokenEmbeddings.shape[1], tokenEmbeddings.shape[2])
-    precondition(length <= configuration.maxPositions && width == configuration.hiddenSize, "token embeddings \(tokenEmbeddings.shape)")
-    let positions = Tensor(shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
+    precondition(
+      length <= configuration.maxPositions && width == configuration.hiddenSize,
+      "token embeddings \(tokenEmbeddings.shape)")
+    let positions = Tensor(
+      shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
     return encode(tokenEmbeddings + positions, skipLastLayers: skipLastLayers, options: options)
   }
 
   private func encode(_ embedded: Tensor, skipLastLayers: Int, options: ComputeOptions) -> Tensor {
-    precondition(skipLastLayers >= 0 && skipLastLayers < layers.count, "clip skip \(skipLastLayers)")
+    precondition(
+      skipLastLayers >= 0 && skipLastLayers < layers.count, "clip skip \(skipLastLayers)")
     var hidden = embedded
-    for layer in layers.prefix(layers.count - skipLastLayers) { hidden = layer(hidden, options: options) }
+    for layer in layers.prefix(layers.count - skipLastLayers) {
+      hidden = layer(hidden, options: options)
+    }
     return finalLayerNorm(hidden, options: options)
   }
 }

@@ -44,21 +44,25 @@ public struct CLIPTokenizer: Sendable {
     let vocabularyFile = directory.appendingPathComponent("vocab.json")
     let vocabularyJSON = try Self.readJSON(vocabularyFile)
     guard let entries = vocabularyJSON.objectValue, !entries.isEmpty else {
-      throw .invalidTokenizer(file: vocabularyFile.path, reason: "expected a non-empty object of token → id")
+      throw .invalidTokenizer(
+        file: vocabularyFile.path, reason: "expected a non-empty object of token → id")
     }
     var vocabulary: [String: Int] = [:]
     for (token, value) in entries {
       guard let id = value.intValue, id >= 0, id < 1 << 24 else {
-        throw .invalidTokenizer(file: vocabularyFile.path, reason: "id of '\(token)' is not a non-negative integer")
+        throw .invalidTokenizer(
+          file: vocabularyFile.path, reason: "id of '\(token)' is not a non-negative integer")
       }
       vocabulary[token] = id
     }
     let mergesFile = directory.appendingPathComponent("merges.txt")
     let mergeLines: [Substring]
     do {
-      mergeLines = try String(contentsOf: mergesFile, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+      mergeLines = try String(contentsOf: mergesFile, encoding: .utf8).split(
+        separator: "\n", omittingEmptySubsequences: false)
     } catch {
-      throw .invalidTokenizer(file: mergesFile.path, reason: "cannot read: \(error.localizedDescription)")
+      throw .invalidTokenizer(
+        file: mergesFile.path, reason: "cannot read: \(error.localizedDescription)")
     }
     var special = SpecialTokens()
     var addedTokens: [String: Int] = [:]
@@ -68,19 +72,28 @@ public struct CLIPTokenizer: Sendable {
       let json = try Self.readJSON(file)
       special.read(json)
       for (idText, entry) in json["added_tokens_decoder"]?.objectValue ?? [:] {
-        if let id = Int(idText), let content = entry["content"]?.stringValue { addedTokens[content] = id }
+        if let id = Int(idText), let content = entry["content"]?.stringValue {
+          addedTokens[content] = id
+        }
       }
     }
-    try self.init(vocabulary: vocabulary, mergeLines: mergeLines, mergesFile: mergesFile.path,
-                  special: special, addedTokens: addedTokens)
+    try self.init(
+      vocabulary: vocabulary, mergeLines: mergeLines, mergesFile: mergesFile.path,
+      special: special, addedTokens: addedTokens)
   }
 
   /// The standard CLIP vocabulary shipped with the package (`Resources/clip-merges.txt`, from
   /// open_clip's `bpe_simple_vocab_16e6.txt.gz`, MIT), for checkpoints without a tokenizer.
   /// - Parameter padToken: "<|endoftext|>" as SD 1.x's tokenizer; SD 2.x's pads with "!".
-  public static func bundled(padToken: String = "<|endoftext|>") throws(ModelError) -> CLIPTokenizer {
-    guard let url = Bundle.module.url(forResource: "clip-merges", withExtension: "txt", subdirectory: "Resources")
-    else { throw .invalidTokenizer(file: "Resources/clip-merges.txt", reason: "missing from the SDModels bundle") }
+  public static func bundled(padToken: String = "<|endoftext|>") throws(ModelError) -> CLIPTokenizer
+  {
+    guard
+      let url = Bundle.module.url(
+        forResource: "clip-merges", withExtension: "txt", subdirectory: "Resources")
+    else {
+      throw .invalidTokenizer(
+        file: "Resources/clip-merges.txt", reason: "missing from the SDModels bundle")
+    }
     let lines: [Substring]
     do { lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n") } catch {
       throw .invalidTokenizer(file: url.path, reason: "cannot read: \(error.localizedDescription)")
@@ -95,8 +108,9 @@ public struct CLIPTokenizer: Sendable {
     for (id, token) in tokens.enumerated() { vocabulary[token] = id }
     var special = SpecialTokens()
     special.pad = padToken
-    return try CLIPTokenizer(vocabulary: vocabulary, mergeLines: lines, mergesFile: url.path,
-                             special: special, addedTokens: [:])
+    return try CLIPTokenizer(
+      vocabulary: vocabulary, mergeLines: lines, mergesFile: url.path,
+      special: special, addedTokens: [:])
   }
 
   private init(
@@ -106,27 +120,36 @@ public struct CLIPTokenizer: Sendable {
     var tokens = [String](repeating: "", count: (vocabulary.values.max() ?? 0) + 1)
     for (token, id) in vocabulary { tokens[id] = token }
     var merges: [UInt64: (rank: Int, merged: Int)] = [:]
-    for (lineNumber, line) in mergeLines.enumerated() where !line.isEmpty && !line.hasPrefix("#version") {
+    for (lineNumber, line) in mergeLines.enumerated()
+    where !line.isEmpty && !line.hasPrefix("#version") {
       let parts = line.split(separator: " ", omittingEmptySubsequences: false)
-      guard parts.count == 2, let left = vocabulary[String(parts[0])], let right = vocabulary[String(parts[1])],
-            let merged = vocabulary[String(parts[0] + parts[1])]
+      guard parts.count == 2, let left = vocabulary[String(parts[0])],
+        let right = vocabulary[String(parts[1])],
+        let merged = vocabulary[String(parts[0] + parts[1])]
       else {
-        throw .invalidTokenizer(file: mergesFile, reason: "line \(lineNumber + 1) '\(line)' is not a merge of two vocabulary tokens")
+        throw .invalidTokenizer(
+          file: mergesFile,
+          reason: "line \(lineNumber + 1) '\(line)' is not a merge of two vocabulary tokens")
       }
       let key = UInt64(left) << 32 | UInt64(right)
       if merges[key] == nil { merges[key] = (merges.count, merged) }
     }
     func id(of token: String, _ role: String) throws(ModelError) -> Int {
       if let id = vocabulary[token] ?? addedTokens[token] { return id }
-      throw .invalidTokenizer(file: mergesFile, reason: "\(role) token '\(token)' is not in the vocabulary")
+      throw .invalidTokenizer(
+        file: mergesFile, reason: "\(role) token '\(token)' is not in the vocabulary")
     }
     bosID = try id(of: special.bos, "bos")
     eosID = try id(of: special.eos, "eos")
     padID = try id(of: special.pad, "pad")
     unknownID = try id(of: special.unknown, "unk")
     var added = addedTokens
-    for token in [special.bos, special.eos, special.pad, special.unknown] { added[token] = vocabulary[token] ?? added[token] }
-    for (_, id) in added where id >= tokens.count { tokens += Array(repeating: "", count: id + 1 - tokens.count) }
+    for token in [special.bos, special.eos, special.pad, special.unknown] {
+      added[token] = vocabulary[token] ?? added[token]
+    }
+    for (_, id) in added where id >= tokens.count {
+      tokens += Array(repeating: "", count: id + 1 - tokens.count)
+    }
     for (token, id) in added where tokens[id].isEmpty { tokens[id] = token }
     self.vocabulary = vocabulary
     self.tokens = tokens
@@ -140,7 +163,9 @@ public struct CLIPTokenizer: Sendable {
     do { data = try Data(contentsOf: url) } catch {
       throw .invalidTokenizer(file: url.path, reason: "cannot read: \(error.localizedDescription)")
     }
-    do { return try JSONValue.parse(data) } catch { throw .invalidTokenizer(file: url.path, reason: error.description) }
+    do { return try JSONValue.parse(data) } catch {
+      throw .invalidTokenizer(file: url.path, reason: error.description)
+    }
   }
 
   // MARK: Tokenizing
@@ -221,19 +246,27 @@ public struct CLIPTokenizer: Sendable {
   }
 
   private static let literalPieces: [[Unicode.Scalar]] =
-    ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map { Array($0.unicodeScalars) }
+    ["<|startoftext|>", "<|endoftext|>", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d"].map {
+      Array($0.unicodeScalars)
+    }
 
   /// Step 3: the pre-tokenizer's pattern, alternatives tried in order at each position.
-  static func preTokenize(_ scalars: [Unicode.Scalar], literals: Bool = true) -> [ArraySlice<Unicode.Scalar>] {
+  static func preTokenize(_ scalars: [Unicode.Scalar], literals: Bool = true) -> [ArraySlice<
+    Unicode.Scalar
+  >] {
     var pieces: [ArraySlice<Unicode.Scalar>] = []
     var i = 0
     scan: while i < scalars.count {
       if literals {
         for (index, literal) in literalPieces.enumerated()
-        where scalars.count - i >= literal.count && scalars[i..<(i + literal.count)].elementsEqual(literal) {
+        where scalars.count - i >= literal.count
+          && scalars[i..<(i + literal.count)].elementsEqual(literal)
+        {
           // The byte-level step splits again with GPT-2's pattern, which cuts the special-token
           // text into "<|", the word, "|>"; the contractions stay whole.
-          pieces += index < 2 ? preTokenize(Array(literal), literals: false) : [scalars[i..<(i + literal.count)]]
+          pieces +=
+            index < 2
+            ? preTokenize(Array(literal), literals: false) : [scalars[i..<(i + literal.count)]]
           i += literal.count
           continue scan
         }
@@ -262,7 +295,8 @@ public struct CLIPTokenizer: Sendable {
       let properties = scalar.properties
       if properties.isWhitespace { self = .whitespace; return }
       switch properties.generalCategory {
-      case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: self = .letter
+      case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
+        self = .letter
       case .decimalNumber, .letterNumber, .otherNumber: self = .number
       default: self = .other
       }
@@ -282,7 +316,9 @@ public struct CLIPTokenizer: Sendable {
     while symbols.count > 1 {
       var best: (rank: Int, merged: Int, left: Int, right: Int)?
       for i in 0..<(symbols.count - 1) {
-        if let merge = merges[UInt64(symbols[i]) << 32 | UInt64(symbols[i + 1])], merge.rank < best?.rank ?? .max {
+        if let merge = merges[UInt64(symbols[i]) << 32 | UInt64(symbols[i + 1])],
+          merge.rank < best?.rank ?? .max
+        {
           best = (merge.rank, merge.merged, symbols[i], symbols[i + 1])
         }
       }
@@ -315,7 +351,8 @@ public struct CLIPTokenizer: Sendable {
 
   /// The byte symbols in CLIP's vocabulary order: the printable bytes, then the remapped ones.
   static let byteAlphabetInVocabularyOrder: [String] =
-    (0..<256).filter(isPrintable).map { byteAlphabet[$0] } + (0..<256).filter { !isPrintable($0) }.map { byteAlphabet[$0] }
+    (0..<256).filter(isPrintable).map { byteAlphabet[$0] }
+    + (0..<256).filter { !isPrintable($0) }.map { byteAlphabet[$0] }
 
   private static func isPrintable(_ byte: Int) -> Bool {
     (0x21...0x7E).contains(byte) || (0xA1...0xAC).contains(byte) || (0xAE...0xFF).contains(byte)
@@ -331,7 +368,9 @@ private struct SpecialTokens {
   var unknown = "<|endoftext|>"
 
   mutating func read(_ json: JSONValue) {
-    func token(_ key: String) -> String? { json[key]?.stringValue ?? json[key]?["content"]?.stringValue }
+    func token(_ key: String) -> String? {
+      json[key]?.stringValue ?? json[key]?["content"]?.stringValue
+    }
     bos = token("bos_token") ?? bos
     eos = token("eos_token") ?? eos
     pad = token("pad_token") ?? pad

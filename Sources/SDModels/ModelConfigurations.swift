@@ -14,7 +14,8 @@ struct ConfigReader {
     file = url.path
     let data: Data
     do { data = try Data(contentsOf: url) } catch {
-      throw .invalidConfiguration(file: url.path, reason: "cannot read: \(error.localizedDescription)")
+      throw .invalidConfiguration(
+        file: url.path, reason: "cannot read: \(error.localizedDescription)")
     }
     do { json = try JSONValue.parse(data) } catch {
       throw .invalidConfiguration(file: url.path, reason: error.description)
@@ -39,7 +40,8 @@ struct ConfigReader {
     return false
   }
 
-  func int(_ key: String, default fallback: Int? = nil, minimum: Int = 1) throws(ModelError) -> Int {
+  func int(_ key: String, default fallback: Int? = nil, minimum: Int = 1) throws(ModelError) -> Int
+  {
     guard has(key) else {
       if let fallback { return fallback }
       throw fail(key, "present")
@@ -82,7 +84,9 @@ struct ConfigReader {
       if let fallback { return fallback }
       throw fail(key, "present")
     }
-    if let single = json[key]?.intValue, single > 0 { return Array(repeating: single, count: count) }
+    if let single = json[key]?.intValue, single > 0 {
+      return Array(repeating: single, count: count)
+    }
     guard let values = json[key]?.arrayValue?.compactMap(\.intValue), values.count == count,
       values.allSatisfy({ $0 > 0 })
     else { throw fail(key, "a positive integer or a list of \(count) of them") }
@@ -170,7 +174,8 @@ public struct UNetConfiguration: Sendable, Equatable {
   /// SD 1.5 as released (`runwayml/stable-diffusion-v1-5`, `unet/config.json`).
   public static let stableDiffusion15 = UNetConfiguration(
     inChannels: 4, outChannels: 4, blockOutChannels: [320, 640, 1280, 1280], layersPerBlock: 2,
-    downBlockHasAttention: [true, true, true, false], upBlockHasAttention: [false, true, true, true],
+    downBlockHasAttention: [true, true, true, false],
+    upBlockHasAttention: [false, true, true, true],
     crossAttentionDim: 768, headCounts: [8, 8, 8, 8], useLinearProjection: false,
     upcastAttention: false, normGroups: 32, normEps: 1e-5, flipSinToCos: true, freqShift: 0,
     transformerLayersPerBlock: 1, sampleSize: 64)
@@ -207,13 +212,19 @@ public struct UNetConfiguration: Sendable, Equatable {
     let reader = try ConfigReader(contentsOf: url)
     inChannels = try reader.int("in_channels", default: 4)
     outChannels = try reader.int("out_channels", default: 4)
-    blockOutChannels = try reader.ints("block_out_channels", count: reader.json["block_out_channels"]?.arrayValue?.count ?? 4, default: [320, 640, 1280, 1280])
+    blockOutChannels = try reader.ints(
+      "block_out_channels", count: reader.json["block_out_channels"]?.arrayValue?.count ?? 4,
+      default: [320, 640, 1280, 1280])
     let blocks = blockOutChannels.count
     layersPerBlock = try reader.int("layers_per_block", default: 2)
     let down = try reader.strings(
-      "down_block_types", default: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])
+      "down_block_types",
+      default: [
+        "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D",
+      ])
     let up = try reader.strings(
-      "up_block_types", default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
+      "up_block_types",
+      default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
     guard down.count == blocks, up.count == blocks else {
       throw reader.fail("down_block_types", "as long as block_out_channels (\(blocks))")
     }
@@ -221,29 +232,35 @@ public struct UNetConfiguration: Sendable, Equatable {
       switch name {
       case "CrossAttnDownBlock2D": return true
       case "DownBlock2D": return false
-      default: throw reader.fail("down_block_types", "CrossAttnDownBlock2D or DownBlock2D (found \(name))")
+      default:
+        throw reader.fail("down_block_types", "CrossAttnDownBlock2D or DownBlock2D (found \(name))")
       }
     }
     upBlockHasAttention = try up.map { name throws(ModelError) in
       switch name {
       case "CrossAttnUpBlock2D": return true
       case "UpBlock2D": return false
-      default: throw reader.fail("up_block_types", "CrossAttnUpBlock2D or UpBlock2D (found \(name))")
+      default:
+        throw reader.fail("up_block_types", "CrossAttnUpBlock2D or UpBlock2D (found \(name))")
       }
     }
     let mid = try reader.string("mid_block_type", default: "UNetMidBlock2DCrossAttn")
     guard mid == "UNetMidBlock2DCrossAttn" else {
       throw reader.fail("mid_block_type", "UNetMidBlock2DCrossAttn (found \(mid))")
     }
-    for unsupported in ["class_embed_type", "addition_embed_type", "encoder_hid_dim", "time_cond_proj_dim"]
+    for unsupported in [
+      "class_embed_type", "addition_embed_type", "encoder_hid_dim", "time_cond_proj_dim",
+    ]
     where reader.has(unsupported) {
-      throw .invalidConfiguration(file: reader.file, reason: "'\(unsupported)' is not supported (SD 1.x/2.x UNets only)")
+      throw .invalidConfiguration(
+        file: reader.file, reason: "'\(unsupported)' is not supported (SD 1.x/2.x UNets only)")
     }
     crossAttentionDim = try reader.int("cross_attention_dim", default: 1280)
     if reader.has("num_attention_heads") {
       headCounts = try reader.ints("num_attention_heads", count: blocks, default: nil)
     } else {
-      headCounts = try reader.ints("attention_head_dim", count: blocks, default: Array(repeating: 8, count: blocks))
+      headCounts = try reader.ints(
+        "attention_head_dim", count: blocks, default: Array(repeating: 8, count: blocks))
     }
     useLinearProjection = try reader.bool("use_linear_projection", default: false)
     upcastAttention = try reader.bool("upcast_attention", default: false)
@@ -309,7 +326,8 @@ public struct AutoencoderConfiguration: Sendable, Equatable {
     outChannels = try reader.int("out_channels", default: 3)
     latentChannels = try reader.int("latent_channels", default: 4)
     blockOutChannels = try reader.ints(
-      "block_out_channels", count: reader.json["block_out_channels"]?.arrayValue?.count ?? 1, default: [64])
+      "block_out_channels", count: reader.json["block_out_channels"]?.arrayValue?.count ?? 1,
+      default: [64])
     layersPerBlock = try reader.int("layers_per_block", default: 1)
     normGroups = try reader.int("norm_num_groups", default: 32)
     scalingFactor = try reader.float("scaling_factor", default: 0.18215)
@@ -317,7 +335,9 @@ public struct AutoencoderConfiguration: Sendable, Equatable {
     usePostQuantConv = try reader.bool("use_post_quant_conv", default: true)
     midBlockAddAttention = try reader.bool("mid_block_add_attention", default: true)
     let blocks = blockOutChannels.count
-    for (key, expected) in [("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")] {
+    for (key, expected) in [
+      ("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D"),
+    ] {
       let types = try reader.strings(key, default: Array(repeating: expected, count: blocks))
       guard types.count == blocks, types.allSatisfy({ $0 == expected }) else {
         throw reader.fail(key, "\(blocks) × \(expected)")

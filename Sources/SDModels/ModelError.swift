@@ -20,7 +20,8 @@ public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
     case .invalidTokenizer(let file, let reason): return "tokenizer \(file): \(reason)"
     case .unusedWeights(let keys, let file):
       let shown = keys.prefix(5).joined(separator: ", ")
-      return "\(file) has \(keys.count) tensors no layer reads (\(shown)\(keys.count > 5 ? ", ..." : ""))"
+      return
+        "\(file) has \(keys.count) tensors no layer reads (\(shown)\(keys.count > 5 ? ", ..." : ""))"
     }
   }
 }

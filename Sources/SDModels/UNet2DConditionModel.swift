@@ -21,7 +21,9 @@ public struct UNetDownBlock: Sendable {
     var skips: [Tensor] = []
     for (index, resnet) in resnets.enumerated() {
       hidden = resnet(hidden, timeEmbedding: timeEmbedding, options: options)
-      if !attentions.isEmpty { hidden = attentions[index](hidden, context: context, options: options) }
+      if !attentions.isEmpty {
+        hidden = attentions[index](hidden, context: context, options: options)
+      }
       skips.append(hidden)
     }
     if let downsampler {
@@ -65,8 +67,11 @@ public struct UNetUpBlock: Sendable {
     var hidden = x
     for (index, resnet) in resnets.enumerated() {
       let skip = skips.removeLast()
-      hidden = resnet(concatenate([hidden, skip], axis: 1), timeEmbedding: timeEmbedding, options: options)
-      if !attentions.isEmpty { hidden = attentions[index](hidden, context: context, options: options) }
+      hidden = resnet(
+        concatenate([hidden, skip], axis: 1), timeEmbedding: timeEmbedding, options: options)
+      if !attentions.isEmpty {
+        hidden = attentions[index](hidden, context: context, options: options)
+      }
     }
     if let upsampler { hidden = upsampler(hidden, size: upsampleSize, options: options) }
     return hidden
@@ -89,23 +94,32 @@ public struct UNet2DConditionModel: Sendable {
 
   /// Builds the UNet from `store` by diffusers key.
   /// - Throws: `WeightError` naming a missing or mis-shaped key.
-  public init(configuration config: UNetConfiguration, weights store: WeightStore) throws(WeightError) {
+  public init(configuration config: UNetConfiguration, weights store: WeightStore)
+    throws(WeightError)
+  {
     configuration = config
     let channels = config.blockOutChannels
     let timeChannels = 4 * channels[0]
     let groups = config.normGroups
     let eps = config.normEps
-    timeEmbeddingLinear1 = try Linear(store, "time_embedding.linear_1", in: channels[0], out: timeChannels)
-    timeEmbeddingLinear2 = try Linear(store, "time_embedding.linear_2", in: timeChannels, out: timeChannels)
-    convIn = try Conv2D(store, "conv_in", in: config.inChannels, out: channels[0], kernel: 3, padding: 1)
+    timeEmbeddingLinear1 = try Linear(
+      store, "time_embedding.linear_1", in: channels[0], out: timeChannels)
+    timeEmbeddingLinear2 = try Linear(
+      store, "time_embedding.linear_2", in: timeChannels, out: timeChannels)
+    convIn = try Conv2D(
+      store, "conv_in", in: config.inChannels, out: channels[0], kernel: 3, padding: 1)
 
-    func transformer(_ key: String, channels: Int, heads: Int) throws(WeightError) -> Transformer2DModel {
+    func transformer(_ key: String, channels: Int, heads: Int) throws(WeightError)
+      -> Transformer2DModel
+    {
       try Transformer2DModel(
         store, key, channels: channels, heads: heads, contextDim: config.crossAttentionDim,
         layers: config.transformerLayersPerBlock, linearProjection: config.useLinearProjection,
         groups: groups)
     }
-    func resnet(_ key: String, in inChannels: Int, out outChannels: Int) throws(WeightError) -> ResnetBlock2D {
+    func resnet(_ key: String, in inChannels: Int, out outChannels: Int) throws(WeightError)
+      -> ResnetBlock2D
+    {
       try ResnetBlock2D(
         store, key, in: inChannels, out: outChannels, timeEmbeddingChannels: timeChannels,
         groups: groups, eps: eps)
@@ -121,10 +135,14 @@ public struct UNet2DConditionModel: Sendable {
       var attentions: [Transformer2DModel] = []
       for layer in 0..<config.layersPerBlock {
         resnets.append(
-          try resnet("\(key).resnets.\(layer)", in: layer == 0 ? inputChannels : outputChannels, out: outputChannels))
+          try resnet(
+            "\(key).resnets.\(layer)", in: layer == 0 ? inputChannels : outputChannels,
+            out: outputChannels))
         if hasAttention {
           attentions.append(
-            try transformer("\(key).attentions.\(layer)", channels: outputChannels, heads: config.headCounts[index]))
+            try transformer(
+              "\(key).attentions.\(layer)", channels: outputChannels,
+              heads: config.headCounts[index]))
         }
       }
       let isFinal = index == channels.count - 1
@@ -134,7 +152,8 @@ public struct UNet2DConditionModel: Sendable {
           downsampler: isFinal
             ? nil
             : try Downsample2D(
-              store, "\(key).downsamplers.0", channels: outputChannels, padsRightAndBottomOnly: false)))
+              store, "\(key).downsamplers.0", channels: outputChannels,
+              padsRightAndBottomOnly: false)))
     }
     downBlocks = down
 
@@ -145,7 +164,8 @@ public struct UNet2DConditionModel: Sendable {
         try resnet("mid_block.resnets.1", in: last, out: last),
       ],
       attentions: [
-        try transformer("mid_block.attentions.0", channels: last, heads: config.headCounts[channels.count - 1])
+        try transformer(
+          "mid_block.attentions.0", channels: last, heads: config.headCounts[channels.count - 1])
       ])
 
     var up: [UNetUpBlock] = []
@@ -164,21 +184,26 @@ public struct UNet2DConditionModel: Sendable {
         let skipChannels = layer == layers - 1 ? inputChannels : outputChannels
         let resnetInput = layer == 0 ? previousOutput : outputChannels
         resnets.append(
-          try resnet("\(key).resnets.\(layer)", in: resnetInput + skipChannels, out: outputChannels))
+          try resnet("\(key).resnets.\(layer)", in: resnetInput + skipChannels, out: outputChannels)
+        )
         if hasAttention {
           attentions.append(
-            try transformer("\(key).attentions.\(layer)", channels: outputChannels, heads: reversedHeads[index]))
+            try transformer(
+              "\(key).attentions.\(layer)", channels: outputChannels, heads: reversedHeads[index]))
         }
       }
       let isFinal = index == channels.count - 1
       up.append(
         UNetUpBlock(
           resnets: resnets, attentions: attentions,
-          upsampler: isFinal ? nil : try Upsample2D(store, "\(key).upsamplers.0", channels: outputChannels)))
+          upsampler: isFinal
+            ? nil : try Upsample2D(store, "\(key).upsamplers.0", channels: outputChannels)))
     }
     upBlocks = up
-    convNormOut = try GroupNorm(store, "conv_norm_out", groups: groups, channels: channels[0], eps: eps)
-    convOut = try Conv2D(store, "conv_out", in: channels[0], out: config.outChannels, kernel: 3, padding: 1)
+    convNormOut = try GroupNorm(
+      store, "conv_norm_out", groups: groups, channels: channels[0], eps: eps)
+    convOut = try Conv2D(
+      store, "conv_out", in: channels[0], out: config.outChannels, kernel: 3, padding: 1)
   }
 
   /// Loads `config.json` and `diffusion_pytorch_model.safetensors` (or `.fp16`) from `unet/`.
@@ -200,7 +225,8 @@ public struct UNet2DConditionModel: Sendable {
       timesteps, dimension: configuration.blockOutChannels[0],
       flipSinToCos: configuration.flipSinToCos, downscaleFreqShift: configuration.freqShift)
     return timeEmbeddingLinear2(
-      activate(timeEmbeddingLinear1(sinusoids, options: options), .silu, options: options), options: options)
+      activate(timeEmbeddingLinear1(sinusoids, options: options), .silu, options: options),
+      options: options)
   }
 
   /// Predicts noise for `sample` `[b, in, h, w]` at per-item `timesteps` (`b` values) given
@@ -219,7 +245,8 @@ public struct UNet2DConditionModel: Sendable {
     observer?("conv_in", hidden)
     var skips = [hidden]
     for (index, block) in downBlocks.enumerated() {
-      let (output, states) = block(hidden, timeEmbedding: timeEmbedding, context: context, options: options)
+      let (output, states) = block(
+        hidden, timeEmbedding: timeEmbedding, context: context, options: options)
       hidden = output
       skips.append(contentsOf: states)
       observer?("down_blocks.\(index)", hidden)
@@ -229,7 +256,8 @@ public struct UNet2DConditionModel: Sendable {
     for (index, block) in upBlocks.enumerated() {
       // After this block consumes its skips, the next skip on the stack has the size to reach.
       let remaining = skips.count - block.resnets.count
-      let upsampleSize = remaining > 0 ? (skips[remaining - 1].shape[2], skips[remaining - 1].shape[3]) : nil
+      let upsampleSize =
+        remaining > 0 ? (skips[remaining - 1].shape[2], skips[remaining - 1].shape[3]) : nil
       hidden = block(
         hidden, skips: &skips, timeEmbedding: timeEmbedding, context: context,
         upsampleSize: upsampleSize, options: options)

@@ -20,12 +20,14 @@ public struct ResnetBlock2D: Sendable {
     timeEmbeddingChannels: Int?, groups: Int, eps: Float
   ) throws(WeightError) {
     norm1 = try GroupNorm(store, "\(key).norm1", groups: groups, channels: inChannels, eps: eps)
-    conv1 = try Conv2D(store, "\(key).conv1", in: inChannels, out: outChannels, kernel: 3, padding: 1)
+    conv1 = try Conv2D(
+      store, "\(key).conv1", in: inChannels, out: outChannels, kernel: 3, padding: 1)
     timeEmbProj = try timeEmbeddingChannels.map { channels throws(WeightError) in
       try Linear(store, "\(key).time_emb_proj", in: channels, out: outChannels)
     }
     norm2 = try GroupNorm(store, "\(key).norm2", groups: groups, channels: outChannels, eps: eps)
-    conv2 = try Conv2D(store, "\(key).conv2", in: outChannels, out: outChannels, kernel: 3, padding: 1)
+    conv2 = try Conv2D(
+      store, "\(key).conv2", in: outChannels, out: outChannels, kernel: 3, padding: 1)
     convShortcut =
       inChannels == outChannels
       ? nil : try Conv2D(store, "\(key).conv_shortcut", in: inChannels, out: outChannels, kernel: 1)
@@ -33,10 +35,12 @@ public struct ResnetBlock2D: Sendable {
 
   /// `timeEmbedding`: `[n, temb]`, already the UNet's embedding; SiLU is applied here as in
   /// diffusers (`nonlinearity(temb)` before `time_emb_proj`).
-  public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, options: ComputeOptions) -> Tensor {
+  public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, options: ComputeOptions) -> Tensor
+  {
     var hidden = conv1(norm1(x, activation: .silu, options: options), options: options)
     if let timeEmbProj, let timeEmbedding {
-      let projected = timeEmbProj(activate(timeEmbedding, .silu, options: options), options: options)
+      let projected = timeEmbProj(
+        activate(timeEmbedding, .silu, options: options), options: options)
       hidden = hidden + projected.reshaped([projected.shape[0], projected.shape[1], 1, 1])
     }
     hidden = conv2(norm2(hidden, activation: .silu, options: options), options: options)
@@ -52,7 +56,9 @@ public struct Downsample2D: Sendable {
   public let conv: Conv2D
   public let padsRightAndBottomOnly: Bool
 
-  init(_ store: WeightStore, _ key: String, channels: Int, padsRightAndBottomOnly: Bool) throws(WeightError) {
+  init(_ store: WeightStore, _ key: String, channels: Int, padsRightAndBottomOnly: Bool)
+    throws(WeightError)
+  {
     conv = try Conv2D(
       store, "\(key).conv", in: channels, out: channels, kernel: 3, stride: 2,
       padding: padsRightAndBottomOnly ? 0 : 1)
@@ -74,9 +80,12 @@ public struct Upsample2D: Sendable {
   }
 
   /// `size`: the (height, width) to upsample to; twice the input when nil.
-  public func callAsFunction(_ x: Tensor, size: (Int, Int)? = nil, options: ComputeOptions) -> Tensor {
+  public func callAsFunction(_ x: Tensor, size: (Int, Int)? = nil, options: ComputeOptions)
+    -> Tensor
+  {
     let (height, width) = size ?? (2 * x.shape[2], 2 * x.shape[3])
-    return conv(upsampleNearest(x, height: height, width: width, options: options), options: options)
+    return conv(
+      upsampleNearest(x, height: height, width: width, options: options), options: options)
   }
 }
 
@@ -101,7 +110,8 @@ public struct BasicTransformerBlock: Sendable {
     attn1 = try Attention(store, "\(key).attn1", queryDim: dim, heads: heads, headDim: dim / heads)
     norm2 = try LayerNorm(store, "\(key).norm2", channels: dim, eps: 1e-5)
     attn2 = try Attention(
-      store, "\(key).attn2", queryDim: dim, contextDim: contextDim, heads: heads, headDim: dim / heads)
+      store, "\(key).attn2", queryDim: dim, contextDim: contextDim, heads: heads,
+      headDim: dim / heads)
     norm3 = try LayerNorm(store, "\(key).norm3", channels: dim, eps: 1e-5)
     ffProj = try Linear(store, "\(key).ff.net.0.proj", in: dim, out: 8 * dim)
     ffOut = try Linear(store, "\(key).ff.net.2", in: 4 * dim, out: dim)
@@ -111,7 +121,10 @@ public struct BasicTransformerBlock: Sendable {
     var hidden = x
     hidden.add(attn1(norm1(hidden, options: options), options: options))
     hidden.add(attn2(norm2(hidden, options: options), context: context, options: options))
-    hidden.add(ffOut(geglu(ffProj(norm3(hidden, options: options), options: options), options: options), options: options))
+    hidden.add(
+      ffOut(
+        geglu(ffProj(norm3(hidden, options: options), options: options), options: options),
+        options: options))
     return hidden
   }
 }
@@ -148,7 +161,8 @@ public struct Transformer2DModel: Sendable {
     for index in 0..<layers {
       blocks.append(
         try BasicTransformerBlock(
-          store, "\(key).transformer_blocks.\(index)", dim: channels, heads: heads, contextDim: contextDim))
+          store, "\(key).transformer_blocks.\(index)", dim: channels, heads: heads,
+          contextDim: contextDim))
     }
     transformerBlocks = blocks
     projOut = try projection("proj_out")

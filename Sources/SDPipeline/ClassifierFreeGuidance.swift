@@ -20,7 +20,9 @@ public struct ClassifierFreeGuidance: Sendable, Equatable {
 
   /// - Throws: `PipelineError.invalidArgument` for a non-finite scale or φ outside [0, 1].
   public init(scale: Float, rescale: Float = 0) throws(PipelineError) {
-    guard scale.isFinite else { throw .invalidArgument(name: "guidanceScale", reason: "must be a finite number, got \(scale)") }
+    guard scale.isFinite else {
+      throw .invalidArgument(name: "guidanceScale", reason: "must be a finite number, got \(scale)")
+    }
     guard rescale.isFinite, rescale >= 0, rescale <= 1 else {
       throw .invalidArgument(name: "guidanceRescale", reason: "must be in [0, 1], got \(rescale)")
     }
@@ -61,7 +63,8 @@ public struct ClassifierFreeGuidance: Sendable, Equatable {
     var out = guided.scalars
     for item in 0..<items {
       let range = item * size..<(item + 1) * size
-      let ratio = standardDeviation(positive.scalars[range]) / standardDeviation(guided.scalars[range])
+      let ratio =
+        standardDeviation(positive.scalars[range]) / standardDeviation(guided.scalars[range])
       for i in range {
         let value = guided.scalars[i]
         out[i] = rescale * (value * Float(ratio)) + (1 - rescale) * value
@@ -108,7 +111,8 @@ extension ClassifierFreeGuidance {
   ///     classifier-free guidance when there are no negatives.
   ///   - negatives: each negative prompt's prediction and weight.
   public func combine(
-    unconditional: Tensor?, negatives: [(prediction: Tensor, weight: Float)], positive: Tensor, rule: GuidanceRule
+    unconditional: Tensor?, negatives: [(prediction: Tensor, weight: Float)], positive: Tensor,
+    rule: GuidanceRule
   ) -> Tensor {
     switch rule {
     case .classifierFree:
@@ -119,10 +123,14 @@ extension ClassifierFreeGuidance {
       if negatives.count == 1 { return combine(negative: first.prediction, positive: positive) }
       let total = negatives.reduce(Float(0)) { $0 + $1.weight }
       var mean = first.prediction * (first.weight / total)
-      for negative in negatives.dropFirst() { mean.add(negative.prediction * (negative.weight / total)) }
+      for negative in negatives.dropFirst() {
+        mean.add(negative.prediction * (negative.weight / total))
+      }
       return combine(negative: mean, positive: positive)
     case .perpNeg:
-      guard let unconditional else { preconditionFailure("Perp-Neg needs the unconditional prediction") }
+      guard let unconditional else {
+        preconditionFailure("Perp-Neg needs the unconditional prediction")
+      }
       let direction = positive - unconditional
       var guided = direction
       for negative in negatives {

@@ -24,14 +24,17 @@ public struct DDIMScheduler: Scheduler {
     clipRange = configuration.clipSample ?? true ? Float(configuration.clipSampleRange) : nil
     inferenceSteps = steps
     timesteps = spacedTimesteps(
-      configuration.timestepSpacing ?? .leading, steps: steps, trainTimesteps: configuration.trainTimesteps,
+      configuration.timestepSpacing ?? .leading, steps: steps,
+      trainTimesteps: configuration.trainTimesteps,
       stepsOffset: configuration.stepsOffset
     ).map { Float($0.rounded(.toNearestOrEven)) }
   }
 
   public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
-  public mutating func step(noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+  public mutating func step(
+    noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor {
     let t = Int(timesteps[stepIndex])
     let previous = t - stride
     let alphaProduct = alphasCumprod[t]
@@ -39,7 +42,8 @@ public struct DDIMScheduler: Scheduler {
     var (original, noise) = originalSampleAndNoise(
       prediction, output: noisePrediction, sample: sample, alphaProduct: alphaProduct)
     if let clipRange { original = original.map { min(max($0, -clipRange), clipRange) } }
-    return Float(previousAlphaProduct.squareRoot()) * original + Float((1 - previousAlphaProduct).squareRoot()) * noise
+    return Float(previousAlphaProduct.squareRoot()) * original + Float(
+      (1 - previousAlphaProduct).squareRoot()) * noise
   }
 
   public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {

@@ -30,13 +30,17 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     var stepTimesteps: [Double]
     switch configuration.timestepSpacing ?? .linspace {
     case .linspace:
-      stepTimesteps = Array(linspace(0, Double(trainSteps - 1), steps + 1).map { $0.rounded(.toNearestOrEven) }.reversed().dropLast())
+      stepTimesteps = Array(
+        linspace(0, Double(trainSteps - 1), steps + 1).map { $0.rounded(.toNearestOrEven) }
+          .reversed().dropLast())
     case .leading:
       let ratio = trainSteps / (steps + 1)
       stepTimesteps = (1...steps).reversed().map { Double($0 * ratio + configuration.stepsOffset) }
     case .trailing:
       let ratio = Double(trainSteps) / Double(steps)
-      stepTimesteps = stride(from: Double(trainSteps), to: 0, by: -ratio).map { $0.rounded(.toNearestOrEven) - 1 }
+      stepTimesteps = stride(from: Double(trainSteps), to: 0, by: -ratio).map {
+        $0.rounded(.toNearestOrEven) - 1
+      }
     }
     var stepSigmas: [Double]
     if configuration.useKarrasSigmas {
@@ -68,10 +72,13 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     return (alpha, sigma * alpha)
   }
 
-  public mutating func step(noisePrediction: Tensor, stepIndex i: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+  public mutating func step(
+    noisePrediction: Tensor, stepIndex i: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor {
     let count = timesteps.count
     // Few-step runs end with first-order steps, which are more stable (DPM-Solver++ §5).
-    let firstOrderAtEnd = i == count - 1 && (eulerAtFinal || (lowerOrderFinal && count < 15) || finalSigmaIsZero)
+    let firstOrderAtEnd =
+      i == count - 1 && (eulerAtFinal || (lowerOrderFinal && count < 15) || finalSigmaIsZero)
     let (alphaS, sigmaS) = alphaSigma(sigmas[i])
     let data: Tensor
     switch prediction {
@@ -89,7 +96,8 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     var next: Tensor
     if solverOrder == 1 || lowerOrderSteps < 1 || firstOrderAtEnd {
       if let noise {
-        next = Float(sigmaT / sigmaS * exp(-h)) * sample + Float(alphaT * (1 - exp(-2 * h))) * data
+        next =
+          Float(sigmaT / sigmaS * exp(-h)) * sample + Float(alphaT * (1 - exp(-2 * h))) * data
           + Float(sigmaT * (1 - exp(-2 * h)).squareRoot()) * noise
       } else {
         next = Float(sigmaT / sigmaS) * sample - Float(alphaT * (exp(-h) - 1)) * data
@@ -101,11 +109,15 @@ public struct DPMSolverMultistepScheduler: Scheduler {
       if let noise {
         let decay = 1 - exp(-2 * h)
         let d1Weight = heun ? alphaT * (decay / (-2 * h) + 1) : 0.5 * alphaT * decay
-        next = Float(sigmaT / sigmaS * exp(-h)) * sample + Float(alphaT * decay) * data + Float(d1Weight) * d1
+        next =
+          Float(sigmaT / sigmaS * exp(-h)) * sample + Float(alphaT * decay) * data + Float(d1Weight)
+          * d1
           + Float(sigmaT * decay.squareRoot()) * noise
       } else {
         let d1Weight = heun ? alphaT * ((exp(-h) - 1) / h + 1) : -0.5 * alphaT * (exp(-h) - 1)
-        next = Float(sigmaT / sigmaS) * sample - Float(alphaT * (exp(-h) - 1)) * data + Float(d1Weight) * d1
+        next =
+          Float(sigmaT / sigmaS) * sample - Float(alphaT * (exp(-h) - 1)) * data + Float(d1Weight)
+          * d1
       }
     }
     lowerOrderSteps = min(lowerOrderSteps + 1, solverOrder)

@@ -16,12 +16,15 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
   ///   which diffusers does not implement for this sampler either.
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     guard configuration.predictionType != .sample else {
-      throw .invalidSchedulerConfiguration(file: configuration.file, reason: "Euler ancestral supports 'epsilon' and 'v_prediction' only")
+      throw .invalidSchedulerConfiguration(
+        file: configuration.file,
+        reason: "Euler ancestral supports 'epsilon' and 'v_prediction' only")
     }
     let spacing = configuration.timestepSpacing ?? .linspace
     let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
     let stepTimesteps = spacedTimesteps(
-      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps, stepsOffset: configuration.stepsOffset
+      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps,
+      stepsOffset: configuration.stepsOffset
     ).map { Double(Float($0)) }
     sigmas = (table.interpolated(at: stepTimesteps) + [0]).map { Double(Float($0)) }
     timesteps = stepTimesteps.map { Float($0) }
@@ -34,7 +37,9 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     scaleBySigma(sample, sigma: sigmas[stepIndex])
   }
 
-  public mutating func step(noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+  public mutating func step(
+    noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor {
     let (from, to) = (sigmas[stepIndex], sigmas[stepIndex + 1])
     let original = originalSample(prediction, output: noisePrediction, sample: sample, sigma: from)
     let up = (to * to * (from * from - to * to) / (from * from)).squareRoot()

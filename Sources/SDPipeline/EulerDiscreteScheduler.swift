@@ -17,7 +17,8 @@ public struct EulerDiscreteScheduler: Scheduler {
     let spacing = configuration.timestepSpacing ?? .linspace
     let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
     var stepTimesteps = spacedTimesteps(
-      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps, stepsOffset: configuration.stepsOffset
+      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps,
+      stepsOffset: configuration.stepsOffset
     ).map { Double(Float($0)) }
     var stepSigmas = table.interpolated(at: stepTimesteps)
     if configuration.useKarrasSigmas {
@@ -38,7 +39,9 @@ public struct EulerDiscreteScheduler: Scheduler {
     scaleBySigma(sample, sigma: sigmas[stepIndex])
   }
 
-  public mutating func step(noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+  public mutating func step(
+    noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor {
     let sigma = sigmas[stepIndex]
     let original = originalSample(prediction, output: noisePrediction, sample: sample, sigma: sigma)
     let derivative = (sample - original) * Float(1 / sigma)

@@ -15,7 +15,9 @@ public struct RGBImage: Sendable, Equatable {
 
   /// An image from its pixels; `pixels.count` must be `width · height · 3`.
   public init(width: Int, height: Int, pixels: [UInt8]) {
-    precondition(pixels.count == width * height * 3, "RGB image \(width)x\(height) needs \(width * height * 3) bytes")
+    precondition(
+      pixels.count == width * height * 3,
+      "RGB image \(width)x\(height) needs \(width * height * 3) bytes")
     self.width = width
     self.height = height
     self.pixels = pixels
@@ -23,7 +25,9 @@ public struct RGBImage: Sendable, Equatable {
 
   /// An image filled with one colour.
   public init(width: Int, height: Int, red: UInt8, green: UInt8, blue: UInt8) {
-    self.init(width: width, height: height, pixels: (0..<(width * height)).flatMap { _ in [red, green, blue] })
+    self.init(
+      width: width, height: height,
+      pixels: (0..<(width * height)).flatMap { _ in [red, green, blue] })
   }
 
   /// Converts a decoded image tensor `[1, 3, h, w]` in [-1, 1] to 8-bit, as diffusers does:
@@ -47,7 +51,9 @@ public struct RGBImage: Sendable, Equatable {
     let plane = width * height
     var values = [Float](repeating: 0, count: 3 * plane)
     for i in 0..<plane {
-      for channel in 0..<3 { values[channel * plane + i] = Float(pixels[i * 3 + channel]) / 255 * 2 - 1 }
+      for channel in 0..<3 {
+        values[channel * plane + i] = Float(pixels[i * 3 + channel]) / 255 * 2 - 1
+      }
     }
     return Tensor(shape: [1, 3, height, width], scalars: values)
   }
@@ -62,15 +68,20 @@ public struct RGBImage: Sendable, Equatable {
     }
     var image = png_image()
     image.version = UInt32(PNG_IMAGE_VERSION)
-    let begun = data.withUnsafeBytes { png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count) }
+    let begun = data.withUnsafeBytes {
+      png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count)
+    }
     guard begun != 0 else { throw .unreadableImage(path: url.path, reason: PNGMessage(image)) }
     guard image.width > 0, image.height > 0, Int(image.width) * Int(image.height) <= 1 << 28 else {
       png_image_free(&image)
-      throw .unreadableImage(path: url.path, reason: "unsupported size \(image.width)x\(image.height)")
+      throw .unreadableImage(
+        path: url.path, reason: "unsupported size \(image.width)x\(image.height)")
     }
     image.format = UInt32(PNG_FORMAT_RGB)
     var pixels = [UInt8](repeating: 0, count: Int(image.width) * Int(image.height) * 3)
-    let finished = pixels.withUnsafeMutableBytes { png_image_finish_read(&image, nil, $0.baseAddress, 0, nil) }
+    let finished = pixels.withUnsafeMutableBytes {
+      png_image_finish_read(&image, nil, $0.baseAddress, 0, nil)
+    }
     guard finished != 0 else { throw .unreadableImage(path: url.path, reason: PNGMessage(image)) }
     self.init(width: Int(image.width), height: Int(image.height), pixels: pixels)
   }
@@ -83,11 +94,17 @@ public struct RGBImage: Sendable, Equatable {
     image.height = UInt32(height)
     image.format = UInt32(PNG_FORMAT_RGB)
     var size = 0
-    let sized = pixels.withUnsafeBytes { png_image_write_to_memory(&image, nil, &size, 0, $0.baseAddress, 0, nil) }
-    guard sized != 0, size > 0 else { throw .unwritableOutput(path: "<memory>", reason: PNGMessage(image)) }
+    let sized = pixels.withUnsafeBytes {
+      png_image_write_to_memory(&image, nil, &size, 0, $0.baseAddress, 0, nil)
+    }
+    guard sized != 0, size > 0 else {
+      throw .unwritableOutput(path: "<memory>", reason: PNGMessage(image))
+    }
     var bytes = [UInt8](repeating: 0, count: size)
     let written = bytes.withUnsafeMutableBytes { out in
-      pixels.withUnsafeBytes { png_image_write_to_memory(&image, out.baseAddress, &size, 0, $0.baseAddress, 0, nil) }
+      pixels.withUnsafeBytes {
+        png_image_write_to_memory(&image, out.baseAddress, &size, 0, $0.baseAddress, 0, nil)
+      }
     }
     guard written != 0 else { throw .unwritableOutput(path: "<memory>", reason: PNGMessage(image)) }
     bytes.removeSubrange(size...)
@@ -100,7 +117,9 @@ public struct RGBImage: Sendable, Equatable {
   public func writePNG(to url: URL, text: [(String, String)] = []) throws(PipelineError) {
     let bytes = try pngData(text: text)
     do { try AtomicFile.write(bytes, to: url.path) } catch {
-      if case .unwritableFile(let path, let reason) = error { throw .unwritableOutput(path: path, reason: reason) }
+      if case .unwritableFile(let path, let reason) = error {
+        throw .unwritableOutput(path: path, reason: reason)
+      }
       throw .unwritableOutput(path: url.path, reason: error.description)
     }
   }
@@ -122,9 +141,13 @@ enum PNGChunks {
     // IEND is the last 12 bytes of a PNG written by libpng.
     var out = Array(png[..<(png.count - 12)])
     for (key, value) in text {
-      let keyBytes = Array(key.unicodeScalars.compactMap { $0.value < 256 && $0.value > 31 ? UInt8($0.value) : nil }.prefix(79))
+      let keyBytes = Array(
+        key.unicodeScalars.compactMap { $0.value < 256 && $0.value > 31 ? UInt8($0.value) : nil }
+          .prefix(79))
       // tEXt is Latin-1; other characters are written as '?'.
-      let valueBytes = value.unicodeScalars.map { $0.value < 256 ? UInt8($0.value) : UInt8(ascii: "?") }
+      let valueBytes = value.unicodeScalars.map {
+        $0.value < 256 ? UInt8($0.value) : UInt8(ascii: "?")
+      }
       let body = Array("tEXt".utf8) + keyBytes + [0] + valueBytes
       out += bigEndian(UInt32(body.count - 4)) + body + bigEndian(crc32(body))
     }

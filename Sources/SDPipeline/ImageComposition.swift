@@ -82,11 +82,15 @@ enum CaptionFont {
 extension RGBImage {
   /// Draws `text` with its top-left corner at (x, y), each font pixel `scale`² image pixels;
   /// characters past the right edge are cut, and a cut text ends in "...".
-  mutating func draw(_ text: String, x: Int, y: Int, maxWidth: Int, scale: Int, color: (UInt8, UInt8, UInt8)) {
+  mutating func draw(
+    _ text: String, x: Int, y: Int, maxWidth: Int, scale: Int, color: (UInt8, UInt8, UInt8)
+  ) {
     let advance = (CaptionFont.width + 1) * scale
     var characters = Array(text)
     let fitting = max(0, maxWidth / advance)
-    if characters.count > fitting { characters = Array(characters.prefix(max(0, fitting - 3))) + Array("...") }
+    if characters.count > fitting {
+      characters = Array(characters.prefix(max(0, fitting - 3))) + Array("...")
+    }
     for (index, character) in characters.enumerated() {
       for (row, line) in CaptionFont.glyph(character).enumerated() {
         for (column, pixel) in line.enumerated() where pixel == "#" {
@@ -107,24 +111,38 @@ extension RGBImage {
   /// `left` and `right` next to each other (the canvas is exactly twice as wide), above a
   /// caption strip: each image's label under it, and `caption` on a line below.
   /// Both images must have the same size.
-  public static func sideBySide(_ left: RGBImage, _ right: RGBImage, leftLabel: String, rightLabel: String, caption: String) -> RGBImage {
-    precondition(left.width == right.width && left.height == right.height, "side-by-side images of different sizes")
+  public static func sideBySide(
+    _ left: RGBImage, _ right: RGBImage, leftLabel: String, rightLabel: String, caption: String
+  ) -> RGBImage {
+    precondition(
+      left.width == right.width && left.height == right.height,
+      "side-by-side images of different sizes")
     let scale = max(1, left.width / 256)
     let lineHeight = (CaptionFont.height + 4) * scale
     let margin = 2 * scale
-    var canvas = RGBImage(width: 2 * left.width, height: left.height + 2 * lineHeight + margin, red: 24, green: 24, blue: 24)
+    var canvas = RGBImage(
+      width: 2 * left.width, height: left.height + 2 * lineHeight + margin, red: 24, green: 24,
+      blue: 24)
     for row in 0..<left.height {
       for (image, x) in [(left, 0), (right, left.width)] {
         let source = row * image.width * 3
         let target = (row * canvas.width + x) * 3
-        canvas.pixels.replaceSubrange(target..<(target + image.width * 3), with: image.pixels[source..<(source + image.width * 3)])
+        canvas.pixels.replaceSubrange(
+          target..<(target + image.width * 3),
+          with: image.pixels[source..<(source + image.width * 3)])
       }
     }
     let white: (UInt8, UInt8, UInt8) = (240, 240, 240)
     let labelY = left.height + margin + 2 * scale
-    canvas.draw(leftLabel, x: margin, y: labelY, maxWidth: left.width - 2 * margin, scale: scale, color: white)
-    canvas.draw(rightLabel, x: left.width + margin, y: labelY, maxWidth: left.width - 2 * margin, scale: scale, color: white)
-    canvas.draw(caption, x: margin, y: labelY + lineHeight, maxWidth: canvas.width - 2 * margin, scale: scale, color: (170, 170, 170))
+    canvas.draw(
+      leftLabel, x: margin, y: labelY, maxWidth: left.width - 2 * margin, scale: scale, color: white
+    )
+    canvas.draw(
+      rightLabel, x: left.width + margin, y: labelY, maxWidth: left.width - 2 * margin,
+      scale: scale, color: white)
+    canvas.draw(
+      caption, x: margin, y: labelY + lineHeight, maxWidth: canvas.width - 2 * margin, scale: scale,
+      color: (170, 170, 170))
     return canvas
   }
 
@@ -132,12 +150,15 @@ extension RGBImage {
   /// largest difference is full intensity, on a black → red → yellow → white ramp. Identical
   /// images give a black picture.
   public static func differenceHeatMap(_ a: RGBImage, _ b: RGBImage) -> RGBImage {
-    precondition(a.width == b.width && a.height == b.height, "heat map of images of different sizes")
+    precondition(
+      a.width == b.width && a.height == b.height, "heat map of images of different sizes")
     let count = a.width * a.height
     var differences = [Float](repeating: 0, count: count)
     for i in 0..<count {
       var sum = 0
-      for channel in 0..<3 { sum += abs(Int(a.pixels[i * 3 + channel]) - Int(b.pixels[i * 3 + channel])) }
+      for channel in 0..<3 {
+        sum += abs(Int(a.pixels[i * 3 + channel]) - Int(b.pixels[i * 3 + channel]))
+      }
       differences[i] = Float(sum) / 3
     }
     let largest = max(differences.max() ?? 0, 1)

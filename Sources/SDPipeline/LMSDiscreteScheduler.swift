@@ -19,7 +19,8 @@ public struct LMSDiscreteScheduler: Scheduler {
     let spacing = configuration.timestepSpacing ?? .linspace
     let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
     var stepTimesteps = spacedTimesteps(
-      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps, stepsOffset: configuration.stepsOffset
+      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps,
+      stepsOffset: configuration.stepsOffset
     ).map { Double(Float($0)) }
     var stepSigmas = table.interpolated(at: stepTimesteps)
     if configuration.useKarrasSigmas {
@@ -39,7 +40,9 @@ public struct LMSDiscreteScheduler: Scheduler {
     scaleBySigma(sample, sigma: sigmas[stepIndex])
   }
 
-  public mutating func step(noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+  public mutating func step(
+    noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor {
     let sigma = sigmas[stepIndex]
     let original = originalSample(prediction, output: noisePrediction, sample: sample, sigma: sigma)
     derivatives = Array((derivatives + [(sample - original) * Float(1 / sigma)]).suffix(Self.order))
@@ -64,8 +67,10 @@ public struct LMSDiscreteScheduler: Scheduler {
     }
     let (a, b) = (sigmas[i], sigmas[i + 1])
     let nodes: [(x: Double, w: Double)] = [
-      (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9), (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
-      (0.339_981_043_584_856_3, 0.652_145_154_862_546_1), (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+      (-0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
+      (-0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+      (0.339_981_043_584_856_3, 0.652_145_154_862_546_1),
+      (0.861_136_311_594_052_6, 0.347_854_845_137_453_9),
     ]
     let (half, middle) = ((b - a) / 2, (a + b) / 2)
     return half * nodes.reduce(0) { $0 + $1.w * basis(middle + half * $1.x) }

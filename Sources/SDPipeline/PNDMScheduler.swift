@@ -26,10 +26,12 @@ public struct PNDMScheduler: Scheduler {
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     guard configuration.skipPRKSteps == true else {
       throw .invalidSchedulerConfiguration(
-        file: configuration.file, reason: "PNDM needs 'skip_prk_steps': true (the PRK warm-up is not implemented)")
+        file: configuration.file,
+        reason: "PNDM needs 'skip_prk_steps': true (the PRK warm-up is not implemented)")
     }
     guard configuration.predictionType != .sample else {
-      throw .invalidSchedulerConfiguration(file: configuration.file, reason: "PNDM supports 'epsilon' and 'v_prediction' only")
+      throw .invalidSchedulerConfiguration(
+        file: configuration.file, reason: "PNDM supports 'epsilon' and 'v_prediction' only")
     }
     alphasCumprod = configuration.alphasCumprod()
     finalAlphaCumprod = configuration.setAlphaToOne ?? false ? 1 : alphasCumprod[0]
@@ -38,16 +40,21 @@ public struct PNDMScheduler: Scheduler {
     inferenceSteps = steps
     // Ascending timesteps t₀ < t₁ < … ; the schedule is t_{n−1}, t_{n−2}, t_{n−2}, …, t₀.
     let ascending = spacedTimesteps(
-      configuration.timestepSpacing ?? .leading, steps: steps, trainTimesteps: configuration.trainTimesteps,
+      configuration.timestepSpacing ?? .leading, steps: steps,
+      trainTimesteps: configuration.trainTimesteps,
       stepsOffset: configuration.stepsOffset
     ).reversed().map { $0.rounded(.toNearestOrEven) }
-    let schedule = Array(ascending.dropLast()) + (ascending.count > 1 ? [ascending[ascending.count - 2]] : []) + [ascending[ascending.count - 1]]
+    let schedule =
+      Array(ascending.dropLast()) + (ascending.count > 1 ? [ascending[ascending.count - 2]] : [])
+      + [ascending[ascending.count - 1]]
     timesteps = schedule.reversed().map { Float($0) }
   }
 
   public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
-  public mutating func step(noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor {
+  public mutating func step(
+    noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor {
     var timestep = Int(timesteps[stepIndex])
     var previous = timestep - stride
     if counter != 1 {
@@ -79,15 +86,21 @@ public struct PNDMScheduler: Scheduler {
   }
 
   /// PNDM eq. 9: the transfer from t to t − Δ given ε.
-  private func previousSample(_ sample: Tensor, timestep: Int, previous: Int, output: Tensor) -> Tensor {
+  private func previousSample(_ sample: Tensor, timestep: Int, previous: Int, output: Tensor)
+    -> Tensor
+  {
     let alpha = alphasCumprod[timestep]
     let alphaPrevious = previous >= 0 ? alphasCumprod[previous] : finalAlphaCumprod
     let beta = 1 - alpha
     let betaPrevious = 1 - alphaPrevious
-    let epsilon = prediction == .vPrediction ? Float(alpha.squareRoot()) * output + Float(beta.squareRoot()) * sample : output
+    let epsilon =
+      prediction == .vPrediction
+      ? Float(alpha.squareRoot()) * output + Float(beta.squareRoot()) * sample : output
     let sampleCoefficient = (alphaPrevious / alpha).squareRoot()
-    let denominator = alpha * betaPrevious.squareRoot() + (alpha * beta * alphaPrevious).squareRoot()
-    return Float(sampleCoefficient) * sample - Float((alphaPrevious - alpha) / denominator) * epsilon
+    let denominator =
+      alpha * betaPrevious.squareRoot() + (alpha * beta * alphaPrevious).squareRoot()
+    return Float(sampleCoefficient) * sample - Float((alphaPrevious - alpha) / denominator)
+      * epsilon
   }
 
   public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {

@@ -26,7 +26,8 @@ public struct StableDiffusionPipeline: Sendable {
   /// Assembles a pipeline from loaded parts.
   public init(
     tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
-    vae: AutoencoderKL, schedulerConfiguration: SchedulerConfiguration, defaultSampler: SchedulerKind
+    vae: AutoencoderKL, schedulerConfiguration: SchedulerConfiguration,
+    defaultSampler: SchedulerKind
   ) throws(PipelineError) {
     try Self.checkWidths(textEncoder, unet)
     self.tokenizer = tokenizer
@@ -46,7 +47,9 @@ public struct StableDiffusionPipeline: Sendable {
   /// Without `tokenizer/` the bundled CLIP vocabulary is used; without `scheduler/`, SD 1.5's PNDM.
   /// - Throws: `PipelineError` naming the file that is missing or wrong; pickle checkpoints
   ///   (`.ckpt`, `.pt`, `.bin`) are refused, since loading them can run code.
-  public init(modelAt url: URL, configurationsFrom configurationFolder: URL? = nil) throws(PipelineError) {
+  public init(modelAt url: URL, configurationsFrom configurationFolder: URL? = nil)
+    throws(PipelineError)
+  {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
       throw .invalidArgument(name: "model", reason: "\(url.path) does not exist")
@@ -57,34 +60,50 @@ public struct StableDiffusionPipeline: Sendable {
       let suffix = file.pathExtension.lowercased()
       guard !["ckpt", "pt", "pth", "bin", "pkl"].contains(suffix) else {
         throw .invalidArgument(
-          name: "model", reason: "\(file.path) is a PyTorch pickle; only safetensors are read (a pickle can run code when loaded)")
+          name: "model",
+          reason:
+            "\(file.path) is a PyTorch pickle; only safetensors are read (a pickle can run code when loaded)"
+        )
       }
       guard suffix == "safetensors" else {
-        throw .invalidArgument(name: "model", reason: "\(file.path) is neither a diffusers folder nor a .safetensors checkpoint")
+        throw .invalidArgument(
+          name: "model",
+          reason: "\(file.path) is neither a diffusers folder nor a .safetensors checkpoint")
       }
     }
     func config<Configuration>(
       _ part: String, preset: Configuration, _ read: (URL) throws(ModelError) -> Configuration
     ) throws(PipelineError) -> Configuration {
       guard let folder else { return preset }
-      do { return try read(folder.appendingPathComponent("\(part)/config.json")) } catch { throw .model(error) }
+      do { return try read(folder.appendingPathComponent("\(part)/config.json")) } catch {
+        throw .model(error)
+      }
     }
-    let textConfiguration = try config("text_encoder", preset: CLIPTextConfiguration.stableDiffusion15, CLIPTextConfiguration.init(contentsOf:))
-    let unetConfiguration = try config("unet", preset: UNetConfiguration.stableDiffusion15, UNetConfiguration.init(contentsOf:))
-    let vaeConfiguration = try config("vae", preset: AutoencoderConfiguration.stableDiffusion15, AutoencoderConfiguration.init(contentsOf:))
+    let textConfiguration = try config(
+      "text_encoder", preset: CLIPTextConfiguration.stableDiffusion15,
+      CLIPTextConfiguration.init(contentsOf:))
+    let unetConfiguration = try config(
+      "unet", preset: UNetConfiguration.stableDiffusion15, UNetConfiguration.init(contentsOf:))
+    let vaeConfiguration = try config(
+      "vae", preset: AutoencoderConfiguration.stableDiffusion15,
+      AutoencoderConfiguration.init(contentsOf:))
     let stores: (text: WeightStore, unet: WeightStore, vae: WeightStore)
     var checkpoint: SingleFileCheckpoint?
     do throws(ModelError) {
       if let file {
         let opened = try SingleFileCheckpoint(
-          path: file.path, textEncoder: textConfiguration, unet: unetConfiguration, vae: vaeConfiguration)
+          path: file.path, textEncoder: textConfiguration, unet: unetConfiguration,
+          vae: vaeConfiguration)
         checkpoint = opened
         stores = (opened.textEncoder, opened.unet, opened.vae)
       } else {
         stores = (
-          try WeightStore.open(directory: url.appendingPathComponent("text_encoder"), stem: "model"),
-          try WeightStore.open(directory: url.appendingPathComponent("unet"), stem: "diffusion_pytorch_model"),
-          try WeightStore.open(directory: url.appendingPathComponent("vae"), stem: "diffusion_pytorch_model")
+          try WeightStore.open(
+            directory: url.appendingPathComponent("text_encoder"), stem: "model"),
+          try WeightStore.open(
+            directory: url.appendingPathComponent("unet"), stem: "diffusion_pytorch_model"),
+          try WeightStore.open(
+            directory: url.appendingPathComponent("vae"), stem: "diffusion_pytorch_model")
         )
       }
       let tokenizerFolder = folder?.appendingPathComponent("tokenizer")
@@ -113,16 +132,22 @@ public struct StableDiffusionPipeline: Sendable {
     }
     unusedWeights =
       checkpoint?.unusedKeys()
-      ?? (stores.text.unreadKeys() + stores.unet.unreadKeys() + stores.vae.unreadKeys()).filter { !$0.hasSuffix("position_ids") }
+      ?? (stores.text.unreadKeys() + stores.unet.unreadKeys() + stores.vae.unreadKeys()).filter {
+        !$0.hasSuffix("position_ids")
+      }
     try Self.checkWidths(textEncoder, unet)
   }
 
   /// The UNet cross-attends to the text encoder's output, so their widths must agree.
-  private static func checkWidths(_ textEncoder: CLIPTextModel, _ unet: UNet2DConditionModel) throws(PipelineError) {
+  private static func checkWidths(_ textEncoder: CLIPTextModel, _ unet: UNet2DConditionModel)
+    throws(PipelineError)
+  {
     guard textEncoder.configuration.hiddenSize == unet.configuration.crossAttentionDim else {
       throw .invalidArgument(
         name: "model",
-        reason: "text encoder width \(textEncoder.configuration.hiddenSize) does not match the UNet's cross_attention_dim \(unet.configuration.crossAttentionDim)")
+        reason:
+          "text encoder width \(textEncoder.configuration.hiddenSize) does not match the UNet's cross_attention_dim \(unet.configuration.crossAttentionDim)"
+      )
     }
   }
 
@@ -131,11 +156,15 @@ public struct StableDiffusionPipeline: Sendable {
 
   /// The text embeddings of `prompt` `[1, 77, hidden]` as diffusers computes them (no weights,
   /// cut at 75 tokens), and the tokens that were cut.
-  public func encode(prompt: String, clipSkip: Int = 0, options: ComputeOptions) -> (Tensor, [String]) {
+  public func encode(prompt: String, clipSkip: Int = 0, options: ComputeOptions) -> (
+    Tensor, [String]
+  ) {
     let ids = tokenizer.encode(prompt)
     let kept = CLIPTokenizer.maxLength - 2
     let cut = ids.count > kept ? tokenizer.tokenStrings(Array(ids[kept...])) : []
-    return (textEncoder([tokenizer.tokenize(prompt)], skipLastLayers: clipSkip, options: options), cut)
+    return (
+      textEncoder([tokenizer.tokenize(prompt)], skipLastLayers: clipSkip, options: options), cut
+    )
   }
 
   /// Runs one generation.
@@ -149,10 +178,13 @@ public struct StableDiffusionPipeline: Sendable {
     let width = request.width ?? unet.configuration.sampleSize * factor
     let height = request.height ?? unet.configuration.sampleSize * factor
     try validate(request, width: width, height: height)
-    let guidance = try ClassifierFreeGuidance(scale: request.guidanceScale, rescale: request.guidanceRescale)
+    let guidance = try ClassifierFreeGuidance(
+      scale: request.guidanceScale, rescale: request.guidanceRescale)
     let sampler = request.sampler ?? defaultSampler
-    var scheduler = try makeScheduler(sampler, configuration: schedulerConfiguration, steps: request.steps)
-    let text = try TextRows(request, pipeline: self, usesNegativeBranch: guidance.usesNegativeBranch, options: options)
+    var scheduler = try makeScheduler(
+      sampler, configuration: schedulerConfiguration, steps: request.steps)
+    let text = try TextRows(
+      request, pipeline: self, usesNegativeBranch: guidance.usesNegativeBranch, options: options)
 
     // Noise: one generator for everything, drawn in diffusers' order (img2img: the VAE sample
     // first, then the initial noise; ancestral samplers: then one draw per step).
@@ -163,7 +195,9 @@ public struct StableDiffusionPipeline: Sendable {
     if let initImage = request.initImage {
       let (mean, logVariance) = vae.encode(initImage.tensor, options: options)
       let sample = generator.randn(mean.shape)
-      let imageLatents = (mean + logVariance.map { Foundation.exp(0.5 * $0) } * sample) * vae.configuration.scalingFactor
+      let imageLatents =
+        (mean + logVariance.map { Foundation.exp(0.5 * $0) } * sample)
+        * vae.configuration.scalingFactor
       firstStep = scheduler.firstStep(strength: request.strength)
       let noise = generator.randn(latentShape)
       latents = scheduler.addNoise(to: imageLatents, noise: noise, stepIndex: firstStep)
@@ -179,11 +213,15 @@ public struct StableDiffusionPipeline: Sendable {
       let rows = text.rows(atStep: step)
       let batch = concatenate(Array(repeating: latents, count: rows.count), axis: 0)
       let input = scheduler.scaleModelInput(batch, stepIndex: index)
-      let prediction = unet(input, timesteps: Array(repeating: t, count: rows.count), context: rows.context, options: options)
+      let prediction = unet(
+        input, timesteps: Array(repeating: t, count: rows.count), context: rows.context,
+        options: options)
       let guided = rows.guide(prediction, guidance, rule: request.guidanceRule)
-      latents = scheduler.step(noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
+      latents = scheduler.step(
+        noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
       let report = GenerationProgress(
-        step: step, totalSteps: timesteps.count - firstStep, timestep: t, latents: latents, noisePrediction: guided)
+        step: step, totalSteps: timesteps.count - firstStep, timestep: t, latents: latents,
+        noisePrediction: guided)
       if let progress, !progress(report) { throw .cancelled }
     }
 
@@ -196,13 +234,17 @@ public struct StableDiffusionPipeline: Sendable {
       decoded: decoded, sampler: sampler, truncatedTokens: text.cutTokens)
   }
 
-  private func validate(_ request: GenerationRequest, width: Int, height: Int) throws(PipelineError) {
+  private func validate(_ request: GenerationRequest, width: Int, height: Int) throws(PipelineError)
+  {
     let factor = vaeScaleFactor
     for (name, value) in [("width", width), ("height", height)] {
       guard value > 0, value % factor == 0 else {
-        throw .invalidArgument(name: name, reason: "must be a positive multiple of \(factor), got \(value)")
+        throw .invalidArgument(
+          name: name, reason: "must be a positive multiple of \(factor), got \(value)")
       }
-      guard value <= 4096 else { throw .invalidArgument(name: name, reason: "at most 4096, got \(value)") }
+      guard value <= 4096 else {
+        throw .invalidArgument(name: name, reason: "at most 4096, got \(value)")
+      }
     }
     guard request.steps > 0, request.steps <= 1000 else {
       throw .invalidArgument(name: "steps", reason: "must be in 1...1000, got \(request.steps)")
@@ -211,16 +253,23 @@ public struct StableDiffusionPipeline: Sendable {
       throw .invalidArgument(name: "strength", reason: "must be in (0, 1], got \(request.strength)")
     }
     guard request.clipSkip >= 0, request.clipSkip < textEncoder.layers.count else {
-      throw .invalidArgument(name: "clipSkip", reason: "must be in 0..<\(textEncoder.layers.count), got \(request.clipSkip)")
+      throw .invalidArgument(
+        name: "clipSkip",
+        reason: "must be in 0..<\(textEncoder.layers.count), got \(request.clipSkip)")
     }
-    for negative in request.negativePrompts where !(negative.weight.isFinite && negative.weight > 0) {
-      throw .invalidArgument(name: "negativePrompts", reason: "weight of '\(negative.text)' must be a positive number, got \(negative.weight)")
+    for negative in request.negativePrompts where !(negative.weight.isFinite && negative.weight > 0)
+    {
+      throw .invalidArgument(
+        name: "negativePrompts",
+        reason: "weight of '\(negative.text)' must be a positive number, got \(negative.weight)")
     }
     if let range = request.negativeSteps, range.lowerBound < 1 {
       throw .invalidArgument(name: "negativeSteps", reason: "steps count from 1, got \(range)")
     }
     if let image = request.initImage, image.width != width || image.height != height {
-      throw .invalidArgument(name: "initImage", reason: "is \(image.width)x\(image.height), the request is \(width)x\(height)")
+      throw .invalidArgument(
+        name: "initImage",
+        reason: "is \(image.width)x\(image.height), the request is \(width)x\(height)")
     }
   }
 }

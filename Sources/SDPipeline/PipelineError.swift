@@ -23,7 +23,8 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
     switch self {
     case .model(let error): return error.description
     case .invalidArgument(let name, let reason): return "\(name): \(reason)"
-    case .invalidSchedulerConfiguration(let file, let reason): return "scheduler config \(file): \(reason)"
+    case .invalidSchedulerConfiguration(let file, let reason):
+      return "scheduler config \(file): \(reason)"
     case .unreadableImage(let path, let reason): return "cannot read image \(path): \(reason)"
     case .unwritableOutput(let path, let reason): return "cannot write \(path): \(reason)"
     case .cancelled: return "cancelled"

@@ -16,11 +16,16 @@ public struct PromptEncoder: Sendable {
   public static let chunkLength = CLIPTokenizer.maxLength - 2
 
   /// - Throws: `PipelineError.invalidArgument` when an embedding's width is not the encoder's.
-  public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, embeddings: [TextualInversion] = []) throws(PipelineError) {
-    for embedding in embeddings where embedding.vectors.shape[1] != textEncoder.configuration.hiddenSize {
+  public init(
+    tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, embeddings: [TextualInversion] = []
+  ) throws(PipelineError) {
+    for embedding in embeddings
+    where embedding.vectors.shape[1] != textEncoder.configuration.hiddenSize {
       throw .invalidArgument(
         name: "embedding",
-        reason: "'\(embedding.name)' has width \(embedding.vectors.shape[1]), this text encoder \(textEncoder.configuration.hiddenSize)")
+        reason:
+          "'\(embedding.name)' has width \(embedding.vectors.shape[1]), this text encoder \(textEncoder.configuration.hiddenSize)"
+      )
     }
     self.tokenizer = tokenizer
     self.textEncoder = textEncoder
@@ -50,9 +55,11 @@ public struct PromptEncoder: Sendable {
   ///   - truncate: keep only the first 75 tokens (reported in `cutTokens`) instead of chunking.
   ///   - parsesWeights: read `(word:1.3)`-style weights; false takes brackets literally.
   public func encode(
-    _ text: String, truncate: Bool = false, parsesWeights: Bool = true, clipSkip: Int = 0, options: ComputeOptions
+    _ text: String, truncate: Bool = false, parsesWeights: Bool = true, clipSkip: Int = 0,
+    options: ComputeOptions
   ) -> Encoding {
-    var tokens = tokenStream(parsesWeights ? WeightedPrompt(parsing: text) : WeightedPrompt(plain: text))
+    var tokens = tokenStream(
+      parsesWeights ? WeightedPrompt(parsing: text) : WeightedPrompt(plain: text))
     var cut: [String] = []
     if truncate, tokens.count > Self.chunkLength {
       cut = tokens[Self.chunkLength...].map(\.label)
@@ -65,7 +72,8 @@ public struct PromptEncoder: Sendable {
       chunks.append(encodeChunk(chunk, clipSkip: clipSkip, options: options))
       start += Self.chunkLength
     } while start < tokens.count
-    return Encoding(embeddings: chunks.count == 1 ? chunks[0] : concatenate(chunks, axis: 1), cutTokens: cut)
+    return Encoding(
+      embeddings: chunks.count == 1 ? chunks[0] : concatenate(chunks, axis: 1), cutTokens: cut)
   }
 
   /// The encoding of one empty chunk, used to bring a shorter prompt to a longer one's length.
@@ -87,9 +95,11 @@ public struct PromptEncoder: Sendable {
         case .embedding(let embedding):
           let width = embedding.vectors.shape[1]
           for row in 0..<embedding.vectors.shape[0] {
-            tokens.append(Token(
-              id: tokenizer.unknownID, vector: embedding.vectors.scalars[row * width..<(row + 1) * width],
-              weight: weight, label: embedding.name))
+            tokens.append(
+              Token(
+                id: tokenizer.unknownID,
+                vector: embedding.vectors.scalars[row * width..<(row + 1) * width],
+                weight: weight, label: embedding.name))
           }
         }
       }
@@ -107,7 +117,9 @@ public struct PromptEncoder: Sendable {
     guard !embeddings.isEmpty else { return [.text(text)] }
     let characters = Array(text)
     let lowered = characters.map { Character($0.lowercased()) }
-    func isWordCharacter(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" || c == "-" }
+    func isWordCharacter(_ c: Character) -> Bool {
+      c.isLetter || c.isNumber || c == "_" || c == "-"
+    }
     var pieces: [Piece] = []
     var plain = ""
     var i = 0
@@ -117,7 +129,8 @@ public struct PromptEncoder: Sendable {
           let name = Array(embedding.name.lowercased())
           let end = i + name.count
           guard !name.isEmpty, end <= characters.count, Array(lowered[i..<end]) == name,
-                end == characters.count || !isWordCharacter(characters[end]) else { continue }
+            end == characters.count || !isWordCharacter(characters[end])
+          else { continue }
           if !plain.isEmpty { pieces.append(.text(plain)) }
           plain = ""
           pieces.append(.embedding(embedding))
@@ -138,9 +151,11 @@ public struct PromptEncoder: Sendable {
   /// follow it as published, in double precision.)
   func encodeChunk(_ tokens: [Token], clipSkip: Int, options: ComputeOptions) -> Tensor {
     let length = CLIPTokenizer.maxLength
-    let ids = [tokenizer.bosID] + tokens.map(\.id) + [tokenizer.eosID]
+    let ids =
+      [tokenizer.bosID] + tokens.map(\.id) + [tokenizer.eosID]
       + Array(repeating: tokenizer.padID, count: length - 2 - tokens.count)
-    let weights: [Float] = [1] + tokens.map(\.weight) + Array(repeating: 1, count: length - 1 - tokens.count)
+    let weights: [Float] =
+      [1] + tokens.map(\.weight) + Array(repeating: 1, count: length - 1 - tokens.count)
     var encoded: Tensor
     if tokens.allSatisfy({ $0.vector == nil }) {
       encoded = textEncoder([ids], skipLastLayers: clipSkip, options: options)
@@ -152,20 +167,25 @@ public struct PromptEncoder: Sendable {
         let source = vector ?? textEncoder.tokenEmbedding.scalars[id * width..<(id + 1) * width]
         rows.replaceSubrange(position * width..<(position + 1) * width, with: source)
       }
-      encoded = textEncoder(tokenEmbeddings: Tensor(shape: [1, length, width], scalars: rows), skipLastLayers: clipSkip, options: options)
+      encoded = textEncoder(
+        tokenEmbeddings: Tensor(shape: [1, length, width], scalars: rows), skipLastLayers: clipSkip,
+        options: options)
     }
     guard weights.contains(where: { $0 != 1 }) else { return encoded }
     let width = encoded.shape[2]
     let originalMean = mean(encoded.scalars)
     var weightedSum = 0.0
     for position in 0..<length {
-      for c in 0..<width { weightedSum += Double(encoded.scalars[position * width + c]) * Double(weights[position]) }
+      for c in 0..<width {
+        weightedSum += Double(encoded.scalars[position * width + c]) * Double(weights[position])
+      }
     }
     let ratio = originalMean / (weightedSum / Double(encoded.count))
     var scaled = encoded.scalars
     for position in 0..<length {
       for c in 0..<width {
-        scaled[position * width + c] = Float(Double(scaled[position * width + c]) * Double(weights[position]) * ratio)
+        scaled[position * width + c] = Float(
+          Double(scaled[position * width + c]) * Double(weights[position]) * ratio)
       }
     }
     return Tensor(shape: encoded.shape, scalars: scaled)

@@ -39,7 +39,9 @@ public struct WeightedPrompt: Sendable, Equatable {
       if character == "\\" {
         // An escaped bracket or backslash is literal text; a lone backslash is dropped, as the
         // web UIs' parser does.
-        if i + 1 < characters.count, "()[]\\".contains(characters[i + 1]) { plain.append(characters[i + 1]) }
+        if i + 1 < characters.count, "()[]\\".contains(characters[i + 1]) {
+          plain.append(characters[i + 1])
+        }
         i += i + 1 < characters.count && "()[]\\".contains(characters[i + 1]) ? 2 : 1
         continue
       }
@@ -94,12 +96,15 @@ public struct WeightedPrompt: Sendable, Equatable {
       number.append(characters[i])
       i += 1
     }
-    while i < characters.count, characters[i] == "." || characters[i].isASCII && characters[i].isNumber {
+    while i < characters.count,
+      characters[i] == "." || characters[i].isASCII && characters[i].isNumber
+    {
       number.append(characters[i])
       i += 1
     }
     while i < characters.count, characters[i].isWhitespace { i += 1 }
-    guard i < characters.count, characters[i] == ")", let weight = Float(number), weight.isFinite else { return nil }
+    guard i < characters.count, characters[i] == ")", let weight = Float(number), weight.isFinite
+    else { return nil }
     return (weight, i + 1)
   }
 }

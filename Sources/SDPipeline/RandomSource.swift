@@ -127,8 +127,10 @@ public struct TorchGenerator: Sendable {
     x += correction
     let z = x * x
     var y: Float = 7.037_683_629_2e-2
-    for c: Float in [-1.151_461_031_0e-1, 1.167_699_874_0e-1, -1.242_014_084_6e-1, 1.424_932_278_7e-1,
-                     -1.666_805_766_5e-1, 2.000_071_476_5e-1, -2.499_999_399_3e-1, 3.333_333_117_4e-1] {
+    for c: Float in [
+      -1.151_461_031_0e-1, 1.167_699_874_0e-1, -1.242_014_084_6e-1, 1.424_932_278_7e-1,
+      -1.666_805_766_5e-1, 2.000_071_476_5e-1, -2.499_999_399_3e-1, 3.333_333_117_4e-1,
+    ] {
       y = c.addingProduct(y, x)
     }
     y = y * x
@@ -164,6 +166,9 @@ public struct TorchGenerator: Sendable {
     sine = x.addingProduct(sine, x)
     let sinValue = usesSinePolynomial ? sine : cosine
     let cosValue = usesSinePolynomial ? cosine : sine
-    return (Float(bitPattern: sinValue.bitPattern ^ signSine), Float(bitPattern: cosValue.bitPattern ^ signCosine))
+    return (
+      Float(bitPattern: sinValue.bitPattern ^ signSine),
+      Float(bitPattern: cosValue.bitPattern ^ signCosine)
+    )
   }
 }

@@ -19,7 +19,9 @@ public protocol Scheduler: Sendable {
   func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor
   /// One denoising step: the sample at `timesteps[stepIndex]` → the sample at the next one.
   /// Ancestral samplers draw their noise from `generator`.
-  mutating func step(noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator) -> Tensor
+  mutating func step(
+    noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
+  ) -> Tensor
   /// Noises clean latents to the level of `timesteps[stepIndex]` (img2img's starting point).
   func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor
 }
@@ -30,7 +32,8 @@ extension Scheduler {
   public func firstStep(strength: Float) -> Int {
     // A Float strength such as 0.7 is 0.69999998; the small margin gives the ⌊⌋ Python computes
     // from the decimal the user typed.
-    let kept = min(Int((Double(inferenceSteps) * Double(strength) + 1e-5).rounded(.down)), inferenceSteps)
+    let kept = min(
+      Int((Double(inferenceSteps) * Double(strength) + 1e-5).rounded(.down)), inferenceSteps)
     return max(inferenceSteps - kept, 0)
   }
 }
@@ -73,9 +76,12 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
 /// defaults diffusers' class of that sampler uses for keys the file does not have.
 /// - Throws: `PipelineError.invalidSchedulerConfiguration` for settings this runtime does not
 ///   implement, `.invalidArgument` for a step count out of range.
-public func makeScheduler(_ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) -> any Scheduler {
+public func makeScheduler(_ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int)
+  throws(PipelineError) -> any Scheduler
+{
   guard steps >= 1, steps <= configuration.trainTimesteps else {
-    throw .invalidArgument(name: "steps", reason: "must be in 1...\(configuration.trainTimesteps), got \(steps)")
+    throw .invalidArgument(
+      name: "steps", reason: "must be in 1...\(configuration.trainTimesteps), got \(steps)")
   }
   let scheduler = try makeUncheckedScheduler(kind, configuration: configuration, steps: steps)
   // Near the training length, spacing and offset push a timestep past the table (diffusers
@@ -83,23 +89,29 @@ public func makeScheduler(_ kind: SchedulerKind, configuration: SchedulerConfigu
   let timesteps = scheduler.timesteps
   let repeats = kind == .pndm && timesteps.count > 1 ? 1 : 0
   guard timesteps.allSatisfy({ $0 >= 0 && $0 <= Float(configuration.trainTimesteps - 1) }),
-        Set(timesteps).count == timesteps.count - repeats
+    Set(timesteps).count == timesteps.count - repeats
   else {
     throw .invalidArgument(
       name: "steps",
-      reason: "\(steps) steps do not fit this model's \(configuration.trainTimesteps)-step schedule with \(kind.rawValue); use fewer")
+      reason:
+        "\(steps) steps do not fit this model's \(configuration.trainTimesteps)-step schedule with \(kind.rawValue); use fewer"
+    )
   }
   return scheduler
 }
 
-private func makeUncheckedScheduler(_ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) -> any Scheduler {
+private func makeUncheckedScheduler(
+  _ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int
+) throws(PipelineError) -> any Scheduler {
   switch kind {
   case .ddim: return try DDIMScheduler(configuration: configuration, steps: steps)
   case .pndm: return try PNDMScheduler(configuration: configuration, steps: steps)
   case .euler: return try EulerDiscreteScheduler(configuration: configuration, steps: steps)
-  case .eulerAncestral: return try EulerAncestralDiscreteScheduler(configuration: configuration, steps: steps)
+  case .eulerAncestral:
+    return try EulerAncestralDiscreteScheduler(configuration: configuration, steps: steps)
   case .lms: return try LMSDiscreteScheduler(configuration: configuration, steps: steps)
-  case .dpmSolverMultistep: return try DPMSolverMultistepScheduler(configuration: configuration, steps: steps)
+  case .dpmSolverMultistep:
+    return try DPMSolverMultistepScheduler(configuration: configuration, steps: steps)
   case .dpmSolverMultistepKarras:
     var karras = configuration
     karras.useKarrasSigmas = true
@@ -165,11 +177,16 @@ public struct SchedulerConfiguration: Sendable, Equatable {
 
   /// SD 1.5's scheduler: PNDM, scaled-linear betas 0.00085…0.012, leading spacing, offset 1.
   public static let stableDiffusion15 = SchedulerConfiguration(
-    kind: .pndm, trainTimesteps: 1000, betaStart: 0.00085, betaEnd: 0.012, betaSchedule: "scaled_linear",
-    trainedBetas: nil, predictionType: .epsilon, timestepSpacing: .leading, stepsOffset: 1, setAlphaToOne: false,
-    clipSample: false, clipSampleRange: 1, skipPRKSteps: true, useKarrasSigmas: false, rescaleBetasZeroSNR: false,
-    finalSigmasType: "zero", sigmaMin: nil, sigmaMax: nil, algorithmType: "dpmsolver++", solverOrder: 2,
-    solverType: "midpoint", lowerOrderFinal: true, eulerAtFinal: false, file: "<built-in SD 1.5 scheduler>")
+    kind: .pndm, trainTimesteps: 1000, betaStart: 0.00085, betaEnd: 0.012,
+    betaSchedule: "scaled_linear",
+    trainedBetas: nil, predictionType: .epsilon, timestepSpacing: .leading, stepsOffset: 1,
+    setAlphaToOne: false,
+    clipSample: false, clipSampleRange: 1, skipPRKSteps: true, useKarrasSigmas: false,
+    rescaleBetasZeroSNR: false,
+    finalSigmasType: "zero", sigmaMin: nil, sigmaMax: nil, algorithmType: "dpmsolver++",
+    solverOrder: 2,
+    solverType: "midpoint", lowerOrderFinal: true, eulerAtFinal: false,
+    file: "<built-in SD 1.5 scheduler>")
 
   /// Reads `scheduler_config.json`.
   /// - Throws: `PipelineError.invalidSchedulerConfiguration` naming the file and key.
@@ -179,7 +196,9 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     do { json = try JSONValue.parse(try Data(contentsOf: url)) } catch {
       throw .invalidSchedulerConfiguration(file: file, reason: "cannot read it as JSON: \(error)")
     }
-    guard json.objectValue != nil else { throw .invalidSchedulerConfiguration(file: file, reason: "not a JSON object") }
+    guard json.objectValue != nil else {
+      throw .invalidSchedulerConfiguration(file: file, reason: "not a JSON object")
+    }
     func value(_ key: String) -> JSONValue? {
       guard let value = json[key], value != .null else { return nil }
       return value
@@ -206,7 +225,9 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     }
     func integer(_ key: String, _ range: ClosedRange<Int>) throws(PipelineError) -> Int? {
       guard let raw = value(key) else { return nil }
-      guard let number = raw.intValue, range.contains(number) else { throw fail(key, "an integer in \(range)") }
+      guard let number = raw.intValue, range.contains(number) else {
+        throw fail(key, "an integer in \(range)")
+      }
       return number
     }
 
@@ -214,17 +235,22 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     trainTimesteps = try integer("num_train_timesteps", 2...100_000) ?? 1000
     betaStart = try number("beta_start") ?? 0.0001
     betaEnd = try number("beta_end") ?? 0.02
-    betaSchedule = try string("beta_schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"]) ?? "linear"
+    betaSchedule =
+      try string("beta_schedule", ["linear", "scaled_linear", "squaredcos_cap_v2"]) ?? "linear"
     if let raw = value("trained_betas") {
       guard let list = raw.arrayValue?.compactMap(\.doubleValue), list.count == trainTimesteps,
-            list.allSatisfy({ $0 > 0 && $0 < 1 })
+        list.allSatisfy({ $0 > 0 && $0 < 1 })
       else { throw fail("trained_betas", "null or \(trainTimesteps) numbers in (0, 1)") }
       trainedBetas = list
     } else {
       trainedBetas = nil
     }
-    predictionType = PredictionType(rawValue: try string("prediction_type", ["epsilon", "v_prediction", "sample"]) ?? "epsilon") ?? .epsilon
-    timestepSpacing = try string("timestep_spacing", ["linspace", "leading", "trailing"]).flatMap(TimestepSpacing.init(rawValue:))
+    predictionType =
+      PredictionType(
+        rawValue: try string("prediction_type", ["epsilon", "v_prediction", "sample"]) ?? "epsilon")
+      ?? .epsilon
+    timestepSpacing = try string("timestep_spacing", ["linspace", "leading", "trailing"]).flatMap(
+      TimestepSpacing.init(rawValue:))
     stepsOffset = try integer("steps_offset", 0...trainTimesteps) ?? 0
     setAlphaToOne = try bool("set_alpha_to_one")
     clipSample = try bool("clip_sample")
@@ -235,7 +261,8 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     finalSigmasType = try string("final_sigmas_type", ["zero", "sigma_min"]) ?? "zero"
     sigmaMin = try number("sigma_min")
     sigmaMax = try number("sigma_max")
-    algorithmType = try string("algorithm_type", ["dpmsolver++", "sde-dpmsolver++"]) ?? "dpmsolver++"
+    algorithmType =
+      try string("algorithm_type", ["dpmsolver++", "sde-dpmsolver++"]) ?? "dpmsolver++"
     solverOrder = try integer("solver_order", 1...2) ?? 2
     solverType = try string("solver_type", ["midpoint", "heun"]) ?? "midpoint"
     lowerOrderFinal = try bool("lower_order_final") ?? true
@@ -243,7 +270,10 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     self.file = file
     // Options that change the maths and that this runtime does not implement are refused
     // rather than ignored.
-    for key in ["thresholding", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"]
+    for key in [
+      "thresholding", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
+      "use_flow_sigmas",
+    ]
     where try bool(key) == true {
       throw fail(key, "false (not implemented)")
     }
@@ -253,10 +283,14 @@ public struct SchedulerConfiguration: Sendable, Equatable {
   }
 
   init(
-    kind: SchedulerKind?, trainTimesteps: Int, betaStart: Double, betaEnd: Double, betaSchedule: String,
-    trainedBetas: [Double]?, predictionType: PredictionType, timestepSpacing: TimestepSpacing?, stepsOffset: Int,
-    setAlphaToOne: Bool?, clipSample: Bool?, clipSampleRange: Double, skipPRKSteps: Bool?, useKarrasSigmas: Bool,
-    rescaleBetasZeroSNR: Bool, finalSigmasType: String, sigmaMin: Double?, sigmaMax: Double?, algorithmType: String,
+    kind: SchedulerKind?, trainTimesteps: Int, betaStart: Double, betaEnd: Double,
+    betaSchedule: String,
+    trainedBetas: [Double]?, predictionType: PredictionType, timestepSpacing: TimestepSpacing?,
+    stepsOffset: Int,
+    setAlphaToOne: Bool?, clipSample: Bool?, clipSampleRange: Double, skipPRKSteps: Bool?,
+    useKarrasSigmas: Bool,
+    rescaleBetasZeroSNR: Bool, finalSigmasType: String, sigmaMin: Double?, sigmaMax: Double?,
+    algorithmType: String,
     solverOrder: Int, solverType: String, lowerOrderFinal: Bool, eulerAtFinal: Bool, file: String
   ) {
     self.kind = kind
@@ -295,12 +329,17 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     } else {
       switch betaSchedule {
       case "scaled_linear":
-        betas = linspace(betaStart.squareRoot(), betaEnd.squareRoot(), n).map { Double(Float($0) * Float($0)) }
+        betas = linspace(betaStart.squareRoot(), betaEnd.squareRoot(), n).map {
+          Double(Float($0) * Float($0))
+        }
       case "squaredcos_cap_v2":
         // Nichol & Dhariwal 2021, eq. 17: ᾱ(t) = cos²((t + 0.008)/1.008 · π/2), β capped at 0.999.
         func alphaBar(_ t: Double) -> Double { pow(cos((t + 0.008) / 1.008 * Double.pi / 2), 2) }
         betas = (0..<n).map { i in
-          Double(Float(min(1 - alphaBar(Double(i + 1) / Double(n)) / alphaBar(Double(i) / Double(n)), 0.999)))
+          Double(
+            Float(
+              min(1 - alphaBar(Double(i + 1) / Double(n)) / alphaBar(Double(i) / Double(n)), 0.999))
+          )
         }
       default:
         betas = linspace(betaStart, betaEnd, n).map { Double(Float($0)) }
@@ -327,7 +366,9 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     let (first, last) = (roots[0], roots[roots.count - 1])
     roots = roots.map { ($0 - last) * first / (first - last) }
     let bars = roots.map { $0 * $0 }
-    let ratios: [Double] = (1..<bars.count).map { (index: Int) -> Double in 1 - bars[index] / bars[index - 1] }
+    let ratios: [Double] = (1..<bars.count).map { (index: Int) -> Double in
+      1 - bars[index] / bars[index - 1]
+    }
     return [1 - bars[0]] + ratios
   }
 }
@@ -342,7 +383,9 @@ func linspace(_ start: Double, _ end: Double, _ count: Int) -> [Double] {
 /// The inference timesteps of the DDIM/PNDM/Euler family for a spacing, in descending order
 /// (diffusers' `set_timesteps`). `linspace` values are returned unrounded; samplers that use
 /// integer timesteps round them.
-func spacedTimesteps(_ spacing: TimestepSpacing, steps: Int, trainTimesteps: Int, stepsOffset: Int) -> [Double] {
+func spacedTimesteps(_ spacing: TimestepSpacing, steps: Int, trainTimesteps: Int, stepsOffset: Int)
+  -> [Double]
+{
   switch spacing {
   case .linspace:
     return linspace(0, Double(trainTimesteps - 1), steps).reversed()
@@ -351,7 +394,9 @@ func spacedTimesteps(_ spacing: TimestepSpacing, steps: Int, trainTimesteps: Int
     return (0..<steps).reversed().map { Double($0 * ratio + stepsOffset) }
   case .trailing:
     let ratio = Double(trainTimesteps) / Double(steps)
-    return stride(from: Double(trainTimesteps), to: 0, by: -ratio).map { $0.rounded(.toNearestOrEven) - 1 }
+    return stride(from: Double(trainTimesteps), to: 0, by: -ratio).map {
+      $0.rounded(.toNearestOrEven) - 1
+    }
   }
 }
 
@@ -410,11 +455,14 @@ func originalSampleAndNoise(
 }
 
 /// x₀ from a model output at σ, for the σ-parametrised samplers (Euler, LMS).
-func originalSample(_ prediction: PredictionType, output: Tensor, sample: Tensor, sigma: Double) -> Tensor {
+func originalSample(_ prediction: PredictionType, output: Tensor, sample: Tensor, sigma: Double)
+  -> Tensor
+{
   switch prediction {
   case .epsilon: return sample - Float(sigma) * output
   case .sample: return output
   case .vPrediction:
-    return output * Float(-sigma / (sigma * sigma + 1).squareRoot()) + sample * Float(1 / (sigma * sigma + 1))
+    return output * Float(-sigma / (sigma * sigma + 1).squareRoot()) + sample
+      * Float(1 / (sigma * sigma + 1))
   }
 }

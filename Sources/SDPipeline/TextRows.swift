@@ -16,13 +16,18 @@ struct TextRows {
     var count: Int { context.shape[0] }
 
     /// Splits the UNet output by row and applies the guidance rule.
-    func guide(_ prediction: Tensor, _ guidance: ClassifierFreeGuidance, rule: GuidanceRule) -> Tensor {
+    func guide(_ prediction: Tensor, _ guidance: ClassifierFreeGuidance, rule: GuidanceRule)
+      -> Tensor
+    {
       let parts = chunk(prediction, count, axis: 0)
       guard count > 1 else { return parts[0] }
       let negativeStart = hasUnconditional ? 1 : 0
-      let negatives = negativeWeights.enumerated().map { (parts[negativeStart + $0.offset], $0.element) }
+      let negatives = negativeWeights.enumerated().map {
+        (parts[negativeStart + $0.offset], $0.element)
+      }
       return guidance.combine(
-        unconditional: hasUnconditional ? parts[0] : nil, negatives: negatives, positive: parts[count - 1],
+        unconditional: hasUnconditional ? parts[0] : nil, negatives: negatives,
+        positive: parts[count - 1],
         rule: negatives.isEmpty ? .classifierFree : rule)
     }
   }
@@ -38,10 +43,17 @@ struct TextRows {
     return negativeSteps.contains(step) ? inside : outside
   }
 
-  init(_ request: GenerationRequest, pipeline: StableDiffusionPipeline, usesNegativeBranch: Bool, options: ComputeOptions) throws(PipelineError) {
-    let encoder = try PromptEncoder(tokenizer: pipeline.tokenizer, textEncoder: pipeline.textEncoder, embeddings: request.embeddings)
+  init(
+    _ request: GenerationRequest, pipeline: StableDiffusionPipeline, usesNegativeBranch: Bool,
+    options: ComputeOptions
+  ) throws(PipelineError) {
+    let encoder = try PromptEncoder(
+      tokenizer: pipeline.tokenizer, textEncoder: pipeline.textEncoder,
+      embeddings: request.embeddings)
     func encode(_ text: String) -> PromptEncoder.Encoding {
-      encoder.encode(text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights, clipSkip: request.clipSkip, options: options)
+      encoder.encode(
+        text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,
+        clipSkip: request.clipSkip, options: options)
     }
     let positive = encode(request.prompt)
     negativeSteps = request.negativeSteps
@@ -55,7 +67,9 @@ struct TextRows {
     var negativeCut: [String] = []
     if let embeddings = request.negativePromptEmbeddings {
       guard embeddings.shape == positive.embeddings.shape else {
-        throw .invalidArgument(name: "negativePromptEmbeddings", reason: "shape \(embeddings.shape), expected \(positive.embeddings.shape)")
+        throw .invalidArgument(
+          name: "negativePromptEmbeddings",
+          reason: "shape \(embeddings.shape), expected \(positive.embeddings.shape)")
       }
       negatives.append((embeddings, 1))
     }
@@ -65,25 +79,39 @@ struct TextRows {
       negativeCut += encoded.cutTokens
     }
     // The empty prompt stands in where no negative applies, and is Perp-Neg's reference.
-    let needsEmpty = negatives.isEmpty || request.guidanceRule == .perpNeg || request.negativeSteps != nil
+    let needsEmpty =
+      negatives.isEmpty || request.guidanceRule == .perpNeg || request.negativeSteps != nil
     let empty = needsEmpty ? encode("").embeddings : nil
-    let chunks = ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }.max() ?? CLIPTokenizer.maxLength
+    let chunks =
+      ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }.max()
+      ?? CLIPTokenizer.maxLength
     let emptyChunk = encoder.emptyChunk(clipSkip: request.clipSkip, options: options)
     func padded(_ embeddings: Tensor) -> Tensor {
       let missing = (chunks - embeddings.shape[1]) / CLIPTokenizer.maxLength
-      return missing == 0 ? embeddings : concatenate([embeddings] + Array(repeating: emptyChunk, count: missing), axis: 1)
+      return missing == 0
+        ? embeddings
+        : concatenate([embeddings] + Array(repeating: emptyChunk, count: missing), axis: 1)
     }
     let positiveRow = padded(positive.embeddings)
     let emptyRow = empty.map(padded)
     if negatives.isEmpty, let emptyRow {
-      inside = Batch(context: concatenate([emptyRow, positiveRow], axis: 0), hasUnconditional: true, negativeWeights: [])
+      inside = Batch(
+        context: concatenate([emptyRow, positiveRow], axis: 0), hasUnconditional: true,
+        negativeWeights: [])
     } else {
       let withEmpty = request.guidanceRule == .perpNeg
-      let rows = (withEmpty ? [emptyRow].compactMap { $0 } : []) + negatives.map { padded($0.0) } + [positiveRow]
-      inside = Batch(context: concatenate(rows, axis: 0), hasUnconditional: withEmpty, negativeWeights: negatives.map(\.1))
+      let rows =
+        (withEmpty ? [emptyRow].compactMap { $0 } : []) + negatives.map { padded($0.0) } + [
+          positiveRow
+        ]
+      inside = Batch(
+        context: concatenate(rows, axis: 0), hasUnconditional: withEmpty,
+        negativeWeights: negatives.map(\.1))
     }
     if let emptyRow {
-      outside = Batch(context: concatenate([emptyRow, positiveRow], axis: 0), hasUnconditional: true, negativeWeights: [])
+      outside = Batch(
+        context: concatenate([emptyRow, positiveRow], axis: 0), hasUnconditional: true,
+        negativeWeights: [])
     } else {
       outside = inside
     }

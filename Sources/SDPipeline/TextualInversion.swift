@@ -23,7 +23,10 @@ public struct TextualInversion: Sendable {
   public static func load(contentsOf url: URL) throws(PipelineError) -> [TextualInversion] {
     guard url.pathExtension.lowercased() == "safetensors" else {
       throw .invalidArgument(
-        name: "embedding", reason: "\(url.path): only .safetensors embeddings are read (a .pt/.bin pickle can run code when loaded)")
+        name: "embedding",
+        reason:
+          "\(url.path): only .safetensors embeddings are read (a .pt/.bin pickle can run code when loaded)"
+      )
     }
     let file: SafeTensorsFile
     do { file = try SafeTensorsFile(path: url.path) } catch {
@@ -32,14 +35,24 @@ public struct TextualInversion: Sendable {
     var result: [TextualInversion] = []
     for key in file.names.sorted() {
       let tensor: Tensor
-      do { tensor = try file.tensor(key) } catch { throw .invalidArgument(name: "embedding", reason: error.description) }
+      do { tensor = try file.tensor(key) } catch {
+        throw .invalidArgument(name: "embedding", reason: error.description)
+      }
       guard tensor.shape.count == 1 || tensor.shape.count == 2, tensor.count > 0 else {
-        throw .invalidArgument(name: "embedding", reason: "\(url.path): '\(key)' has shape \(tensor.shape), expected [hidden] or [n, hidden]")
+        throw .invalidArgument(
+          name: "embedding",
+          reason:
+            "\(url.path): '\(key)' has shape \(tensor.shape), expected [hidden] or [n, hidden]")
       }
       let name = key == "emb_params" ? url.deletingPathExtension().lastPathComponent : key
-      result.append(TextualInversion(name: name, vectors: tensor.shape.count == 1 ? tensor.reshaped([1, tensor.count]) : tensor))
+      result.append(
+        TextualInversion(
+          name: name,
+          vectors: tensor.shape.count == 1 ? tensor.reshaped([1, tensor.count]) : tensor))
     }
-    guard !result.isEmpty else { throw .invalidArgument(name: "embedding", reason: "\(url.path) holds no tensors") }
+    guard !result.isEmpty else {
+      throw .invalidArgument(name: "embedding", reason: "\(url.path) holds no tensors")
+    }
     return result
   }
 }

@@ -59,7 +59,9 @@ public enum JSONValue: Sendable, Equatable {
   /// The value as a Bool, or nil.
   public var boolValue: Bool? { if case .bool(let b) = self { return b } else { return nil } }
   /// The elements of an array, or nil.
-  public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
+  public var arrayValue: [JSONValue]? {
+    if case .array(let a) = self { return a } else { return nil }
+  }
   /// The members of an object, or nil.
   public var objectValue: [String: JSONValue]? {
     if case .object(let o) = self { return o } else { return nil }
@@ -136,7 +138,8 @@ private struct Parser {
 
   mutating func literal(_ word: String) throws(JSONValue.ParseError) {
     let utf8 = Array(word.utf8)
-    guard position + utf8.count <= bytes.count, Array(bytes[position..<position + utf8.count]) == utf8
+    guard position + utf8.count <= bytes.count,
+      Array(bytes[position..<position + utf8.count]) == utf8
     else { throw error("expected \(word)") }
     position += utf8.count
   }
@@ -274,7 +277,9 @@ private struct Parser {
     if position < bytes.count, bytes[position] | 0x20 == UInt8(ascii: "e") {
       isInteger = false
       position += 1
-      if position < bytes.count, bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-") {
+      if position < bytes.count,
+        bytes[position] == UInt8(ascii: "+") || bytes[position] == UInt8(ascii: "-")
+      {
         position += 1
       }
       let exponent = position

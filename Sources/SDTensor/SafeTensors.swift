@@ -64,7 +64,9 @@ public final class SafeTensorsFile: @unchecked Sendable {
   public init(path: String) throws(WeightError) {
     self.path = path
     let fd = open(path, O_RDONLY)
-    guard fd >= 0 else { throw .unreadableFile(path: path, reason: String(cString: strerror(errno))) }
+    guard fd >= 0 else {
+      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
+    }
     defer { close(fd) }
     var info = stat()
     guard fstat(fd, &info) == 0 else {
@@ -75,7 +77,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
     let length = Int(info.st_size)
     guard length >= 8 else {
-      throw .malformedFile(path: path, reason: "file is \(length) bytes, shorter than the 8-byte header length")
+      throw .malformedFile(
+        path: path, reason: "file is \(length) bytes, shorter than the 8-byte header length")
     }
     guard let base = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
       throw .unreadableFile(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
@@ -104,7 +107,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
   ) throws(WeightError) -> ([String: SafeTensorsEntry], [String: String], Int) {
     let declared = raw.loadUnaligned(as: UInt64.self).littleEndian
     guard declared <= UInt64(length - 8) else {
-      throw .malformedFile(path: path, reason: "header length \(declared) exceeds the file size \(length)")
+      throw .malformedFile(
+        path: path, reason: "header length \(declared) exceeds the file size \(length)")
     }
     guard declared <= UInt64(maximumHeaderSize) else {
       throw .malformedFile(path: path, reason: "header length \(declared) is over the 100 MB limit")
@@ -142,7 +146,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
     for (previous, next) in zip(ranges, ranges.dropFirst())
     where next.value.dataRange.lowerBound < previous.value.dataRange.upperBound {
       throw .malformedFile(
-        path: path, reason: "tensors '\(previous.key)' and '\(next.key)' overlap in the data section")
+        path: path,
+        reason: "tensors '\(previous.key)' and '\(next.key)' overlap in the data section")
     }
     return (entries, metadata, dataStart)
   }
@@ -167,7 +172,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
       }
       let (product, overflow) = elements.multipliedReportingOverflow(by: extent)
       guard !overflow, product <= dataSize else {
-        throw .malformedFile(path: path, reason: "tensor '\(name)' shape \(shapeValues.compactMap(\.intValue)) is larger than the file")
+        throw .malformedFile(
+          path: path,
+          reason:
+            "tensor '\(name)' shape \(shapeValues.compactMap(\.intValue)) is larger than the file")
       }
       elements = product
       shape.append(extent)
@@ -179,12 +187,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
     guard begin >= 0, begin <= end, end <= dataSize else {
       throw .malformedFile(
-        path: path, reason: "tensor '\(name)' offsets [\(begin), \(end)] are outside the \(dataSize)-byte data section")
+        path: path,
+        reason:
+          "tensor '\(name)' offsets [\(begin), \(end)] are outside the \(dataSize)-byte data section"
+      )
     }
     guard end - begin == elements * dtype.size else {
       throw .malformedFile(
         path: path,
-        reason: "tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(elements * dtype.size) bytes, offsets give \(end - begin)")
+        reason:
+          "tensor '\(name)' of shape \(shape) and dtype \(dtypeName) needs \(elements * dtype.size) bytes, offsets give \(end - begin)"
+      )
     }
     return SafeTensorsEntry(dtype: dtype, shape: shape, dataRange: begin..<end)
   }
@@ -213,7 +226,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
         UnsafeMutableRawPointer(destination).copyMemory(from: source, byteCount: count * 4)
       case .f16:
         for i in 0..<count {
-          destination[i] = Float(Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+          destination[i] = Float(
+            Float16(bitPattern: source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
         }
       case .bf16:
         // bfloat16 is the top half of a float32.

@@ -87,7 +87,9 @@ extension Tensor {
   /// The two broadcasts the models use, without index arithmetic per element: `b` constant over
   /// trailing axes (a per-channel value over NCHW: `[n, c, 1, 1]`) or `b` covering only the
   /// trailing axes (a bias `[c]` over `[..., c]`).
-  private static func broadcastFast(_ a: Tensor, _ b: Tensor, _ op: (Float, Float) -> Float) -> Tensor? {
+  private static func broadcastFast(_ a: Tensor, _ b: Tensor, _ op: (Float, Float) -> Float)
+    -> Tensor?
+  {
     let lead = a.rank - b.rank
     let aligned = [Int](repeating: 1, count: lead) + b.shape
     // Case 1: aligned == a.shape[..<k] + [1, 1, ...].

@@ -115,7 +115,9 @@ public struct Tensor: Sendable, Equatable {
           for r0 in stride(from: 0, to: rows, by: block) {
             for c0 in stride(from: 0, to: columns, by: block) {
               for r in r0..<Swift.min(rows, r0 + block) {
-                for c in c0..<Swift.min(columns, c0 + block) { output[c * rows + r] = input[r * columns + c] }
+                for c in c0..<Swift.min(columns, c0 + block) {
+                  output[c * rows + r] = input[r * columns + c]
+                }
               }
             }
           }

@@ -27,7 +27,8 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
       return "tensor '\(key)' in \(file) has shape \(found), expected \(expected)"
         + " (does the config.json belong to these weights?)"
     case .unsupportedDType(let key, let dtype, let file):
-      return "tensor '\(key)' in \(file) has dtype \(dtype); only F32, F16 and BF16 tensors can be read"
+      return
+        "tensor '\(key)' in \(file) has dtype \(dtype); only F32, F16 and BF16 tensors can be read"
     case .unwritableFile(let path, let reason):
       return "cannot write \(path): \(reason)"
     }

@@ -67,7 +67,8 @@ public final class WeightStore: Sendable {
 
   /// A description of where the weights come from, for error messages.
   public var origin: String {
-    syntheticSeed.map { "synthetic weights (seed \($0))" } ?? files.map(\.path).joined(separator: ", ")
+    syntheticSeed.map { "synthetic weights (seed \($0))" }
+      ?? files.map(\.path).joined(separator: ", ")
   }
 
   /// Whether `key` can be read.
@@ -92,7 +93,8 @@ public final class WeightStore: Sendable {
     let file = files[fileIndex]
     let sameCount = entry.shape.reduce(1, *) == shape.reduce(1, *)
     guard entry.shape == shape || (source.allowsReshape && sameCount) else {
-      throw .shapeMismatch(key: source.storedName, expected: shape, found: entry.shape, file: file.path)
+      throw .shapeMismatch(
+        key: source.storedName, expected: shape, found: entry.shape, file: file.path)
     }
     readKeys.withLock { _ = $0.insert(source.storedName) }
     return try file.read(entry, name: source.storedName).reshaped(shape)
@@ -107,7 +109,9 @@ public final class WeightStore: Sendable {
 
   private func synthetic(_ key: String, shape: [Int], seed: UInt64) -> Tensor {
     // FNV-1a of the key makes each tensor independent of the order layers are built in.
-    var state = key.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325) ^ seed) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+    var state = key.utf8.reduce(UInt64(0xcbf2_9ce4_8422_2325) ^ seed) {
+      ($0 ^ UInt64($1)) &* 0x100_0000_01b3
+    }
     let isNormScale = key.hasSuffix(".weight") && shape.count == 1
     let isBias = key.hasSuffix(".bias")
     let fanIn = shape.count > 1 ? shape.dropFirst().reduce(1, *) : 1

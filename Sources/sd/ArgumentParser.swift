@@ -45,7 +45,9 @@ struct ParsedArguments {
         inlineValue = String(name[name.index(after: equals)...])
         name = String(name[..<equals])
       }
-      guard let spec = byName[name] else { throw UsageError("unknown option --\(name) (see --help)") }
+      guard let spec = byName[name] else {
+        throw UsageError("unknown option --\(name) (see --help)")
+      }
       guard spec.valueName != nil else {
         guard inlineValue == nil else { throw UsageError("--\(name) takes no value") }
         flags.insert(name)
@@ -55,7 +57,9 @@ struct ParsedArguments {
       if let inlineValue {
         value = inlineValue
       } else {
-        guard index < words.count else { throw UsageError("--\(name) needs a value (\(spec.valueName ?? "VALUE"))") }
+        guard index < words.count else {
+          throw UsageError("--\(name) needs a value (\(spec.valueName ?? "VALUE"))")
+        }
         value = words[index]
         index += 1
       }
@@ -68,32 +72,42 @@ struct ParsedArguments {
   func string(_ name: String) -> String? { values[name]?.last }
   func strings(_ name: String) -> [String] { values[name] ?? [] }
 
-  func int(_ name: String, default fallback: Int? = nil, range: ClosedRange<Int>) throws(UsageError) -> Int? {
+  func int(_ name: String, default fallback: Int? = nil, range: ClosedRange<Int>) throws(UsageError)
+    -> Int?
+  {
     guard let text = string(name) else { return fallback }
     guard let value = Int(text), range.contains(value) else {
-      throw UsageError("--\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+      throw UsageError(
+        "--\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
     }
     return value
   }
 
-  func float(_ name: String, default fallback: Float? = nil, range: ClosedRange<Float>) throws(UsageError) -> Float? {
+  func float(_ name: String, default fallback: Float? = nil, range: ClosedRange<Float>)
+    throws(UsageError) -> Float?
+  {
     guard let text = string(name) else { return fallback }
     guard let value = Float(text), value.isFinite, range.contains(value) else {
-      throw UsageError("--\(name) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+      throw UsageError(
+        "--\(name) must be a number in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
     }
     return value
   }
 
   func seed(_ name: String) throws(UsageError) -> UInt64? {
     guard let text = string(name) else { return nil }
-    guard let value = UInt64(text) else { throw UsageError("--\(name) must be a whole number in 0...\(UInt64.max), got '\(text)'") }
+    guard let value = UInt64(text) else {
+      throw UsageError("--\(name) must be a whole number in 0...\(UInt64.max), got '\(text)'")
+    }
     return value
   }
 
   /// A path that must exist.
   func existingPath(_ name: String) throws(UsageError) -> URL? {
     guard let text = string(name) else { return nil }
-    guard FileManager.default.fileExists(atPath: text) else { throw UsageError("--\(name): no such file or folder '\(text)'") }
+    guard FileManager.default.fileExists(atPath: text) else {
+      throw UsageError("--\(name): no such file or folder '\(text)'")
+    }
     return URL(fileURLWithPath: text)
   }
 }
@@ -103,7 +117,10 @@ func helpText(usage: String, summary: String, specs: [OptionSpec]) -> String {
   var lines = ["usage: \(usage)", "", summary, "", "options:"]
   for spec in specs {
     let left = "  --\(spec.name)" + (spec.valueName.map { " \($0)" } ?? "")
-    let padded = left.count < 30 ? left.padding(toLength: 30, withPad: " ", startingAt: 0) : left + "\n" + String(repeating: " ", count: 30)
+    let padded =
+      left.count < 30
+      ? left.padding(toLength: 30, withPad: " ", startingAt: 0)
+      : left + "\n" + String(repeating: " ", count: 30)
     lines.append(padded + spec.help + (spec.defaultValue.map { " (default: \($0))" } ?? ""))
   }
   return lines.joined(separator: "\n")

@@ -7,33 +7,77 @@ import SDTensor
 
 enum GenerateCommand {
   static let specs: [OptionSpec] = [
-    OptionSpec(name: "model", valueName: "PATH", defaultValue: nil, help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
-    OptionSpec(name: "config", valueName: "DIR", defaultValue: "SD 1.5", help: "single-file checkpoints: take configs, tokenizer and scheduler from this diffusers folder"),
-    OptionSpec(name: "prompt", valueName: "TEXT", defaultValue: nil, help: "what the image should show"),
+    OptionSpec(
+      name: "model", valueName: "PATH", defaultValue: nil,
+      help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
+    OptionSpec(
+      name: "config", valueName: "DIR", defaultValue: "SD 1.5",
+      help:
+        "single-file checkpoints: take configs, tokenizer and scheduler from this diffusers folder"),
+    OptionSpec(
+      name: "prompt", valueName: "TEXT", defaultValue: nil, help: "what the image should show"),
     OptionSpec(
       name: "negative-prompt", valueName: "TEXT[:W]", defaultValue: "\"\"",
-      help: "what the image should not show; repeat for several, each with an optional weight (\"blur:0.5\")",
+      help:
+        "what the image should not show; repeat for several, each with an optional weight (\"blur:0.5\")",
       repeatable: true),
-    OptionSpec(name: "negative-steps", valueName: "A-B", defaultValue: "every step", help: "apply the negative prompts only in steps A to B (1-based)"),
-    OptionSpec(name: "guidance", valueName: "RULE", defaultValue: "cfg", help: "how negatives act: cfg, or perp-neg (keeps what they share with the prompt)"),
-    OptionSpec(name: "embedding", valueName: "FILE", defaultValue: nil, help: "textual-inversion .safetensors, used by name in prompts; repeatable", repeatable: true),
-    OptionSpec(name: "truncate", valueName: nil, defaultValue: nil, help: "cut prompts at 75 tokens (warns what was cut) instead of encoding them in chunks"),
-    OptionSpec(name: "no-weights", valueName: nil, defaultValue: nil, help: "take ( ) [ ] in prompts literally instead of as (word:1.3) weights"),
+    OptionSpec(
+      name: "negative-steps", valueName: "A-B", defaultValue: "every step",
+      help: "apply the negative prompts only in steps A to B (1-based)"),
+    OptionSpec(
+      name: "guidance", valueName: "RULE", defaultValue: "cfg",
+      help: "how negatives act: cfg, or perp-neg (keeps what they share with the prompt)"),
+    OptionSpec(
+      name: "embedding", valueName: "FILE", defaultValue: nil,
+      help: "textual-inversion .safetensors, used by name in prompts; repeatable", repeatable: true),
+    OptionSpec(
+      name: "truncate", valueName: nil, defaultValue: nil,
+      help: "cut prompts at 75 tokens (warns what was cut) instead of encoding them in chunks"),
+    OptionSpec(
+      name: "no-weights", valueName: nil, defaultValue: nil,
+      help: "take ( ) [ ] in prompts literally instead of as (word:1.3) weights"),
     OptionSpec(name: "steps", valueName: "N", defaultValue: "20", help: "denoising steps"),
-    OptionSpec(name: "guidance-scale", valueName: "S", defaultValue: "7.5", help: "classifier-free guidance scale; <= 1 skips the negative branch"),
-    OptionSpec(name: "guidance-rescale", valueName: "F", defaultValue: "0", help: "guidance rescale phi in [0, 1]"),
-    OptionSpec(name: "seed", valueName: "N", defaultValue: "0", help: "seed of the torch-compatible noise generator"),
-    OptionSpec(name: "sampler", valueName: "NAME", defaultValue: "the model's scheduler_config.json", help: samplerNames),
-    OptionSpec(name: "width", valueName: "W", defaultValue: "model size (512 for SD 1.5)", help: "image width, a multiple of 8"),
-    OptionSpec(name: "height", valueName: "H", defaultValue: "model size (512 for SD 1.5)", help: "image height, a multiple of 8"),
-    OptionSpec(name: "init-image", valueName: "PNG", defaultValue: nil, help: "img2img: start from this image (must be width x height)"),
-    OptionSpec(name: "strength", valueName: "X", defaultValue: "0.8", help: "img2img: how much to change the image, in (0, 1]"),
-    OptionSpec(name: "clip-skip", valueName: "N", defaultValue: "0", help: "skip the last N text-encoder layers"),
-    OptionSpec(name: "threads", valueName: "N", defaultValue: "CPU count", help: "threads for our kernels and OpenBLAS"),
-    OptionSpec(name: "output", valueName: "FILE.png", defaultValue: "output.png", help: "where to write the image"),
-    OptionSpec(name: "overwrite", valueName: nil, defaultValue: nil, help: "replace an existing output file"),
-    OptionSpec(name: "compare", valueName: nil, defaultValue: nil, help: "write the image without and with the negative prompt side by side"),
-    OptionSpec(name: "negative-effect", valueName: "FILE.png", defaultValue: nil, help: "also write a heat map of where the negative prompt changed the image"),
+    OptionSpec(
+      name: "guidance-scale", valueName: "S", defaultValue: "7.5",
+      help: "classifier-free guidance scale; <= 1 skips the negative branch"),
+    OptionSpec(
+      name: "guidance-rescale", valueName: "F", defaultValue: "0",
+      help: "guidance rescale phi in [0, 1]"),
+    OptionSpec(
+      name: "seed", valueName: "N", defaultValue: "0",
+      help: "seed of the torch-compatible noise generator"),
+    OptionSpec(
+      name: "sampler", valueName: "NAME", defaultValue: "the model's scheduler_config.json",
+      help: samplerNames),
+    OptionSpec(
+      name: "width", valueName: "W", defaultValue: "model size (512 for SD 1.5)",
+      help: "image width, a multiple of 8"),
+    OptionSpec(
+      name: "height", valueName: "H", defaultValue: "model size (512 for SD 1.5)",
+      help: "image height, a multiple of 8"),
+    OptionSpec(
+      name: "init-image", valueName: "PNG", defaultValue: nil,
+      help: "img2img: start from this image (must be width x height)"),
+    OptionSpec(
+      name: "strength", valueName: "X", defaultValue: "0.8",
+      help: "img2img: how much to change the image, in (0, 1]"),
+    OptionSpec(
+      name: "clip-skip", valueName: "N", defaultValue: "0",
+      help: "skip the last N text-encoder layers"),
+    OptionSpec(
+      name: "threads", valueName: "N", defaultValue: "CPU count",
+      help: "threads for our kernels and OpenBLAS"),
+    OptionSpec(
+      name: "output", valueName: "FILE.png", defaultValue: "output.png",
+      help: "where to write the image"),
+    OptionSpec(
+      name: "overwrite", valueName: nil, defaultValue: nil, help: "replace an existing output file"),
+    OptionSpec(
+      name: "compare", valueName: nil, defaultValue: nil,
+      help: "write the image without and with the negative prompt side by side"),
+    OptionSpec(
+      name: "negative-effect", valueName: "FILE.png", defaultValue: nil,
+      help: "also write a heat map of where the negative prompt changed the image"),
     OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
     OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
   ]
@@ -44,34 +88,52 @@ enum GenerateCommand {
   static func run(_ words: [String], cancellation: Cancellation) throws -> Int32 {
     let arguments = try ParsedArguments(words, specs: specs)
     if arguments.has("help") {
-      print(helpText(usage: usage, summary: "Generate an image with Stable Diffusion on the CPU. Other commands: sd tokenize, sd verify.", specs: specs))
+      print(
+        helpText(
+          usage: usage,
+          summary:
+            "Generate an image with Stable Diffusion on the CPU. Other commands: sd tokenize, sd verify.",
+          specs: specs))
       return 0
     }
-    guard arguments.positional.isEmpty else { throw UsageError("unexpected argument '\(arguments.positional[0])' (options start with --)") }
-    guard let model = try arguments.existingPath("model") else { throw UsageError("--model is required (a diffusers model folder)") }
+    guard arguments.positional.isEmpty else {
+      throw UsageError("unexpected argument '\(arguments.positional[0])' (options start with --)")
+    }
+    guard let model = try arguments.existingPath("model") else {
+      throw UsageError("--model is required (a diffusers model folder)")
+    }
     guard let prompt = arguments.string("prompt") else { throw UsageError("--prompt is required") }
-    let threads = try arguments.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
+    let threads =
+      try arguments.int(
+        "threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
     var request = GenerationRequest(prompt: prompt)
     request.negativePrompts = try arguments.strings("negative-prompt").map(negativePrompt)
     if let range = arguments.string("negative-steps") {
       let bounds = range.split(separator: "-").map { Int($0) }
-      guard bounds.count == 2, let first = bounds[0], let last = bounds[1], first >= 1, first <= last else {
+      guard bounds.count == 2, let first = bounds[0], let last = bounds[1], first >= 1,
+        first <= last
+      else {
         throw UsageError("--negative-steps must be A-B with 1 <= A <= B, got '\(range)'")
       }
       request.negativeSteps = first...last
     }
     if let rule = arguments.string("guidance") {
-      guard let parsed = GuidanceRule(rawValue: rule) else { throw UsageError("--guidance must be cfg or perp-neg, got '\(rule)'") }
+      guard let parsed = GuidanceRule(rawValue: rule) else {
+        throw UsageError("--guidance must be cfg or perp-neg, got '\(rule)'")
+      }
       request.guidanceRule = parsed
     }
     request.truncatePrompts = arguments.has("truncate")
     request.parsesPromptWeights = !arguments.has("no-weights")
     for path in arguments.strings("embedding") {
-      guard FileManager.default.fileExists(atPath: path) else { throw UsageError("--embedding: no such file '\(path)'") }
+      guard FileManager.default.fileExists(atPath: path) else {
+        throw UsageError("--embedding: no such file '\(path)'")
+      }
       request.embeddings += try TextualInversion.load(contentsOf: URL(fileURLWithPath: path))
     }
     request.steps = try arguments.int("steps", default: 20, range: 1...1000) ?? 20
-    request.guidanceScale = try arguments.float("guidance-scale", default: 7.5, range: -100...100) ?? 7.5
+    request.guidanceScale =
+      try arguments.float("guidance-scale", default: 7.5, range: -100...100) ?? 7.5
     request.guidanceRescale = try arguments.float("guidance-rescale", default: 0, range: 0...1) ?? 0
     request.seed = try arguments.seed("seed") ?? 0
     request.strength = try arguments.float("strength", default: 0.8, range: 0.000_001...1) ?? 0.8
@@ -84,7 +146,9 @@ enum GenerateCommand {
     }
     for name in ["width", "height"] {
       if let value = try arguments.int(name, range: 8...4096) {
-        guard value % 8 == 0 else { throw UsageError("--\(name) must be a multiple of 8, got \(value)") }
+        guard value % 8 == 0 else {
+          throw UsageError("--\(name) must be a multiple of 8, got \(value)")
+        }
         if name == "width" { request.width = value } else { request.height = value }
       }
     }
@@ -102,9 +166,12 @@ enum GenerateCommand {
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
     reporter.note("loading \(model.path)")
-    let pipeline = try StableDiffusionPipeline(modelAt: model, configurationsFrom: try arguments.existingPath("config"))
+    let pipeline = try StableDiffusionPipeline(
+      modelAt: model, configurationsFrom: try arguments.existingPath("config"))
     if !pipeline.unusedWeights.isEmpty {
-      reporter.warn("\(pipeline.unusedWeights.count) tensors of the model were not used, e.g. \(pipeline.unusedWeights.prefix(3).joined(separator: ", "))")
+      reporter.warn(
+        "\(pipeline.unusedWeights.count) tensors of the model were not used, e.g. \(pipeline.unusedWeights.prefix(3).joined(separator: ", "))"
+      )
     }
 
     let compare = arguments.has("compare") || heatMapPath != nil
@@ -115,11 +182,16 @@ enum GenerateCommand {
       plain.negativePrompts = []
       plain.negativeSteps = nil
       reporter.note("rendering without the negative prompt")
-      withoutNegative = try pipeline.generate(plain, options: options, progress: reporter.callback(cancellation))
+      withoutNegative = try pipeline.generate(
+        plain, options: options, progress: reporter.callback(cancellation))
     }
     if compare { reporter.note("rendering with the negative prompt") }
-    let result = try pipeline.generate(request, options: options, progress: reporter.callback(cancellation))
-    for (label, cut) in [("prompt", result.truncatedTokens.positive), ("negative prompt", result.truncatedTokens.negative)] where !cut.isEmpty {
+    let result = try pipeline.generate(
+      request, options: options, progress: reporter.callback(cancellation))
+    for (label, cut) in [
+      ("prompt", result.truncatedTokens.positive),
+      ("negative prompt", result.truncatedTokens.negative),
+    ] where !cut.isEmpty {
       reporter.warn("the \(label) is longer than 75 tokens; dropped: \(cut.joined(separator: " "))")
     }
 
@@ -129,24 +201,31 @@ enum GenerateCommand {
       image = RGBImage.sideBySide(
         withoutNegative.image, result.image, leftLabel: "without negative prompt",
         rightLabel: "negative: " + request.allNegativePrompts.map(\.text).joined(separator: " | "),
-        caption: "same seed \(request.seed), \(request.steps) steps, scale \(request.guidanceScale)")
+        caption: "same seed \(request.seed), \(request.steps) steps, scale \(request.guidanceScale)"
+      )
     }
     // A Ctrl-C during decoding still means no output.
     if cancellation.isRequested { throw PipelineError.cancelled }
     try image.writePNG(to: output, text: [("parameters", parameters)])
     if let heatMapPath, let withoutNegative {
-      try RGBImage.differenceHeatMap(withoutNegative.image, result.image).writePNG(to: heatMapPath, text: [("parameters", parameters)])
+      try RGBImage.differenceHeatMap(withoutNegative.image, result.image).writePNG(
+        to: heatMapPath, text: [("parameters", parameters)])
       reporter.note("wrote \(heatMapPath.path)")
     }
-    reporter.finish("wrote \(output.path) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))")
+    reporter.finish(
+      "wrote \(output.path) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))"
+    )
     return 0
   }
 
   /// "text" or "text:weight" (a trailing `:number` is the weight; `(word:1.3)` inside stays
   /// prompt syntax because it ends with ")").
   static func negativePrompt(_ value: String) throws(UsageError) -> NegativePrompt {
-    if let colon = value.lastIndex(of: ":"), let weight = Float(value[value.index(after: colon)...]) {
-      guard weight.isFinite, weight > 0 else { throw UsageError("--negative-prompt: weight must be a positive number, got \(weight)") }
+    if let colon = value.lastIndex(of: ":"), let weight = Float(value[value.index(after: colon)...])
+    {
+      guard weight.isFinite, weight > 0 else {
+        throw UsageError("--negative-prompt: weight must be a positive number, got \(weight)")
+      }
       return NegativePrompt(String(value[..<colon]), weight: weight)
     }
     return NegativePrompt(value)
@@ -157,7 +236,9 @@ enum GenerateCommand {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
       guard !isDirectory.boolValue else { throw UsageError("--output: '\(url.path)' is a folder") }
-      guard overwrite else { throw UsageError("--output: '\(url.path)' exists (use --overwrite to replace it)") }
+      guard overwrite else {
+        throw UsageError("--output: '\(url.path)' exists (use --overwrite to replace it)")
+      }
     }
     let folder = url.deletingLastPathComponent().path
     guard FileManager.default.isWritableFile(atPath: folder.isEmpty ? "." : folder) else {
@@ -166,19 +247,29 @@ enum GenerateCommand {
   }
 
   /// The generation settings in the "parameters" text format of the common web UIs.
-  static func parametersText(_ request: GenerationRequest, sampler: SchedulerKind, model: URL) -> String {
+  static func parametersText(_ request: GenerationRequest, sampler: SchedulerKind, model: URL)
+    -> String
+  {
     var lines = [request.prompt]
     let negatives = request.allNegativePrompts.filter { !$0.text.isEmpty }
     if !negatives.isEmpty {
-      lines.append("Negative prompt: " + negatives.map { $0.weight == 1 ? $0.text : "\($0.text):\($0.weight)" }.joined(separator: " | "))
+      lines.append(
+        "Negative prompt: "
+          + negatives.map { $0.weight == 1 ? $0.text : "\($0.text):\($0.weight)" }.joined(
+            separator: " | "))
     }
     var settings = [
-      "Steps: \(request.steps)", "Sampler: \(sampler.rawValue)", "CFG scale: \(request.guidanceScale)",
+      "Steps: \(request.steps)", "Sampler: \(sampler.rawValue)",
+      "CFG scale: \(request.guidanceScale)",
       "Seed: \(request.seed)", "Model: \(model.lastPathComponent)",
     ]
     if request.guidanceRescale > 0 { settings.append("CFG rescale: \(request.guidanceRescale)") }
-    if request.guidanceRule != .classifierFree { settings.append("Guidance: \(request.guidanceRule.rawValue)") }
-    if let steps = request.negativeSteps { settings.append("Negative steps: \(steps.lowerBound)-\(steps.upperBound)") }
+    if request.guidanceRule != .classifierFree {
+      settings.append("Guidance: \(request.guidanceRule.rawValue)")
+    }
+    if let steps = request.negativeSteps {
+      settings.append("Negative steps: \(steps.lowerBound)-\(steps.upperBound)")
+    }
     if request.initImage != nil { settings.append("Denoising strength: \(request.strength)") }
     lines.append(settings.joined(separator: ", "))
     return lines.joined(separator: "\n")

@@ -63,11 +63,14 @@ final class ProgressReporter: Sendable {
       return now.timeIntervalSince(last)
     }
     let remaining = Double(progress.totalSteps - progress.step) * seconds
-    let status = String(format: "step %d/%d  %.2f s/step  ETA %.0f s", progress.step, progress.totalSteps, seconds, remaining)
+    let status = String(
+      format: "step %d/%d  %.2f s/step  ETA %.0f s", progress.step, progress.totalSteps, seconds,
+      remaining)
     if isTerminal {
       let width = 30
       let filled = width * progress.step / max(1, progress.totalSteps)
-      let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+      let bar =
+        String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
       writeError("\r[\(bar)] \(status)" + (progress.step == progress.totalSteps ? "\n" : ""))
     } else {
       writeError(status + "\n")

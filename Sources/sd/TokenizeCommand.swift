@@ -6,19 +6,27 @@ import SDModels
 
 enum TokenizeCommand {
   static let specs: [OptionSpec] = [
-    OptionSpec(name: "model", valueName: "PATH", defaultValue: "bundled CLIP vocabulary", help: "use PATH/tokenizer"),
-    OptionSpec(name: "ids", valueName: nil, defaultValue: nil, help: "print only the 77 padded ids on one line"),
+    OptionSpec(
+      name: "model", valueName: "PATH", defaultValue: "bundled CLIP vocabulary",
+      help: "use PATH/tokenizer"),
+    OptionSpec(
+      name: "ids", valueName: nil, defaultValue: nil,
+      help: "print only the 77 padded ids on one line"),
     OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
   ]
 
   static func run(_ words: [String]) throws -> Int32 {
     let arguments = try ParsedArguments(words, specs: specs)
     if arguments.has("help") {
-      print(helpText(usage: "sd tokenize [--model PATH] [--ids] TEXT", summary: "Show the CLIP tokens of a prompt.", specs: specs))
+      print(
+        helpText(
+          usage: "sd tokenize [--model PATH] [--ids] TEXT",
+          summary: "Show the CLIP tokens of a prompt.", specs: specs))
       return 0
     }
     guard arguments.positional.count == 1 else {
-      throw UsageError("tokenize takes one TEXT argument (quote the prompt), got \(arguments.positional.count)")
+      throw UsageError(
+        "tokenize takes one TEXT argument (quote the prompt), got \(arguments.positional.count)")
     }
     let text = arguments.positional[0]
     let tokenizer: CLIPTokenizer
@@ -36,7 +44,9 @@ enum TokenizeCommand {
     print("\(ids.count) tokens (the window holds \(window))")
     for (index, (id, token)) in zip(ids, tokenizer.tokenStrings(ids)).enumerated() {
       let marker = index >= window ? "  (cut)" : ""
-      print("\(String(index + 1).padding(toLength: 4, withPad: " ", startingAt: 0)) \(String(id).padding(toLength: 6, withPad: " ", startingAt: 0)) \(token)\(marker)")
+      print(
+        "\(String(index + 1).padding(toLength: 4, withPad: " ", startingAt: 0)) \(String(id).padding(toLength: 6, withPad: " ", startingAt: 0)) \(token)\(marker)"
+      )
     }
     return 0
   }

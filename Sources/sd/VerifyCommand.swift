@@ -9,11 +9,21 @@ import SDTensor
 
 enum VerifyCommand {
   static let specs: [OptionSpec] = [
-    OptionSpec(name: "model", valueName: "PATH", defaultValue: nil, help: "the diffusers model folder that was dumped"),
-    OptionSpec(name: "activations", valueName: "FILE", defaultValue: nil, help: "output of weights/dump_activations.py"),
-    OptionSpec(name: "tolerance", valueName: "R", defaultValue: "1e-4", help: "pass when max |ours - ref| <= R * max(1, max |ref|)"),
-    OptionSpec(name: "threads", valueName: "N", defaultValue: "CPU count", help: "threads for our kernels and OpenBLAS"),
-    OptionSpec(name: "json", valueName: nil, defaultValue: nil, help: "print the rows as JSON lines instead of a table"),
+    OptionSpec(
+      name: "model", valueName: "PATH", defaultValue: nil,
+      help: "the diffusers model folder that was dumped"),
+    OptionSpec(
+      name: "activations", valueName: "FILE", defaultValue: nil,
+      help: "output of weights/dump_activations.py"),
+    OptionSpec(
+      name: "tolerance", valueName: "R", defaultValue: "1e-4",
+      help: "pass when max |ours - ref| <= R * max(1, max |ref|)"),
+    OptionSpec(
+      name: "threads", valueName: "N", defaultValue: "CPU count",
+      help: "threads for our kernels and OpenBLAS"),
+    OptionSpec(
+      name: "json", valueName: nil, defaultValue: nil,
+      help: "print the rows as JSON lines instead of a table"),
     OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
   ]
 
@@ -30,29 +40,49 @@ enum VerifyCommand {
   static func run(_ words: [String]) throws -> Int32 {
     let arguments = try ParsedArguments(words, specs: specs)
     if arguments.has("help") {
-      print(helpText(usage: "sd verify --model PATH --activations FILE [--json]", summary: "Compare this runtime with activations dumped from diffusers (weights/dump_activations.py).", specs: specs))
+      print(
+        helpText(
+          usage: "sd verify --model PATH --activations FILE [--json]",
+          summary:
+            "Compare this runtime with activations dumped from diffusers (weights/dump_activations.py).",
+          specs: specs))
       return 0
     }
-    guard let model = try arguments.existingPath("model") else { throw UsageError("--model is required") }
-    guard let activationsURL = try arguments.existingPath("activations") else { throw UsageError("--activations is required") }
+    guard let model = try arguments.existingPath("model") else {
+      throw UsageError("--model is required")
+    }
+    guard let activationsURL = try arguments.existingPath("activations") else {
+      throw UsageError("--activations is required")
+    }
     let tolerance = try arguments.float("tolerance", default: 1e-4, range: 0...1) ?? 1e-4
-    let threads = try arguments.int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
+    let threads =
+      try arguments.int(
+        "threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
     // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).
     BLAS.setThreadCount(1)
     let options = ComputeOptions(threadCount: threads)
 
     let reference: SafeTensorsFile
-    do { reference = try SafeTensorsFile(path: activationsURL.path) } catch { throw UsageError("--activations: \(error)") }
+    do { reference = try SafeTensorsFile(path: activationsURL.path) } catch {
+      throw UsageError("--activations: \(error)")
+    }
     guard let settingsText = reference.metadata["settings"],
       let settings = try? JSONValue.parse(Array(settingsText.utf8))
-    else { throw UsageError("--activations: \(activationsURL.path) has no settings metadata (was it written by dump_activations.py?)") }
+    else {
+      throw UsageError(
+        "--activations: \(activationsURL.path) has no settings metadata (was it written by dump_activations.py?)"
+      )
+    }
     let pipeline = try StableDiffusionPipeline(modelAt: model)
 
     var rows: [Row] = []
     func check(_ component: String, _ name: String, _ ours: Tensor) throws {
       let expected = try reference.tensor(name)
       guard expected.shape == ours.shape else {
-        rows.append(Row(component: component, name: name, shape: expected.shape, maxAbsolute: .infinity, maxRelative: .infinity, passed: false))
+        rows.append(
+          Row(
+            component: component, name: name, shape: expected.shape, maxAbsolute: .infinity,
+            maxRelative: .infinity, passed: false))
         return
       }
       var worst: Float = 0
@@ -63,19 +93,25 @@ enum VerifyCommand {
         worstRelative = max(worstRelative, difference / max(abs(e), 1e-6))
       }
       let scale = max(1, expected.maxAbs)
-      rows.append(Row(component: component, name: name, shape: expected.shape, maxAbsolute: worst, maxRelative: worstRelative, passed: worst <= tolerance * scale))
+      rows.append(
+        Row(
+          component: component, name: name, shape: expected.shape, maxAbsolute: worst,
+          maxRelative: worstRelative, passed: worst <= tolerance * scale))
     }
 
     // Tokenizer and text encoder, on both prompts.
     for (label, key) in [("prompt", "prompt"), ("negative_prompt", "negative")] {
       let text = settings[label]?.stringValue ?? ""
       let ids = pipeline.tokenizer.tokenize(text)
-      try check("tokenizer", "inputs.\(key)_ids", Tensor(shape: [ids.count], scalars: ids.map(Float.init)))
+      try check(
+        "tokenizer", "inputs.\(key)_ids", Tensor(shape: [ids.count], scalars: ids.map(Float.init)))
       let states = pipeline.textEncoder.hiddenStates([ids], options: options)
       for (layer, state) in states.enumerated() {
         try check("text_encoder", "text_encoder.\(key).hidden.\(layer)", state)
       }
-      try check("text_encoder", "text_encoder.\(key).last_hidden_state", pipeline.textEncoder([ids], options: options))
+      try check(
+        "text_encoder", "text_encoder.\(key).last_hidden_state",
+        pipeline.textEncoder([ids], options: options))
     }
 
     // The UNet at the first step, on the recorded inputs, block by block.
@@ -87,7 +123,8 @@ enum VerifyCommand {
       context: try reference.tensor("unet.step0.encoder_hidden_states"), options: options
     ) { blocks[$0] = $1 }
     let unetBlocks =
-      ["time_embedding", "conv_in"] + (0..<pipeline.unet.downBlocks.count).map { "down_blocks.\($0)" } + ["mid_block"]
+      ["time_embedding", "conv_in"]
+      + (0..<pipeline.unet.downBlocks.count).map { "down_blocks.\($0)" } + ["mid_block"]
       + (0..<pipeline.unet.upBlocks.count).map { "up_blocks.\($0)" }
     for name in unetBlocks {
       if let value = blocks[name] { try check("unet", "unet.step0.\(name)", value) }
@@ -103,7 +140,9 @@ enum VerifyCommand {
     request.width = settings["width"]?.intValue
     request.height = settings["height"]?.intValue
     if let className = settings["scheduler"]?.stringValue {
-      guard let kind = SchedulerKind(className: className) else { throw UsageError("--activations: unsupported scheduler \(className)") }
+      guard let kind = SchedulerKind(className: className) else {
+        throw UsageError("--activations: unsupported scheduler \(className)")
+      }
       request.sampler = kind
     }
     var predictions: [Tensor] = []
@@ -122,8 +161,12 @@ enum VerifyCommand {
     // The VAE decoder on the recorded final latents.
     let finalLatents = try reference.tensor("latents.\(latents.count - 1)")
     var decoderBlocks: [String: Tensor] = [:]
-    let image = pipeline.vae.decoder(finalLatents * (1 / pipeline.vae.configuration.scalingFactor), options: options) { decoderBlocks[$0] = $1 }
-    for name in ["conv_in", "mid_block"] + (0..<pipeline.vae.decoder.upBlocks.count).map({ "up_blocks.\($0)" }) {
+    let image = pipeline.vae.decoder(
+      finalLatents * (1 / pipeline.vae.configuration.scalingFactor), options: options
+    ) { decoderBlocks[$0] = $1 }
+    for name in ["conv_in", "mid_block"]
+      + (0..<pipeline.vae.decoder.upBlocks.count).map({ "up_blocks.\($0)" })
+    {
       if let value = decoderBlocks[name] { try check("vae", "vae.decoder.\(name)", value) }
     }
     try check("vae", "vae.image", image)
@@ -136,24 +179,33 @@ enum VerifyCommand {
     if json {
       for row in rows {
         let fields: [String: JSONValue] = [
-          "component": .string(row.component), "tensor": .string(row.name), "shape": .array(row.shape.map { .integer($0) }),
-          "max_abs": .number(Double(row.maxAbsolute)), "max_rel": .number(Double(row.maxRelative)), "pass": .bool(row.passed),
+          "component": .string(row.component), "tensor": .string(row.name),
+          "shape": .array(row.shape.map { .integer($0) }),
+          "max_abs": .number(Double(row.maxAbsolute)), "max_rel": .number(Double(row.maxRelative)),
+          "pass": .bool(row.passed),
         ]
         print(JSONValue.object(fields).serialized)
       }
       return
     }
-    func pad(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count), withPad: " ", startingAt: 0) }
-    print(pad("component", 13) + pad("tensor", 42) + pad("shape", 21) + pad("max |Δ|", 12) + pad("max rel Δ", 12) + "result")
+    func pad(_ text: String, _ width: Int) -> String {
+      text.padding(toLength: max(width, text.count), withPad: " ", startingAt: 0)
+    }
+    print(
+      pad("component", 13) + pad("tensor", 42) + pad("shape", 21) + pad("max |Δ|", 12)
+        + pad("max rel Δ", 12) + "result")
     for row in rows {
       print(
         pad(row.component, 13) + pad(row.name, 42) + pad("\(row.shape)", 21)
-          + pad(String(format: "%.3g", row.maxAbsolute), 12) + pad(String(format: "%.3g", row.maxRelative), 12)
+          + pad(String(format: "%.3g", row.maxAbsolute), 12)
+          + pad(String(format: "%.3g", row.maxRelative), 12)
           + (row.passed ? "pass" : "FAIL"))
     }
     let failed = rows.filter { !$0.passed }
     if let first = failed.first {
-      print("\n\(failed.count) of \(rows.count) rows FAIL (tolerance \(tolerance) x max(1, max|ref|)); the first divergence is \(first.component): \(first.name)")
+      print(
+        "\n\(failed.count) of \(rows.count) rows FAIL (tolerance \(tolerance) x max(1, max|ref|)); the first divergence is \(first.component): \(first.name)"
+      )
     } else {
       print("\nall \(rows.count) rows pass (tolerance \(tolerance) x max(1, max|ref|))")
     }

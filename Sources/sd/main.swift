@@ -11,7 +11,8 @@ func validatedArguments() throws(UsageError) -> [String] {
   var words: [String] = []
   for index in 1..<Int(CommandLine.argc) {
     guard let raw = CommandLine.unsafeArgv[index] else { continue }
-    let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: strlen(raw))
+    let bytes = UnsafeBufferPointer(
+      start: UnsafeRawPointer(raw).assumingMemoryBound(to: UInt8.self), count: strlen(raw))
     guard let word = String(validating: bytes, as: UTF8.self) else {
       throw UsageError("argument \(index) is not valid UTF-8")
     }
@@ -32,7 +33,8 @@ do {
   case "--version": print("sd \(version)"); status = 0
   case "tokenize": status = try TokenizeCommand.run(Array(words.dropFirst()))
   case "verify": status = try VerifyCommand.run(Array(words.dropFirst()))
-  case "generate": status = try GenerateCommand.run(Array(words.dropFirst()), cancellation: cancellation)
+  case "generate":
+    status = try GenerateCommand.run(Array(words.dropFirst()), cancellation: cancellation)
   default: status = try GenerateCommand.run(words, cancellation: cancellation)
   }
 } catch let error as UsageError {
@@ -45,7 +47,9 @@ do {
   writeError("sd: \(error.description)\n")
   // Bad requests and inputs are the user's to fix (2); anything else is a failed run (1).
   switch error {
-  case .invalidArgument, .unreadableImage, .model, .invalidSchedulerConfiguration, .unwritableOutput: status = 2
+  case .invalidArgument, .unreadableImage, .model, .invalidSchedulerConfiguration,
+    .unwritableOutput:
+    status = 2
   default: status = 1
   }
 } catch {

@@ -36,10 +36,16 @@ struct ModelReferenceTests {
       let states = model.hiddenStates([ids], options: options)
       for (layer, state) in states.enumerated() {
         worst = max(
-          worst, expectClose(state, try reference.tensor("prompt\(prompt).hidden.\(layer)"), "prompt\(prompt).hidden.\(layer)"))
+          worst,
+          expectClose(
+            state, try reference.tensor("prompt\(prompt).hidden.\(layer)"),
+            "prompt\(prompt).hidden.\(layer)"))
       }
       worst = max(
-        worst, expectClose(model([ids], options: options), try reference.tensor("prompt\(prompt).last_hidden_state"), "prompt\(prompt).last_hidden_state"))
+        worst,
+        expectClose(
+          model([ids], options: options), try reference.tensor("prompt\(prompt).last_hidden_state"),
+          "prompt\(prompt).last_hidden_state"))
     }
     print("CLIP \(variant) max |Δ|/max(1,|ref|) \(worst)")
   }
@@ -52,13 +58,18 @@ struct ModelReferenceTests {
     for name in ["case0", "case1"] {
       var observed: [String: Tensor] = [:]
       let out = model(
-        try reference.tensor("\(name).sample"), timesteps: try reference.tensor("\(name).timesteps").scalars,
+        try reference.tensor("\(name).sample"),
+        timesteps: try reference.tensor("\(name).timesteps").scalars,
         context: try reference.tensor("\(name).encoder_hidden_states"), options: options
       ) { observed[$0] = $1 }
       for (block, value) in observed.sorted(by: { $0.key < $1.key }) {
-        worst = max(worst, expectClose(value, try reference.tensor("\(name).\(block)"), "\(variant) \(name).\(block)"))
+        worst = max(
+          worst,
+          expectClose(
+            value, try reference.tensor("\(name).\(block)"), "\(variant) \(name).\(block)"))
       }
-      worst = max(worst, expectClose(out, try reference.tensor("\(name).out"), "\(variant) \(name).out"))
+      worst = max(
+        worst, expectClose(out, try reference.tensor("\(name).out"), "\(variant) \(name).out"))
     }
     print("UNet \(variant) max |Δ|/max(1,|ref|) \(worst)")
   }
@@ -68,20 +79,26 @@ struct ModelReferenceTests {
     let vae = try AutoencoderKL(directory: modelFolder("tiny-sd15", "vae"))
     let reference = try fixture("vae.safetensors")
     var observed: [String: Tensor] = [:]
-    let image = vae.decoder(try reference.tensor("decode.latents"), options: options) { observed[$0] = $1 }
+    let image = vae.decoder(try reference.tensor("decode.latents"), options: options) {
+      observed[$0] = $1
+    }
     var worst: Float = 0
     for (block, value) in observed {
-      worst = max(worst, expectClose(value, try reference.tensor("decode.\(block)"), "decode.\(block)"))
+      worst = max(
+        worst, expectClose(value, try reference.tensor("decode.\(block)"), "decode.\(block)"))
     }
     worst = max(worst, expectClose(image, try reference.tensor("decode.out"), "decode.out"))
     var encoderMid: Tensor?
     _ = vae.encoder(try reference.tensor("encode.image"), options: options) { encoderMid = $1 }
     if let encoderMid {
-      worst = max(worst, expectClose(encoderMid, try reference.tensor("encode.mid_block"), "encode.mid_block"))
+      worst = max(
+        worst, expectClose(encoderMid, try reference.tensor("encode.mid_block"), "encode.mid_block")
+      )
     }
     let (mean, logVariance) = vae.encode(try reference.tensor("encode.image"), options: options)
     worst = max(worst, expectClose(mean, try reference.tensor("encode.mean"), "encode.mean"))
-    worst = max(worst, expectClose(logVariance, try reference.tensor("encode.logvar"), "encode.logvar"))
+    worst = max(
+      worst, expectClose(logVariance, try reference.tensor("encode.logvar"), "encode.logvar"))
     let noise = try reference.tensor("encode.noise")
     let sample = mean + logVariance.map { ($0 * 0.5).exp() } * noise
     worst = max(worst, expectClose(sample, try reference.tensor("encode.sample"), "encode.sample"))
@@ -91,17 +108,32 @@ struct ModelReferenceTests {
   @Test("every tensor of the fixture models is read by some layer")
   func noLeftoverWeights() throws {
     for variant in ["sd15", "sd2"] {
-      for (part, stem) in [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")] {
+      for (part, stem) in [
+        ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+      ] {
         let folder = modelFolder("tiny-\(variant)", part)
-        let file = ["\(stem).safetensors", "\(stem).fp16.safetensors"].map { folder.appendingPathComponent($0).path }
-          .first { FileManager.default.fileExists(atPath: $0) }
+        let file = ["\(stem).safetensors", "\(stem).fp16.safetensors"].map {
+          folder.appendingPathComponent($0).path
+        }
+        .first { FileManager.default.fileExists(atPath: $0) }
         let store = try WeightStore(paths: [try #require(file)])
         switch part {
-        case "unet": _ = try UNet2DConditionModel(configuration: UNetConfiguration(contentsOf: folder.appendingPathComponent("config.json")), weights: store)
-        case "vae": _ = try AutoencoderKL(configuration: AutoencoderConfiguration(contentsOf: folder.appendingPathComponent("config.json")), weights: store)
-        default: _ = try CLIPTextModel(configuration: CLIPTextConfiguration(contentsOf: folder.appendingPathComponent("config.json")), weights: store)
+        case "unet":
+          _ = try UNet2DConditionModel(
+            configuration: UNetConfiguration(
+              contentsOf: folder.appendingPathComponent("config.json")), weights: store)
+        case "vae":
+          _ = try AutoencoderKL(
+            configuration: AutoencoderConfiguration(
+              contentsOf: folder.appendingPathComponent("config.json")), weights: store)
+        default:
+          _ = try CLIPTextModel(
+            configuration: CLIPTextConfiguration(
+              contentsOf: folder.appendingPathComponent("config.json")), weights: store)
         }
-        #expect(store.unreadKeys().filter { !$0.hasSuffix("position_ids") } == [], "\(variant)/\(part)")
+        #expect(
+          store.unreadKeys().filter { !$0.hasSuffix("position_ids") } == [], "\(variant)/\(part)")
       }
     }
   }
@@ -110,10 +142,12 @@ struct ModelReferenceTests {
   func badWeights() throws {
     let folder = modelFolder("tiny-sd15", "unet")
     let config = try UNetConfiguration(contentsOf: folder.appendingPathComponent("config.json"))
-    let original = try SafeTensorsFile(path: folder.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
+    let original = try SafeTensorsFile(
+      path: folder.appendingPathComponent("diffusion_pytorch_model.safetensors").path)
     var tensors: [String: Tensor] = [:]
     for name in original.names { tensors[name] = try original.tensor(name) }
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("unet-bad-\(UUID().uuidString)")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "unet-bad-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
 
@@ -131,7 +165,8 @@ struct ModelReferenceTests {
     try SafeTensorsWriter.write(wrong, to: wrongPath)
     #expect(
       throws: WeightError.shapeMismatch(
-        key: "mid_block.resnets.0.conv1.weight", expected: [64, 64, 3, 3], found: [64, 64, 1, 1], file: wrongPath)
+        key: "mid_block.resnets.0.conv1.weight", expected: [64, 64, 3, 3], found: [64, 64, 1, 1],
+        file: wrongPath)
     ) {
       try UNet2DConditionModel(configuration: config, weights: WeightStore(paths: [wrongPath]))
     }
@@ -147,12 +182,16 @@ extension Float {
 @Suite struct VAETilingTests {
   @Test func tiledDecodeMatchesDiffusers() throws {
     let reference = try fixture("vae-tiled.safetensors")
-    let vae = try AutoencoderKL(directory: fixturesDirectory.appendingPathComponent("tiny-sd15/vae"))
+    let vae = try AutoencoderKL(
+      directory: fixturesDirectory.appendingPathComponent("tiny-sd15/vae"))
     let latents = try reference.tensor("latents")
     let options = ComputeOptions(threadCount: 2)
-    let tiled = compare(vae.decodeTiled(latents, tile: 8, options: options), try reference.tensor("tiled"), name: "tiled")
+    let tiled = compare(
+      vae.decodeTiled(latents, tile: 8, options: options), try reference.tensor("tiled"),
+      name: "tiled")
     #expect(tiled.isWithin(referenceTolerance), "\(tiled)")
-    let untiled = compare(vae.decode(latents, options: options), try reference.tensor("untiled"), name: "untiled")
+    let untiled = compare(
+      vae.decode(latents, options: options), try reference.tensor("untiled"), name: "untiled")
     #expect(untiled.isWithin(referenceTolerance), "\(untiled)")
   }
 }

@@ -17,16 +17,21 @@ private struct CorpusCase: Sendable, CustomStringConvertible {
 }
 
 private let corpus: [CorpusCase] = {
-  let data = try! Data(contentsOf: fixturesDirectory.appendingPathComponent("tokenizer-corpus.json"))
+  let data = try! Data(
+    contentsOf: fixturesDirectory.appendingPathComponent("tokenizer-corpus.json"))
   let json = try! JSONValue.parse(data)
   func ids(_ value: JSONValue?) -> [Int] { value!.arrayValue!.map { $0.intValue! } }
   return json["cases"]!.arrayValue!.map {
-    CorpusCase(prompt: $0["prompt"]!.stringValue!, ids: ids($0["ids"]), sd15: ids($0["sd15"]), sd2: ids($0["sd2"]))
+    CorpusCase(
+      prompt: $0["prompt"]!.stringValue!, ids: ids($0["ids"]), sd15: ids($0["sd15"]),
+      sd2: ids($0["sd2"]))
   }
 }()
 
-private let sd15 = try! CLIPTokenizer(directory: fixturesDirectory.appendingPathComponent("tiny-sd15/tokenizer"))
-private let sd2 = try! CLIPTokenizer(directory: fixturesDirectory.appendingPathComponent("tiny-sd2/tokenizer"))
+private let sd15 = try! CLIPTokenizer(
+  directory: fixturesDirectory.appendingPathComponent("tiny-sd15/tokenizer"))
+private let sd2 = try! CLIPTokenizer(
+  directory: fixturesDirectory.appendingPathComponent("tiny-sd2/tokenizer"))
 private let bundled = try! CLIPTokenizer.bundled()
 
 @Suite struct TokenizerTests {
@@ -53,7 +58,8 @@ private let bundled = try! CLIPTokenizer.bundled()
   }
 
   @Test func missingOrBrokenFilesAreNamed() throws {
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString)")
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "tok-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: folder) }
     #expect {
@@ -68,7 +74,9 @@ private let bundled = try! CLIPTokenizer.bundled()
     #expect {
       _ = try CLIPTokenizer(directory: folder)
     } throws: { error in
-      guard case .invalidTokenizer(let file, let reason) = error as? ModelError else { return false }
+      guard case .invalidTokenizer(let file, let reason) = error as? ModelError else {
+        return false
+      }
       return file.hasSuffix("merges.txt") && reason.contains("line 2")
     }
   }

@@ -50,15 +50,19 @@ private func runSD(_ arguments: [String], shell: String? = nil) throws -> RunRes
 }
 
 private func temporaryFolder() throws -> URL {
-  let url = FileManager.default.temporaryDirectory.appendingPathComponent("sd-cli-\(UUID().uuidString)")
+  let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+    "sd-cli-\(UUID().uuidString)")
   try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
   return url
 }
 
 /// A generation on the fixture model small enough to run in a test.
 private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
-  ["--model", tinyModel, "--prompt", "a red apple", "--steps", "2", "--width", "64", "--height", "64",
-   "--quiet", "--output", output.path] + extra
+  [
+    "--model", tinyModel, "--prompt", "a red apple", "--steps", "2", "--width", "64", "--height",
+    "64",
+    "--quiet", "--output", output.path,
+  ] + extra
 }
 
 @Suite(.serialized) struct CommandLineTests {
@@ -68,23 +72,49 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     (["--model", tinyModel, "--prompt", "x", "--steps"], "--steps needs a value"),
     (["--model", tinyModel, "--prompt", "x", "--steps", "ten"], "--steps"),
     (["--model", tinyModel, "--prompt", "x", "--steps", "0"], "--steps"),
-    (["--model", tinyModel, "--prompt", "x", "--steps", "1000", "--quiet"], "steps: 1000 steps do not fit"),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--steps", "1000", "--quiet"],
+      "steps: 1000 steps do not fit"
+    ),
     (["--model", tinyModel, "--prompt", "x", "--width", "100"], "--width must be a multiple of 8"),
     (["--model", tinyModel, "--prompt", "x", "--guidance-scale", "nan"], "--guidance-scale"),
     (["--model", tinyModel, "--prompt", "x", "--strength", "1.5"], "--strength"),
-    (["--model", tinyModel, "--prompt", "x", "--sampler", "heun"], "--sampler: unknown sampler 'heun'"),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--sampler", "heun"],
+      "--sampler: unknown sampler 'heun'"
+    ),
     (["--model", "/no/such/model", "--prompt", "x"], "--model: no such file or folder"),
     (["--prompt", "x"], "--model is required"),
     (["--model", tinyModel], "--prompt is required"),
-    (["--model", tinyModel, "--prompt", "x", "--init-image", "/no/such.png"], "--init-image: no such file"),
-    (["--model", tinyModel, "--prompt", "x", "--output", "/no/such/folder/out.png"], "--output: cannot write into"),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--init-image", "/no/such.png"],
+      "--init-image: no such file"
+    ),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--output", "/no/such/folder/out.png"],
+      "--output: cannot write into"
+    ),
     (["--model", tinyModel, "--prompt", "x", "stray"], "unexpected argument 'stray'"),
     (["--model", tinyModel, "--prompt", "x", "--quiet=yes"], "--quiet takes no value"),
-    (["--model", tinyModel, "--prompt", "x", "--negative-steps", "5-2"], "--negative-steps must be A-B"),
-    (["--model", tinyModel, "--prompt", "x", "--guidance", "magic"], "--guidance must be cfg or perp-neg"),
-    (["--model", tinyModel, "--prompt", "x", "--negative-prompt", "blur:-1"], "--negative-prompt: weight must be a positive number"),
-    (["--model", tinyModel, "--prompt", "x", "--embedding", "/no/such.safetensors"], "--embedding: no such file"),
-    (["--model", tinyModel, "--prompt", "x", "--steps", "5", "--steps", "6"], "--steps given twice"),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--negative-steps", "5-2"],
+      "--negative-steps must be A-B"
+    ),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--guidance", "magic"],
+      "--guidance must be cfg or perp-neg"
+    ),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--negative-prompt", "blur:-1"],
+      "--negative-prompt: weight must be a positive number"
+    ),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--embedding", "/no/such.safetensors"],
+      "--embedding: no such file"
+    ),
+    (
+      ["--model", tinyModel, "--prompt", "x", "--steps", "5", "--steps", "6"], "--steps given twice"
+    ),
   ]
 
   @Test("bad input: one line on stderr naming the option, exit 2", arguments: 0..<badInputs.count)
@@ -109,8 +139,14 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     try Data("keep me".utf8).write(to: existing)
     let cases: [([String], String)] = [
       (["--model", pickle.path, "--prompt", "x"], "pickle"),
-      (quick(folder.appendingPathComponent("a.png"), ["--init-image", notPNG.path]), "cannot read image"),
-      (quick(folder.appendingPathComponent("b.png"), ["--init-image", wrongSize.path]), "initImage: is 8x8"),
+      (
+        quick(folder.appendingPathComponent("a.png"), ["--init-image", notPNG.path]),
+        "cannot read image"
+      ),
+      (
+        quick(folder.appendingPathComponent("b.png"), ["--init-image", wrongSize.path]),
+        "initImage: is 8x8"
+      ),
       (quick(existing), "exists (use --overwrite"),
     ]
     for (arguments, message) in cases {
@@ -142,9 +178,12 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
   @Test func helpListsEveryOptionWithItsDefault() throws {
     let help = try runSD(["--help"])
     #expect(help.status == 0)
-    for option in ["--model", "--prompt", "--negative-prompt", "--steps", "--guidance-scale", "--seed", "--sampler",
-                   "--width", "--height", "--init-image", "--strength", "--threads", "--output", "--compare",
-                   "--negative-effect", "--quiet", "--overwrite"] {
+    for option in [
+      "--model", "--prompt", "--negative-prompt", "--steps", "--guidance-scale", "--seed",
+      "--sampler",
+      "--width", "--height", "--init-image", "--strength", "--threads", "--output", "--compare",
+      "--negative-effect", "--quiet", "--overwrite",
+    ] {
       #expect(help.output.contains(option), "\(option) missing from --help")
     }
     #expect(help.output.contains("(default: 20)"))
@@ -159,7 +198,10 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     defer { try? FileManager.default.removeItem(at: folder) }
     let output = folder.appendingPathComponent("compare.png")
     let heatMap = folder.appendingPathComponent("effect.png")
-    let result = try runSD(quick(output, ["--negative-prompt", "green tones", "--compare", "--negative-effect", heatMap.path]))
+    let result = try runSD(
+      quick(
+        output,
+        ["--negative-prompt", "green tones", "--compare", "--negative-effect", heatMap.path]))
     #expect(result.status == 0, "\(result.error)")
     let image = try RGBImage(contentsOf: output)
     #expect(image.width == 128)
@@ -167,7 +209,9 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     let text = String(decoding: try Data(contentsOf: output), as: UTF8.self)
     #expect(text.contains("Negative prompt: green tones"))
     let effect = try RGBImage(contentsOf: heatMap)
-    #expect(effect.width == 64 && effect.pixels.contains { $0 > 0 }, "the negative prompt changed nothing")
+    #expect(
+      effect.width == 64 && effect.pixels.contains { $0 > 0 }, "the negative prompt changed nothing"
+    )
   }
 
   /// Several weighted negatives, a schedule, Perp-Neg and an embedding, with --compare: the
@@ -177,10 +221,14 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     defer { try? FileManager.default.removeItem(at: folder) }
     let output = folder.appendingPathComponent("compare.png")
     let embedding = fixturePath("embeddings/bad-hands.safetensors")
-    let result = try runSD(quick(output, [
-      "--negative-prompt", "green tones:1.0", "--negative-prompt", "bad-hands, (blur:1.2):0.5", "--negative-steps", "1-2",
-      "--guidance", "perp-neg", "--embedding", embedding, "--compare",
-    ]))
+    let result = try runSD(
+      quick(
+        output,
+        [
+          "--negative-prompt", "green tones:1.0", "--negative-prompt", "bad-hands, (blur:1.2):0.5",
+          "--negative-steps", "1-2",
+          "--guidance", "perp-neg", "--embedding", embedding, "--compare",
+        ]))
     #expect(result.status == 0, "\(result.error)")
     let image = try RGBImage(contentsOf: output)
     #expect(image.width == 128 && image.height > 64)
@@ -197,7 +245,10 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     arguments[3] = long
     let result = try runSD(arguments)
     #expect(result.status == 0, "\(result.error)")
-    #expect(result.error.contains("the prompt is longer than 75 tokens; dropped: apple</w> apple</w> apple</w> apple</w> apple</w>"))
+    #expect(
+      result.error.contains(
+        "the prompt is longer than 75 tokens; dropped: apple</w> apple</w> apple</w> apple</w> apple</w>"
+      ))
   }
 
   /// The CLI writes exactly the image the library makes for the same settings.
@@ -208,7 +259,8 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     let result = try runSD(quick(output, ["--seed", "7", "--negative-prompt", "blurry"]))
     #expect(result.status == 0, "\(result.error)")
     let pipeline = try StableDiffusionPipeline(modelAt: URL(fileURLWithPath: tinyModel))
-    let request = GenerationRequest(prompt: "a red apple", negativePrompt: "blurry", steps: 2, seed: 7, width: 64, height: 64)
+    let request = GenerationRequest(
+      prompt: "a red apple", negativePrompt: "blurry", steps: 2, seed: 7, width: 64, height: 64)
     let expected = try pipeline.generate(request, options: ComputeOptions(threadCount: 1)).image
     #expect(try RGBImage(contentsOf: output) == expected)
   }
@@ -232,8 +284,10 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     let output = folder.appendingPathComponent("out.png")
     let process = Process()
     process.executableURL = sdExecutable
-    process.arguments = ["--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "64", "--height", "64",
-                         "--output", output.path]
+    process.arguments = [
+      "--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "64", "--height", "64",
+      "--output", output.path,
+    ]
     let error = Pipe()
     process.standardError = error
     try process.run()
@@ -253,7 +307,10 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
 
   @Test func verifyPassesOnFixtureDumps() throws {
     for model in ["sd15", "sd2"] {
-      let result = try runSD(["verify", "--model", fixturePath("tiny-\(model)"), "--activations", fixturePath("verify-\(model).safetensors")])
+      let result = try runSD([
+        "verify", "--model", fixturePath("tiny-\(model)"), "--activations",
+        fixturePath("verify-\(model).safetensors"),
+      ])
       #expect(result.status == 0, "\(model): \(result.output)")
       #expect(result.output.contains("rows pass"))
     }
@@ -278,19 +335,26 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     try FileManager.default.removeItem(at: weightsURL)
     try SafeTensorsWriter.write(tensors, metadata: [:], to: weightsURL.path)
 
-    let result = try runSD(["verify", "--model", copy.path, "--activations", fixturePath("verify-sd15.safetensors"), "--json"])
+    let result = try runSD([
+      "verify", "--model", copy.path, "--activations", fixturePath("verify-sd15.safetensors"),
+      "--json",
+    ])
     #expect(result.status == 1)
     var outcome: [String: Bool] = [:]
     for line in result.output.split(separator: "\n") {
       let row = try JSONValue.parse(Array(line.utf8))
       outcome[row["tensor"]?.stringValue ?? ""] = row["pass"]?.boolValue
     }
-    for passing in ["text_encoder.prompt.last_hidden_state", "unet.step0.time_embedding", "unet.step0.conv_in",
-                    "unet.step0.down_blocks.0", "unet.step0.down_blocks.1"] {
+    for passing in [
+      "text_encoder.prompt.last_hidden_state", "unet.step0.time_embedding", "unet.step0.conv_in",
+      "unet.step0.down_blocks.0", "unet.step0.down_blocks.1",
+    ] {
       #expect(outcome[passing] == true, "\(passing) should pass")
     }
-    for failing in ["unet.step0.mid_block", "unet.step0.up_blocks.0", "unet.step0.up_blocks.1", "unet.step0.out",
-                    "guidance.noise_pred.0", "latents.0"] {
+    for failing in [
+      "unet.step0.mid_block", "unet.step0.up_blocks.0", "unet.step0.up_blocks.1", "unet.step0.out",
+      "guidance.noise_pred.0", "latents.0",
+    ] {
       #expect(outcome[failing] == false, "\(failing) should fail")
     }
   }

@@ -10,7 +10,8 @@ import Testing
 
 @Suite(.serialized) struct DeterminismTests {
   let request: GenerationRequest = {
-    var request = GenerationRequest(prompt: "a red apple on a wooden table", negativePrompt: "green tones", steps: 3, seed: 11)
+    var request = GenerationRequest(
+      prompt: "a red apple on a wooden table", negativePrompt: "green tones", steps: 3, seed: 11)
     request.sampler = .eulerAncestral
     request.width = 64
     request.height = 64
@@ -35,10 +36,14 @@ import Testing
     second.seed = 12
     second.negativePrompt = "blurry"
     let requests = [request, second]
-    let sequential = try requests.map { try pipeline.generate($0, options: ComputeOptions(threadCount: 1)).image }
+    let sequential = try requests.map {
+      try pipeline.generate($0, options: ComputeOptions(threadCount: 1)).image
+    }
     let concurrent = Mutex<[Int: RGBImage]>([:])
     DispatchQueue.concurrentPerform(iterations: 2) { index in
-      if let image = try? pipeline.generate(requests[index], options: ComputeOptions(threadCount: 1)).image {
+      if let image = try? pipeline.generate(
+        requests[index], options: ComputeOptions(threadCount: 1)
+      ).image {
         concurrent.withLock { $0[index] = image }
       }
     }

@@ -58,7 +58,8 @@ import Testing
 
 @Suite struct ImageTests {
   private func temporaryURL(_ name: String) -> URL {
-    FileManager.default.temporaryDirectory.appendingPathComponent("sd-tests-\(UUID().uuidString)-\(name)")
+    FileManager.default.temporaryDirectory.appendingPathComponent(
+      "sd-tests-\(UUID().uuidString)-\(name)")
   }
 
   @Test func pngRoundTripKeepsPixelsAndText() throws {
@@ -89,13 +90,17 @@ import Testing
       guard case .unreadableImage(let path, _) = error as? PipelineError else { return false }
       return path == url.path
     }
-    #expect(throws: PipelineError.self) { _ = try RGBImage(contentsOf: url.appendingPathExtension("missing")) }
+    #expect(throws: PipelineError.self) {
+      _ = try RGBImage(contentsOf: url.appendingPathExtension("missing"))
+    }
   }
 
   @Test func failedWriteLeavesNothingBehind() {
     let directory = temporaryURL("no-such-directory")
     let url = directory.appendingPathComponent("out.png")
-    #expect(throws: PipelineError.self) { try RGBImage(width: 1, height: 1, red: 0, green: 0, blue: 0).writePNG(to: url) }
+    #expect(throws: PipelineError.self) {
+      try RGBImage(width: 1, height: 1, red: 0, green: 0, blue: 0).writePNG(to: url)
+    }
     #expect(!FileManager.default.fileExists(atPath: directory.path))
   }
 }

@@ -20,7 +20,8 @@ import Testing
     #expect(fromFile.unusedWeights.isEmpty)
     let options = ComputeOptions(threadCount: 2)
     for sampler in [SchedulerKind.pndm, .eulerAncestral] {
-      var request = GenerationRequest(prompt: "a red apple", negativePrompt: "green tones", steps: 3, seed: 3, sampler: sampler)
+      var request = GenerationRequest(
+        prompt: "a red apple", negativePrompt: "green tones", steps: 3, seed: 3, sampler: sampler)
       request.width = 64
       request.height = 64
       let a = try fromFolder.generate(request, options: options)
@@ -29,42 +30,57 @@ import Testing
       #expect(a.image == b.image)
     }
     // img2img also runs the VAE encoder.
-    let start = RGBImage(width: 64, height: 64, pixels: (0..<(64 * 64 * 3)).map { UInt8(($0 * 7) % 256) })
-    let request = GenerationRequest(prompt: "a red apple", steps: 3, seed: 5, width: 64, height: 64, initImage: start, strength: 0.6)
-    #expect(try fromFolder.generate(request, options: options).image == fromFile.generate(request, options: options).image)
+    let start = RGBImage(
+      width: 64, height: 64, pixels: (0..<(64 * 64 * 3)).map { UInt8(($0 * 7) % 256) })
+    let request = GenerationRequest(
+      prompt: "a red apple", steps: 3, seed: 5, width: 64, height: 64, initImage: start,
+      strength: 0.6)
+    #expect(
+      try fromFolder.generate(request, options: options).image
+        == fromFile.generate(request, options: options).image)
   }
 
   @Test func singleFileWithoutConfigUsesSD15ShapesAndNamesTheMismatch() {
     #expect {
       _ = try StableDiffusionPipeline(modelAt: singleFile)
     } throws: { error in
-      guard case .model(.weights(.shapeMismatch(let key, _, _, let file))) = error as? PipelineError else { return false }
-      return key.hasPrefix("cond_stage_model.transformer.") && file.hasSuffix("tiny-sd15-single-file.safetensors")
+      guard case .model(.weights(.shapeMismatch(let key, _, _, let file))) = error as? PipelineError
+      else { return false }
+      return key.hasPrefix("cond_stage_model.transformer.")
+        && file.hasSuffix("tiny-sd15-single-file.safetensors")
     }
   }
 
   @Test func foreignSafetensorsIsNotACheckpoint() throws {
     #expect {
-      _ = try StableDiffusionPipeline(modelAt: fixturesDirectory.appendingPathComponent("ops.safetensors"))
+      _ = try StableDiffusionPipeline(
+        modelAt: fixturesDirectory.appendingPathComponent("ops.safetensors"))
     } throws: { error in
-      guard case .model(.invalidConfiguration(_, let reason)) = error as? PipelineError else { return false }
+      guard case .model(.invalidConfiguration(_, let reason)) = error as? PipelineError else {
+        return false
+      }
       return reason.contains("not a single-file Stable Diffusion checkpoint")
     }
   }
 
   @Test func folderWithoutWeightsNamesWhatIsMissing() throws {
-    let empty = FileManager.default.temporaryDirectory.appendingPathComponent("empty-model-\(UUID().uuidString)")
+    let empty = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "empty-model-\(UUID().uuidString)")
     for part in ["text_encoder", "unet", "vae"] {
       let source = folder.appendingPathComponent("\(part)/config.json")
-      try FileManager.default.createDirectory(at: empty.appendingPathComponent(part), withIntermediateDirectories: true)
-      try FileManager.default.copyItem(at: source, to: empty.appendingPathComponent("\(part)/config.json"))
+      try FileManager.default.createDirectory(
+        at: empty.appendingPathComponent(part), withIntermediateDirectories: true)
+      try FileManager.default.copyItem(
+        at: source, to: empty.appendingPathComponent("\(part)/config.json"))
     }
     try Data([0x80]).write(to: empty.appendingPathComponent("text_encoder/pytorch_model.bin"))
     defer { try? FileManager.default.removeItem(at: empty) }
     #expect {
       _ = try StableDiffusionPipeline(modelAt: empty)
     } throws: { error in
-      guard case .model(.weights(.unreadableFile(let path, _))) = error as? PipelineError else { return false }
+      guard case .model(.weights(.unreadableFile(let path, _))) = error as? PipelineError else {
+        return false
+      }
       return path.hasSuffix("text_encoder")
     }
   }

@@ -10,8 +10,12 @@ import SDTestSupport
 import Testing
 
 /// Loaded once: the fixture model is small, and pipelines are immutable values.
-let tinyPipeline = Result { try StableDiffusionPipeline(modelAt: fixturesDirectory.appendingPathComponent("tiny-sd15")) }
-let tinySD2Pipeline = Result { try StableDiffusionPipeline(modelAt: fixturesDirectory.appendingPathComponent("tiny-sd2")) }
+let tinyPipeline = Result {
+  try StableDiffusionPipeline(modelAt: fixturesDirectory.appendingPathComponent("tiny-sd15"))
+}
+let tinySD2Pipeline = Result {
+  try StableDiffusionPipeline(modelAt: fixturesDirectory.appendingPathComponent("tiny-sd2"))
+}
 let pipelineReference = Result { try fixture("pipeline-sd15.safetensors") }
 
 /// The settings of one recorded case (see CASES in make_pipeline_fixtures.py).
@@ -26,19 +30,45 @@ struct PipelineCase: Sendable, CustomStringConvertible {
 }
 
 let pipelineCases: [PipelineCase] = [
-  .init(name: "pndm", sampler: .pndm, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "ddim", sampler: .ddim, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "euler", sampler: .euler, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "euler_a", sampler: .eulerAncestral, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "dpmpp2m", sampler: .dpmSolverMultistep, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "dpmpp2m_karras", sampler: .dpmSolverMultistepKarras, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "dpmpp2m_sde_karras", sampler: .dpmSolverMultistepSDEKarras, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "lms", sampler: .lms, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "pndm_no_negative", sampler: .pndm, negativePrompt: nil, guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
-  .init(name: "ddim_rescale", sampler: .ddim, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0.7, strength: nil),
-  .init(name: "euler_scale1", sampler: .euler, negativePrompt: "green tones", guidanceScale: 1, guidanceRescale: 0, strength: nil),
-  .init(name: "img2img", sampler: .ddim, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: 0.75),
-  .init(name: "img2img_euler_a", sampler: .eulerAncestral, negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: 0.5),
+  .init(
+    name: "pndm", sampler: .pndm, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "ddim", sampler: .ddim, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "euler", sampler: .euler, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "euler_a", sampler: .eulerAncestral, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "dpmpp2m", sampler: .dpmSolverMultistep, negativePrompt: "green tones",
+    guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
+  .init(
+    name: "dpmpp2m_karras", sampler: .dpmSolverMultistepKarras, negativePrompt: "green tones",
+    guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
+  .init(
+    name: "dpmpp2m_sde_karras", sampler: .dpmSolverMultistepSDEKarras,
+    negativePrompt: "green tones", guidanceScale: 7.5, guidanceRescale: 0, strength: nil),
+  .init(
+    name: "lms", sampler: .lms, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "pndm_no_negative", sampler: .pndm, negativePrompt: nil, guidanceScale: 7.5,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "ddim_rescale", sampler: .ddim, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0.7, strength: nil),
+  .init(
+    name: "euler_scale1", sampler: .euler, negativePrompt: "green tones", guidanceScale: 1,
+    guidanceRescale: 0, strength: nil),
+  .init(
+    name: "img2img", sampler: .ddim, negativePrompt: "green tones", guidanceScale: 7.5,
+    guidanceRescale: 0, strength: 0.75),
+  .init(
+    name: "img2img_euler_a", sampler: .eulerAncestral, negativePrompt: "green tones",
+    guidanceScale: 7.5, guidanceRescale: 0, strength: 0.5),
 ]
 
 /// Latents pass through up to 5 scheduler updates and a 4-layer network each step, so float32
@@ -58,7 +88,9 @@ struct PipelineReferenceTests {
     request.width = 64
     request.height = 64
     if let strength = testCase.strength {
-      let pixels = try pipelineReference.get().tensor("img2img.init_image").scalars.map { UInt8($0) }
+      let pixels = try pipelineReference.get().tensor("img2img.init_image").scalars.map {
+        UInt8($0)
+      }
       request.initImage = RGBImage(width: 64, height: 64, pixels: pixels)
       request.strength = strength
     }
@@ -70,31 +102,44 @@ struct PipelineReferenceTests {
     let pipeline = try tinyPipeline.get()
     let reference = try pipelineReference.get()
     var steps: [Tensor] = []
-    let result = try pipeline.generate(try request(for: testCase), options: ComputeOptions(threadCount: 2)) {
+    let result = try pipeline.generate(
+      try request(for: testCase), options: ComputeOptions(threadCount: 2)
+    ) {
       steps.append($0.latents)
       return true
     }
     let recorded = reference.names.filter { $0.hasPrefix("\(testCase.name).latents.") }.count
-    #expect(steps.count == recorded, "\(testCase.name): \(steps.count) steps, diffusers recorded \(recorded)")
+    #expect(
+      steps.count == recorded,
+      "\(testCase.name): \(steps.count) steps, diffusers recorded \(recorded)")
     var worst: Float = 0
     for (index, latents) in steps.enumerated() where index < recorded {
-      let difference = compare(latents, try reference.tensor("\(testCase.name).latents.\(index)"), name: "\(testCase.name).latents.\(index)")
+      let difference = compare(
+        latents, try reference.tensor("\(testCase.name).latents.\(index)"),
+        name: "\(testCase.name).latents.\(index)")
       #expect(difference.isWithin(pipelineTolerance), "\(difference)")
       worst = max(worst, difference.maxAbsolute / difference.scale)
     }
-    let image = compare(result.decoded, try reference.tensor("\(testCase.name).image"), name: "\(testCase.name).image")
+    let image = compare(
+      result.decoded, try reference.tensor("\(testCase.name).image"), name: "\(testCase.name).image"
+    )
     #expect(image.isWithin(pipelineTolerance), "\(image)")
-    print("pipeline \(testCase.name): max |Δ|/scale latents \(worst), image \(image.maxAbsolute / image.scale)")
+    print(
+      "pipeline \(testCase.name): max |Δ|/scale latents \(worst), image \(image.maxAbsolute / image.scale)"
+    )
   }
 
   /// SD 2.x: the sampler comes from the model's scheduler config (Euler, v-prediction), the
   /// tokenizer pads with "!"; DDIM on the same v-prediction model.
-  @Test("SD 2.x-like model with v-prediction", arguments: [("sd2_euler_v", nil), ("sd2_ddim_v", .ddim)] as [(String, SchedulerKind?)])
+  @Test(
+    "SD 2.x-like model with v-prediction",
+    arguments: [("sd2_euler_v", nil), ("sd2_ddim_v", .ddim)] as [(String, SchedulerKind?)])
   func sd2EndToEnd(name: String, sampler: SchedulerKind?) throws {
     let pipeline = try tinySD2Pipeline.get()
     let reference = try pipelineReference.get()
     #expect(pipeline.defaultSampler == .euler)
-    var request = GenerationRequest(prompt: "a red apple on a wooden table", negativePrompt: "green tones", steps: 4, seed: 42)
+    var request = GenerationRequest(
+      prompt: "a red apple on a wooden table", negativePrompt: "green tones", steps: 4, seed: 42)
     request.sampler = sampler
     request.width = 64
     request.height = 64
@@ -105,10 +150,12 @@ struct PipelineReferenceTests {
     }
     #expect(steps.count == 4)
     for (index, latents) in steps.enumerated() {
-      let difference = compare(latents, try reference.tensor("\(name).latents.\(index)"), name: "\(name).latents.\(index)")
+      let difference = compare(
+        latents, try reference.tensor("\(name).latents.\(index)"), name: "\(name).latents.\(index)")
       #expect(difference.isWithin(pipelineTolerance), "\(difference)")
     }
-    let image = compare(result.decoded, try reference.tensor("\(name).image"), name: "\(name).image")
+    let image = compare(
+      result.decoded, try reference.tensor("\(name).image"), name: "\(name).image")
     #expect(image.isWithin(pipelineTolerance), "\(image)")
   }
 
@@ -120,7 +167,8 @@ struct PipelineReferenceTests {
     let (negative, _) = pipeline.encode(prompt: "green tones", options: options)
     let (positive, _) = pipeline.encode(prompt: "a red apple on a wooden table", options: options)
     let embeds = try reference.tensor("pndm.prompt_embeds")
-    let difference = compare(concatenate([negative, positive], axis: 0), embeds, name: "pndm.prompt_embeds")
+    let difference = compare(
+      concatenate([negative, positive], axis: 0), embeds, name: "pndm.prompt_embeds")
     #expect(difference.isWithin(referenceTolerance), "\(difference)")
     let with = try reference.tensor("pndm.latents.4")
     let without = try reference.tensor("pndm_no_negative.latents.4")

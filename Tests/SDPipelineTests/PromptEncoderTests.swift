@@ -18,7 +18,8 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
 @Suite struct PromptEncoderTests {
   func encoder(embeddings: [TextualInversion] = []) throws -> PromptEncoder {
     let pipeline = try tinyPipeline.get()
-    return try PromptEncoder(tokenizer: pipeline.tokenizer, textEncoder: pipeline.textEncoder, embeddings: embeddings)
+    return try PromptEncoder(
+      tokenizer: pipeline.tokenizer, textEncoder: pipeline.textEncoder, embeddings: embeddings)
   }
 
   @Test func parsesWeightsAsTheWebUIs() throws {
@@ -31,7 +32,8 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
       let texts = pairs.map { $0.first?.stringValue ?? "" }
       let weights = pairs.map { Float($0.last?.doubleValue ?? 0) }
       #expect(fragments.map(\.text) == texts, "\(prompt)")
-      #expect(zip(fragments.map(\.weight), weights).allSatisfy { abs($0 - $1) <= 1e-6 * $1 }, "\(prompt)")
+      #expect(
+        zip(fragments.map(\.weight), weights).allSatisfy { abs($0 - $1) <= 1e-6 * $1 }, "\(prompt)")
     }
   }
 
@@ -40,7 +42,8 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
     let reference = try promptReference.get()
     for (index, prompt) in try jsonList("weighted").compactMap(\.stringValue).enumerated() {
       let encoded = encoder.encode(prompt, options: ComputeOptions(threadCount: 2))
-      let difference = compare(encoded.embeddings, try reference.tensor("weighted.\(index)"), name: prompt)
+      let difference = compare(
+        encoded.embeddings, try reference.tensor("weighted.\(index)"), name: prompt)
       #expect(difference.isWithin(referenceTolerance), "\(difference)")
       #expect(encoded.cutTokens.isEmpty)
     }
@@ -51,7 +54,9 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
     let pipeline = try tinyPipeline.get()
     let options = ComputeOptions(threadCount: 2)
     for prompt in ["a red apple on a wooden table", "", "green tones"] {
-      #expect(try encoder().encode(prompt, options: options).embeddings == pipeline.encode(prompt: prompt, options: options).0)
+      #expect(
+        try encoder().encode(prompt, options: options).embeddings
+          == pipeline.encode(prompt: prompt, options: options).0)
     }
   }
 
@@ -64,15 +69,18 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
     #expect(embeddings.map { $0.vectors.shape[0] } == [2, 1])
     let encoder = try encoder(embeddings: embeddings)
     let reference = try promptReference.get()
-    for (index, prompt) in try jsonList("embedding_prompts").compactMap(\.stringValue).enumerated() {
-      let difference = compare(encoder.encode(prompt, options: ComputeOptions(threadCount: 2)).embeddings,
-                               try reference.tensor("embedding.\(index)"), name: prompt)
+    for (index, prompt) in try jsonList("embedding_prompts").compactMap(\.stringValue).enumerated()
+    {
+      let difference = compare(
+        encoder.encode(prompt, options: ComputeOptions(threadCount: 2)).embeddings,
+        try reference.tensor("embedding.\(index)"), name: prompt)
       #expect(difference.isWithin(referenceTolerance), "\(difference)")
     }
   }
 
   @Test func embeddingFilesAreChecked() throws {
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ti-\(UUID().uuidString)")
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "ti-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: folder) }
     let pickle = folder.appendingPathComponent("bad.pt")
@@ -95,14 +103,17 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
 
   func request(_ negative: String? = "green tones") -> GenerationRequest {
     GenerationRequest(
-      prompt: "a red apple on a wooden table", negativePrompt: negative, steps: 3, seed: 42, sampler: .ddim, width: 64, height: 64)
+      prompt: "a red apple on a wooden table", negativePrompt: negative, steps: 3, seed: 42,
+      sampler: .ddim, width: 64, height: 64)
   }
 
   @Test func weightedNegativesCombineAsTheirMean() throws {
     let pipeline = try tinyPipeline.get()
     let single = try pipeline.generate(request(), options: options)
     var twice = request(nil)
-    twice.negativePrompts = [NegativePrompt("green tones", weight: 0.3), NegativePrompt("green tones", weight: 0.7)]
+    twice.negativePrompts = [
+      NegativePrompt("green tones", weight: 0.3), NegativePrompt("green tones", weight: 0.7),
+    ]
     let repeated = try pipeline.generate(twice, options: options)
     #expect(compare(repeated.latents, single.latents).isWithin(1e-5))
     var mixed = request()
@@ -128,7 +139,8 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
 
   @Test func longNegativeAgainstShortPrompt() throws {
     let pipeline = try tinyPipeline.get()
-    var long = request(Array(repeating: "blurry, lowres, bad hands", count: 30).joined(separator: ", "))
+    var long = request(
+      Array(repeating: "blurry, lowres, bad hands", count: 30).joined(separator: ", "))
     long.steps = 2
     let result = try pipeline.generate(long, options: options)
     #expect(result.truncatedTokens.negative.isEmpty)
@@ -143,9 +155,12 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
     let positive = Tensor(shape: [1, 2], scalars: [1, 0])
     let parallel = Tensor(shape: [1, 2], scalars: [3, 0])
     let orthogonal = Tensor(shape: [1, 2], scalars: [0, 2])
-    let withParallel = guidance.combine(unconditional: unconditional, negatives: [(parallel, 1)], positive: positive, rule: .perpNeg)
+    let withParallel = guidance.combine(
+      unconditional: unconditional, negatives: [(parallel, 1)], positive: positive, rule: .perpNeg)
     #expect(withParallel.scalars == [5, 0])
-    let withOrthogonal = guidance.combine(unconditional: unconditional, negatives: [(orthogonal, 0.5)], positive: positive, rule: .perpNeg)
+    let withOrthogonal = guidance.combine(
+      unconditional: unconditional, negatives: [(orthogonal, 0.5)], positive: positive,
+      rule: .perpNeg)
     #expect(withOrthogonal.scalars == [5, -5])
   }
 

@@ -8,7 +8,8 @@ import Testing
 
 @Suite struct SchedulerTests {
   private func configuration(_ json: String) throws -> SchedulerConfiguration {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("scheduler-\(UUID().uuidString).json")
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "scheduler-\(UUID().uuidString).json")
     try Data(json.utf8).write(to: url)
     defer { try? FileManager.default.removeItem(at: url) }
     return try SchedulerConfiguration(contentsOf: url)
@@ -23,14 +24,17 @@ import Testing
 
   @Test func unsupportedSettingsAreNamed() throws {
     for (json, key) in [
-      (#"{"thresholding": true}"#, "thresholding"), (#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
+      (#"{"thresholding": true}"#, "thresholding"),
+      (#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
       (#"{"solver_order": 3}"#, "solver_order"), (#"{"prediction_type": 7}"#, "prediction_type"),
       (#"{"num_train_timesteps": "many"}"#, "num_train_timesteps"),
     ] {
       #expect {
         _ = try configuration(json)
       } throws: { error in
-        guard case .invalidSchedulerConfiguration(_, let reason) = error as? PipelineError else { return false }
+        guard case .invalidSchedulerConfiguration(_, let reason) = error as? PipelineError else {
+          return false
+        }
         return reason.contains("'\(key)'")
       }
     }
@@ -42,15 +46,24 @@ import Testing
   /// .from_config(SD 1.5 config).set_timesteps(10).timesteps.
   @Test func timestepsOfEachSampler() throws {
     let sd15 = SchedulerConfiguration.stableDiffusion15
-    #expect(try makeScheduler(.ddim, configuration: sd15, steps: 10).timesteps == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1])
-    #expect(try makeScheduler(.pndm, configuration: sd15, steps: 4).timesteps == [751, 501, 501, 251, 1])
-    #expect(try makeScheduler(.dpmSolverMultistep, configuration: sd15, steps: 4).timesteps == [801, 601, 401, 201])
+    #expect(
+      try makeScheduler(.ddim, configuration: sd15, steps: 10).timesteps == [
+        901, 801, 701, 601, 501, 401, 301, 201, 101, 1,
+      ])
+    #expect(
+      try makeScheduler(.pndm, configuration: sd15, steps: 4).timesteps == [751, 501, 501, 251, 1])
+    #expect(
+      try makeScheduler(.dpmSolverMultistep, configuration: sd15, steps: 4).timesteps == [
+        801, 601, 401, 201,
+      ])
     var linspace = sd15
     linspace.timestepSpacing = .linspace
-    #expect(try makeScheduler(.euler, configuration: linspace, steps: 4).timesteps == [999, 666, 333, 0])
+    #expect(
+      try makeScheduler(.euler, configuration: linspace, steps: 4).timesteps == [999, 666, 333, 0])
     var trailing = sd15
     trailing.timestepSpacing = .trailing
-    #expect(try makeScheduler(.ddim, configuration: trailing, steps: 4).timesteps == [999, 749, 499, 249])
+    #expect(
+      try makeScheduler(.ddim, configuration: trailing, steps: 4).timesteps == [999, 749, 499, 249])
   }
 
   /// diffusers' get_timesteps: int(steps · strength) steps run, computed from the decimal.
@@ -59,10 +72,14 @@ import Testing
     #expect(scheduler.firstStep(strength: 0.7) == 3)
     #expect(scheduler.firstStep(strength: 1) == 0)
     #expect(scheduler.firstStep(strength: 0.05) == 10)
-    #expect(throws: PipelineError.self) { _ = try makeScheduler(.ddim, configuration: .stableDiffusion15, steps: 0) }
+    #expect(throws: PipelineError.self) {
+      _ = try makeScheduler(.ddim, configuration: .stableDiffusion15, steps: 0)
+    }
     // Leading spacing with offset 1 would index ᾱ[1000]; Karras rounding would repeat steps.
     for kind in SchedulerKind.allCases {
-      #expect(throws: PipelineError.self) { _ = try makeScheduler(kind, configuration: .stableDiffusion15, steps: 1000) }
+      #expect(throws: PipelineError.self) {
+        _ = try makeScheduler(kind, configuration: .stableDiffusion15, steps: 1000)
+      }
     }
   }
 

@@ -93,7 +93,9 @@ struct KernelReferenceTests {
 
   @Test(
     "attention: cross, causal, long",
-    arguments: [("attention", 2, false), ("attention_causal", 3, true), ("attention_long", 1, false)])
+    arguments: [
+      ("attention", 2, false), ("attention_causal", 3, true), ("attention_long", 1, false),
+    ])
   func attention(name: String, heads: Int, causal: Bool) throws {
     let out = scaledDotProductAttention(
       query: try t("\(name).q"), key: try t("\(name).k"), value: try t("\(name).v"), heads: heads,
@@ -103,7 +105,9 @@ struct KernelReferenceTests {
 
   @Test(
     "sinusoidal timestep embedding",
-    arguments: [("flip", 32, true, Float(0)), ("noflip", 32, false, Float(1)), ("odd", 33, true, Float(0))])
+    arguments: [
+      ("flip", 32, true, Float(0)), ("noflip", 32, false, Float(1)), ("odd", 33, true, Float(0)),
+    ])
   func timestepEmbeddings(name: String, dimension: Int, flip: Bool, shift: Float) throws {
     let out = timestepEmbedding(
       try t("temb.t").scalars, dimension: dimension, flipSinToCos: flip, downscaleFreqShift: shift)
@@ -133,7 +137,9 @@ struct KernelConsistencyTests {
     let x = seededTensor(input, seed: 3)
     let w = seededTensor(weight, seed: 4)
     let b = seededTensor([weight[0]], seed: 5)
-    let fast = conv2d(x, weight: w, bias: b, stride: stride, padding: padding, options: ComputeOptions(threadCount: 2))
+    let fast = conv2d(
+      x, weight: w, bias: b, stride: stride, padding: padding,
+      options: ComputeOptions(threadCount: 2))
     let slow = referenceConv2d(x, weight: w, bias: b, stride: stride, padding: padding)
     let difference = compare(fast, slow, name: "conv \(input) \(weight)")
     #expect(difference.isWithin(1e-5), "\(difference)")
@@ -145,7 +151,9 @@ struct KernelConsistencyTests {
       let q = seededTensor([2, 17, 12], seed: 6)
       let k = seededTensor([2, 17, 12], seed: 7)
       let v = seededTensor([2, 17, 12], seed: 8)
-      let fast = scaledDotProductAttention(query: q, key: k, value: v, heads: 3, causal: causal, options: ComputeOptions(threadCount: 2))
+      let fast = scaledDotProductAttention(
+        query: q, key: k, value: v, heads: 3, causal: causal,
+        options: ComputeOptions(threadCount: 2))
       let slow = referenceAttention(query: q, key: k, value: v, heads: 3, causal: causal)
       let difference = compare(fast, slow, name: "attention causal=\(causal)")
       #expect(difference.isWithin(1e-5), "\(difference)")
@@ -159,10 +167,12 @@ struct KernelConsistencyTests {
     let beta = seededTensor([64], seed: 11)
     let one = ComputeOptions(threadCount: 1)
     let plain = referenceGroupNorm(x, groups: 32, weight: gamma, bias: beta, eps: 1e-5)
-    let fused = groupNorm(x, groups: 32, weight: gamma, bias: beta, eps: 1e-5, activation: .silu, options: two)
+    let fused = groupNorm(
+      x, groups: 32, weight: gamma, bias: beta, eps: 1e-5, activation: .silu, options: two)
     let expected = plain.map { Activation.silu.reference($0) }
     #expect(compare(fused, expected).isWithin(1e-5), "\(compare(fused, expected))")
-    let single = groupNorm(x, groups: 32, weight: gamma, bias: beta, eps: 1e-5, activation: .silu, options: one)
+    let single = groupNorm(
+      x, groups: 32, weight: gamma, bias: beta, eps: 1e-5, activation: .silu, options: one)
     #expect(single == fused)
   }
 

@@ -10,7 +10,8 @@ import Testing
 final class TemporaryDirectory {
   let url: URL
   init() throws {
-    url = FileManager.default.temporaryDirectory.appendingPathComponent("sdtests-\(UUID().uuidString)")
+    url = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "sdtests-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
   }
   func path(_ name: String) -> String { url.appendingPathComponent(name).path }
@@ -21,7 +22,9 @@ final class TemporaryDirectory {
 func safetensorsBytes(header: String, data: [UInt8], declaredLength: UInt64? = nil) -> [UInt8] {
   let headerBytes = Array(header.utf8)
   var bytes: [UInt8] = []
-  withUnsafeBytes(of: (declaredLength ?? UInt64(headerBytes.count)).littleEndian) { bytes.append(contentsOf: $0) }
+  withUnsafeBytes(of: (declaredLength ?? UInt64(headerBytes.count)).littleEndian) {
+    bytes.append(contentsOf: $0)
+  }
   return bytes + headerBytes + data
 }
 
@@ -47,8 +50,11 @@ struct SafeTensorsTests {
     let directory = try TemporaryDirectory()
     let path = directory.path("h.safetensors")
     // 1.5 = 0x3E00 (f16), -2.0 = 0xC000 (f16); 1.5 = 0x3FC0 (bf16), -2 = 0xC000 (bf16).
-    let header = #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]}}"#
-    try Data(safetensorsBytes(header: header, data: [0x00, 0x3E, 0x00, 0xC0, 0xC0, 0x3F, 0x00, 0xC0])).write(to: URL(fileURLWithPath: path))
+    let header =
+      #"{"h":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"b":{"dtype":"BF16","shape":[2],"data_offsets":[4,8]}}"#
+    try Data(
+      safetensorsBytes(header: header, data: [0x00, 0x3E, 0x00, 0xC0, 0xC0, 0x3F, 0x00, 0xC0])
+    ).write(to: URL(fileURLWithPath: path))
     let file = try SafeTensorsFile(path: path)
     #expect(try file.tensor("h").scalars == [1.5, -2])
     #expect(try file.tensor("b").scalars == [1.5, -2])
@@ -57,19 +63,70 @@ struct SafeTensorsTests {
   /// Each malformed file and the error it must give.
   static let corruptCases: [(String, [UInt8], String)] = [
     ("shorter than 8 bytes", [1, 2, 3], "shorter than the 8-byte"),
-    ("header length beyond the file", safetensorsBytes(header: "{}", data: [], declaredLength: 1000), "exceeds the file size"),
-    ("header length near Int64.max", safetensorsBytes(header: "{}", data: [], declaredLength: UInt64(Int64.max) - 3), "exceeds the file size"),
+    (
+      "header length beyond the file",
+      safetensorsBytes(header: "{}", data: [], declaredLength: 1000), "exceeds the file size"
+    ),
+    (
+      "header length near Int64.max",
+      safetensorsBytes(header: "{}", data: [], declaredLength: UInt64(Int64.max) - 3),
+      "exceeds the file size"
+    ),
     ("invalid JSON", safetensorsBytes(header: "{\"a\":", data: []), "invalid JSON"),
     ("header not an object", safetensorsBytes(header: "[1,2]", data: []), "not a JSON object"),
-    ("offsets past the data", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: [0, 0, 0, 0]), "outside"),
-    ("negative offset", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#, data: [0, 0, 0, 0]), "outside"),
-    ("huge offsets", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[9223372036854775800,9223372036854775804]}}"#, data: [0, 0, 0, 0]), "outside"),
-    ("overlapping tensors", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, data: Array(repeating: 0, count: 8)), "overlap"),
-    ("shape and byte length disagree", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: Array(repeating: 0, count: 8)), "needs 12 bytes"),
-    ("shape product overflows", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}"#, data: Array(repeating: 0, count: 8)), "larger than the file"),
-    ("duplicate keys", safetensorsBytes(header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, data: [0, 0, 0, 0]), "duplicate key"),
-    ("non-UTF-8 name", safetensorsBytes(header: "{\"\u{FFFD}\":1}", data: []).map { $0 == 0xEF ? 0xFF : $0 }, "UTF-8"),
-    ("deeply nested JSON", safetensorsBytes(header: String(repeating: "[", count: 10000), data: []), "nested too deeply"),
+    (
+      "offsets past the data",
+      safetensorsBytes(
+        header: #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: [0, 0, 0, 0]),
+      "outside"
+    ),
+    (
+      "negative offset",
+      safetensorsBytes(
+        header: #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}"#, data: [0, 0, 0, 0]),
+      "outside"
+    ),
+    (
+      "huge offsets",
+      safetensorsBytes(
+        header:
+          #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[9223372036854775800,9223372036854775804]}}"#,
+        data: [0, 0, 0, 0]), "outside"
+    ),
+    (
+      "overlapping tensors",
+      safetensorsBytes(
+        header:
+          #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+        data: Array(repeating: 0, count: 8)), "overlap"
+    ),
+    (
+      "shape and byte length disagree",
+      safetensorsBytes(
+        header: #"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+        data: Array(repeating: 0, count: 8)), "needs 12 bytes"
+    ),
+    (
+      "shape product overflows",
+      safetensorsBytes(
+        header: #"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}"#,
+        data: Array(repeating: 0, count: 8)), "larger than the file"
+    ),
+    (
+      "duplicate keys",
+      safetensorsBytes(
+        header:
+          #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+        data: [0, 0, 0, 0]), "duplicate key"
+    ),
+    (
+      "non-UTF-8 name",
+      safetensorsBytes(header: "{\"\u{FFFD}\":1}", data: []).map { $0 == 0xEF ? 0xFF : $0 }, "UTF-8"
+    ),
+    (
+      "deeply nested JSON",
+      safetensorsBytes(header: String(repeating: "[", count: 10000), data: []), "nested too deeply"
+    ),
   ]
 
   @Test("corrupt files give malformedFile naming the problem", arguments: 0..<corruptCases.count)
@@ -95,18 +152,30 @@ struct SafeTensorsTests {
   func dtypes() throws {
     let directory = try TemporaryDirectory()
     let unknown = directory.path("u.safetensors")
-    try Data(safetensorsBytes(header: #"{"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}}"#, data: [0])).write(to: URL(fileURLWithPath: unknown))
-    #expect(throws: WeightError.unsupportedDType(key: "a", dtype: "Q7", file: unknown)) { try SafeTensorsFile(path: unknown) }
+    try Data(
+      safetensorsBytes(header: #"{"a":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}}"#, data: [0])
+    ).write(to: URL(fileURLWithPath: unknown))
+    #expect(throws: WeightError.unsupportedDType(key: "a", dtype: "Q7", file: unknown)) {
+      try SafeTensorsFile(path: unknown)
+    }
     let integers = directory.path("i.safetensors")
-    try Data(safetensorsBytes(header: #"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#, data: Array(repeating: 0, count: 8))).write(to: URL(fileURLWithPath: integers))
+    try Data(
+      safetensorsBytes(
+        header: #"{"ids":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}}"#,
+        data: Array(repeating: 0, count: 8))
+    ).write(to: URL(fileURLWithPath: integers))
     let file = try SafeTensorsFile(path: integers)
-    #expect(throws: WeightError.unsupportedDType(key: "ids", dtype: "I64", file: integers)) { try file.tensor("ids") }
+    #expect(throws: WeightError.unsupportedDType(key: "ids", dtype: "I64", file: integers)) {
+      try file.tensor("ids")
+    }
   }
 
   @Test("missing files and directories give unreadableFile")
   func unreadable() throws {
     let directory = try TemporaryDirectory()
-    #expect(throws: WeightError.self) { try SafeTensorsFile(path: directory.path("nope.safetensors")) }
+    #expect(throws: WeightError.self) {
+      try SafeTensorsFile(path: directory.path("nope.safetensors"))
+    }
     do {
       _ = try SafeTensorsFile(path: directory.url.path)
       Issue.record("a directory opened as a file")
@@ -119,17 +188,22 @@ struct SafeTensorsTests {
   func weightStore() throws {
     let directory = try TemporaryDirectory()
     let path = directory.path("w.safetensors")
-    try SafeTensorsWriter.write(["layer.weight": seededTensor([4, 3], seed: 1), "layer.bias": seededTensor([4], seed: 2)], to: path)
+    try SafeTensorsWriter.write(
+      ["layer.weight": seededTensor([4, 3], seed: 1), "layer.bias": seededTensor([4], seed: 2)],
+      to: path)
     let store = try WeightStore(paths: [path])
     _ = try store.tensor("layer.weight", shape: [4, 3])
-    #expect(throws: WeightError.shapeMismatch(key: "layer.bias", expected: [5], found: [4], file: path)) {
+    #expect(
+      throws: WeightError.shapeMismatch(key: "layer.bias", expected: [5], found: [4], file: path)
+    ) {
       try store.tensor("layer.bias", shape: [5])
     }
     #expect(throws: WeightError.missingTensor(key: "other.weight", file: path)) {
       try store.tensor("other.weight", shape: [1])
     }
     #expect(store.unreadKeys() == ["layer.bias"])
-    let renamed = try WeightStore(paths: [path], keyMap: ["w": .init(storedName: "layer.weight", allowsReshape: true)])
+    let renamed = try WeightStore(
+      paths: [path], keyMap: ["w": .init(storedName: "layer.weight", allowsReshape: true)])
     #expect(try renamed.tensor("w", shape: [12]).shape == [12])
   }
 
@@ -137,7 +211,9 @@ struct SafeTensorsTests {
   func atomicWrite() throws {
     let directory = try TemporaryDirectory()
     let target = directory.path("missing-dir/out.safetensors")
-    #expect(throws: WeightError.self) { try SafeTensorsWriter.write(["a": Tensor(zeros: [1])], to: target) }
+    #expect(throws: WeightError.self) {
+      try SafeTensorsWriter.write(["a": Tensor(zeros: [1])], to: target)
+    }
     #expect(try FileManager.default.contentsOfDirectory(atPath: directory.url.path).isEmpty)
   }
 }

@@ -42,13 +42,16 @@ public struct TensorDifference: CustomStringConvertible, Sendable {
 
   public var description: String {
     guard shapesMatch else { return "\(name): shape mismatch" }
-    return "\(name) \(shape): max |Δ| \(maxAbsolute) (allowed scale \(scale)), max rel \(maxRelative)"
+    return
+      "\(name) \(shape): max |Δ| \(maxAbsolute) (allowed scale \(scale)), max rel \(maxRelative)"
       + " at \(worstIndex): expected \(expectedAtWorst), got \(actualAtWorst)"
   }
 }
 
 /// Compares `actual` with `expected` element by element.
-public func compare(_ actual: Tensor, _ expected: Tensor, name: String = "tensor") -> TensorDifference {
+public func compare(_ actual: Tensor, _ expected: Tensor, name: String = "tensor")
+  -> TensorDifference
+{
   guard actual.shape == expected.shape else {
     return TensorDifference(
       name: "\(name): got \(actual.shape), expected \(expected.shape)", shape: expected.shape,

@@ -21,8 +21,10 @@ public struct Attention: Sendable {
     let inner = heads * headDim
     self.heads = heads
     toQ = try Linear(store, "\(key).to_q", in: queryDim, out: inner, bias: projectionBias)
-    toK = try Linear(store, "\(key).to_k", in: contextDim ?? queryDim, out: inner, bias: projectionBias)
-    toV = try Linear(store, "\(key).to_v", in: contextDim ?? queryDim, out: inner, bias: projectionBias)
+    toK = try Linear(
+      store, "\(key).to_k", in: contextDim ?? queryDim, out: inner, bias: projectionBias)
+    toV = try Linear(
+      store, "\(key).to_v", in: contextDim ?? queryDim, out: inner, bias: projectionBias)
     toOut = try Linear(store, "\(key).to_out.0", in: inner, out: queryDim)
   }
 
@@ -32,7 +34,8 @@ public struct Attention: Sendable {
   ) -> Tensor {
     let source = context ?? x
     let attended = scaledDotProductAttention(
-      query: toQ(x, options: options), key: toK(source, options: options), value: toV(source, options: options),
+      query: toQ(x, options: options), key: toK(source, options: options),
+      value: toV(source, options: options),
       heads: heads, options: options)
     return toOut(attended, options: options)
   }

@@ -91,8 +91,9 @@ public func geglu(_ x: Tensor, options: ComputeOptions) -> Tensor {
       guard let s = src.baseAddress, let d = out.baseAddress else { return }
       let (source, destination) = (SharedPointer(s), SharedMutablePointer(d))
       // Each row of the output is written by one iteration.
-      parallelFor(rows, grain: Swift.max(1, elementwiseGrain / Swift.max(1, half)), options: options)
-      { range in
+      parallelFor(
+        rows, grain: Swift.max(1, elementwiseGrain / Swift.max(1, half)), options: options
+      ) { range in
         for row in range {
           let value = source.base + row * width
           let gate = value + half

@@ -38,7 +38,10 @@ public func scaledDotProductAttention(
           guard let qBase = pq.baseAddress, let kBase = pk.baseAddress, let vBase = pv.baseAddress,
             let oBase = out.baseAddress
           else { return }
-          let (q, k, v, o) = (SharedPointer(qBase), SharedPointer(kBase), SharedPointer(vBase), SharedMutablePointer(oBase))
+          let (q, k, v, o) = (
+            SharedPointer(qBase), SharedPointer(kBase), SharedPointer(vBase),
+            SharedMutablePointer(oBase)
+          )
           // Each task writes the d columns of its head for its block of query rows.
           parallelBLASTasks(tasks, grain: grain, options: options) { range in
             var scores = [Float](repeating: 0, count: blockRows * tk)
@@ -108,7 +111,9 @@ public func referenceAttention(
         let total = weights.reduce(0, +)
         for c in 0..<d {
           var sum: Double = 0
-          for j in 0..<valid { sum += weights[j] * Double(value.scalars[(item * tk + j) * channels + head * d + c]) }
+          for j in 0..<valid {
+            sum += weights[j] * Double(value.scalars[(item * tk + j) * channels + head * d + c])
+          }
           out[(item * tq + i) * channels + head * d + c] = Float(sum / total)
         }
       }

@@ -47,7 +47,8 @@ public func conv2d(
         guard let xBase = px.baseAddress, let wBase = pw.baseAddress else { return }
         if winogradApplies(g) {
           for item in 0..<g.n {
-            fillBias(bias, outBase + item * g.o * ho * wo, channels: g.o, count: ho * wo, ldc: ho * wo)
+            fillBias(
+              bias, outBase + item * g.o * ho * wo, channels: g.o, count: ho * wo, ldc: ho * wo)
           }
           winogradConv3x3(xBase, weight: wBase, g, into: outBase, options: options)
           return
@@ -66,7 +67,9 @@ public func conv2d(
         // Tasks are (image, tile of output rows): each lowers its tile into its own scratch and
         // multiplies it by the weights, on one thread, writing only its output rows.
         let tilesPerImage = (ho + rowsPerTile - 1) / rowsPerTile
-        let (input, weights, output) = (SharedPointer(xBase), SharedPointer(wBase), SharedMutablePointer(outBase))
+        let (input, weights, output) = (
+          SharedPointer(xBase), SharedPointer(wBase), SharedMutablePointer(outBase)
+        )
         let single = ComputeOptions(threadCount: 1)
         // One task only (one small image): let its product use the threads instead.
         let productOptions = g.n * tilesPerImage == 1 ? options : single

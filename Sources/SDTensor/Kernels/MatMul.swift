@@ -37,8 +37,12 @@ var blasIsSingleThreaded: Bool {
 
 /// Runs `count` independent tasks that each call single-threaded sgemm: on our threads when
 /// BLAS is single-threaded, one after the other otherwise.
-func parallelBLASTasks(_ count: Int, grain: Int = 1, options: ComputeOptions, _ body: @Sendable (Range<Int>) -> Void) {
-  parallelFor(count, grain: grain, options: blasIsSingleThreaded ? options : ComputeOptions(threadCount: 1), body)
+func parallelBLASTasks(
+  _ count: Int, grain: Int = 1, options: ComputeOptions, _ body: @Sendable (Range<Int>) -> Void
+) {
+  parallelFor(
+    count, grain: grain, options: blasIsSingleThreaded ? options : ComputeOptions(threadCount: 1),
+    body)
 }
 
 /// Products of at least this many multiply-adds are cut into parts for our threads.
@@ -53,8 +57,9 @@ func sgemm(
   c: UnsafeMutablePointer<Float>, ldc: Int, options: ComputeOptions
 ) {
   guard m * n * k >= splitWork else {
-    sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-          a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    sgemm(
+      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
+      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     return
   }
   let alongRows = m >= n
@@ -69,13 +74,17 @@ func sgemm(
       let start = part * size
       let count = Swift.min(size, length - start)
       if alongRows {
-        sgemm(transposeA: transposeA, transposeB: transposeB, m: count, n: n, k: k, alpha: alpha,
-              a: pa.base + (transposeA ? start : start * lda), lda: lda, b: pb.base, ldb: ldb, beta: beta,
-              c: pc.base + start * ldc, ldc: ldc)
+        sgemm(
+          transposeA: transposeA, transposeB: transposeB, m: count, n: n, k: k, alpha: alpha,
+          a: pa.base + (transposeA ? start : start * lda), lda: lda, b: pb.base, ldb: ldb,
+          beta: beta,
+          c: pc.base + start * ldc, ldc: ldc)
       } else {
-        sgemm(transposeA: transposeA, transposeB: transposeB, m: m, n: count, k: k, alpha: alpha,
-              a: pa.base, lda: lda, b: pb.base + (transposeB ? start * ldb : start), ldb: ldb, beta: beta,
-              c: pc.base + start, ldc: ldc)
+        sgemm(
+          transposeA: transposeA, transposeB: transposeB, m: m, n: count, k: k, alpha: alpha,
+          a: pa.base, lda: lda, b: pb.base + (transposeB ? start * ldb : start), ldb: ldb,
+          beta: beta,
+          c: pc.base + start, ldc: ldc)
       }
     }
   }
@@ -96,10 +105,15 @@ public func matmul(
     sharedB || Array(b.shape.dropLast(2)) == batchShape,
     "matmul batch axes differ: \(a.shape) x \(b.shape)")
   let (m, k) =
-    transposeA ? (a.shape[a.rank - 1], a.shape[a.rank - 2]) : (a.shape[a.rank - 2], a.shape[a.rank - 1])
+    transposeA
+    ? (a.shape[a.rank - 1], a.shape[a.rank - 2]) : (a.shape[a.rank - 2], a.shape[a.rank - 1])
   let (kb, n) =
-    transposeB ? (b.shape[b.rank - 1], b.shape[b.rank - 2]) : (b.shape[b.rank - 2], b.shape[b.rank - 1])
-  precondition(k == kb, "matmul inner sizes differ: \(a.shape) x \(b.shape) (transposeA \(transposeA), transposeB \(transposeB))")
+    transposeB
+    ? (b.shape[b.rank - 1], b.shape[b.rank - 2]) : (b.shape[b.rank - 2], b.shape[b.rank - 1])
+  precondition(
+    k == kb,
+    "matmul inner sizes differ: \(a.shape) x \(b.shape) (transposeA \(transposeA), transposeB \(transposeB))"
+  )
   let batch = batchShape.reduce(1, *)
   return Tensor(shape: batchShape + [m, n]) { out in
     a.scalars.withUnsafeBufferPointer { pa in
@@ -120,7 +134,9 @@ public func matmul(
 
 /// A fully connected layer over the last axis: `[..., in]` · weightᵀ + bias -> `[..., out]`.
 /// `weight` is `[out, in]` as PyTorch stores it, so it is used transposed without a copy.
-public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, options: ComputeOptions = ComputeOptions()) -> Tensor {
+public func linear(
+  _ x: Tensor, weight: Tensor, bias: Tensor?, options: ComputeOptions = ComputeOptions()
+) -> Tensor {
   let inFeatures = x.shape[x.rank - 1]
   precondition(
     weight.rank == 2 && weight.shape[1] == inFeatures,
@@ -131,7 +147,8 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, options: ComputeO
     guard let cBase = out.baseAddress else { return }
     var beta: Float = 0
     if let bias {
-      precondition(bias.shape == [outFeatures], "linear bias \(bias.shape) for \(outFeatures) outputs")
+      precondition(
+        bias.shape == [outFeatures], "linear bias \(bias.shape) for \(outFeatures) outputs")
       bias.scalars.withUnsafeBufferPointer { pb in
         for row in 0..<rows {
           _ = UnsafeMutableBufferPointer(start: cBase + row * outFeatures, count: outFeatures)

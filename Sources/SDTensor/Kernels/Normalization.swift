@@ -10,7 +10,8 @@ public func groupNorm(
 ) -> Tensor {
   let (n, c) = (x.shape[0], x.shape[1])
   precondition(c % groups == 0, "groupNorm: \(c) channels do not split into \(groups) groups")
-  precondition(weight.shape == [c] && bias.shape == [c], "groupNorm affine \(weight.shape) for \(c) channels")
+  precondition(
+    weight.shape == [c] && bias.shape == [c], "groupNorm affine \(weight.shape) for \(c) channels")
   let s = x.count / Swift.max(1, n * c)
   let channelsPerGroup = c / groups
   let groupSize = channelsPerGroup * s
@@ -53,7 +54,9 @@ public func layerNorm(
   _ x: Tensor, weight: Tensor, bias: Tensor, eps: Float, options: ComputeOptions
 ) -> Tensor {
   let width = x.shape[x.rank - 1]
-  precondition(weight.shape == [width] && bias.shape == [width], "layerNorm affine \(weight.shape) for \(x.shape)")
+  precondition(
+    weight.shape == [width] && bias.shape == [width],
+    "layerNorm affine \(weight.shape) for \(x.shape)")
   let rows = x.count / Swift.max(1, width)
   return Tensor(shape: x.shape) { out in
     x.scalars.withUnsafeBufferPointer { src in
@@ -73,7 +76,9 @@ public func layerNorm(
               let (mean, variance) = meanAndVariance(input, count: width)
               let inverse = Float(1 / (variance + Double(eps)).squareRoot())
               let m = Float(mean)
-              for i in 0..<width { output[i] = (input[i] - m) * inverse * scale.base[i] + shift.base[i] }
+              for i in 0..<width {
+                output[i] = (input[i] - m) * inverse * scale.base[i] + shift.base[i]
+              }
             }
           }
         }
@@ -101,7 +106,9 @@ func meanAndVariance(_ p: UnsafePointer<Float>, count: Int) -> (Double, Double) 
   var (q0, q1, q2, q3) = (0.0, 0.0, 0.0, 0.0)
   i = 0
   while i + 4 <= count {
-    let (d0, d1, d2, d3) = (Double(p[i]) - mean, Double(p[i + 1]) - mean, Double(p[i + 2]) - mean, Double(p[i + 3]) - mean)
+    let (d0, d1, d2, d3) = (
+      Double(p[i]) - mean, Double(p[i + 1]) - mean, Double(p[i + 2]) - mean, Double(p[i + 3]) - mean
+    )
     q0 += d0 * d0
     q1 += d1 * d1
     q2 += d2 * d2
@@ -127,7 +134,8 @@ public func referenceGroupNorm(
     for j in 0..<size {
       let channel = (index % groups) * (c / groups) + j / s
       let normalized = (slice[j] - mean) / (variance + Double(eps)).squareRoot()
-      out[index * size + j] = Float(normalized * Double(weight.scalars[channel]) + Double(bias.scalars[channel]))
+      out[index * size + j] = Float(
+        normalized * Double(weight.scalars[channel]) + Double(bias.scalars[channel]))
     }
   }
   return Tensor(shape: x.shape, scalars: out)

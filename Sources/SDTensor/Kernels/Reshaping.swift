@@ -11,14 +11,19 @@ public func upsampleNearest(
   let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
   let rowScale = Float(h) / Float(height)
   let columnScale = Float(w) / Float(width)
-  let sourceColumn = (0..<width).map { Swift.min(w - 1, Int((Float($0) * columnScale).rounded(.down))) }
+  let sourceColumn = (0..<width).map {
+    Swift.min(w - 1, Int((Float($0) * columnScale).rounded(.down)))
+  }
   let sourceRow = (0..<height).map { Swift.min(h - 1, Int((Float($0) * rowScale).rounded(.down))) }
   return Tensor(shape: [n, c, height, width]) { out in
     x.scalars.withUnsafeBufferPointer { src in
       guard let s = src.baseAddress, let d = out.baseAddress else { return }
       let (source, destination) = (SharedPointer(s), SharedMutablePointer(d))
       // One output plane per iteration; planes are disjoint.
-      parallelFor(n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(1, height * width)), options: options) {
+      parallelFor(
+        n * c, grain: Swift.max(1, elementwiseGrain / Swift.max(1, height * width)),
+        options: options
+      ) {
         range in
         for plane in range {
           let input = source.base + plane * h * w

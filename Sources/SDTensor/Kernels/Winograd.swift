@@ -46,18 +46,21 @@ func winogradConv3x3(
         var first = 0
         while first < totalTiles {
           let count = Swift.min(chunk, totalTiles - first)
-          transformInput(x, g, firstTile: first, count: count, ldv: chunk, into: v, options: options)
+          transformInput(
+            x, g, firstTile: first, count: count, ldv: chunk, into: v, options: options)
           // The 16 products are independent; each writes its own M[ξ].
           let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
           parallelBLASTasks(16, options: options) { positions in
             for position in positions {
               sgemm(
                 transposeA: false, transposeB: false, m: o, n: count, k: c,
-                a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk, ldb: chunk,
+                a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk,
+                ldb: chunk,
                 c: ms.base + position * o * chunk, ldc: chunk)
             }
           }
-          transformOutput(m, g, firstTile: first, count: count, ldm: chunk, into: out, options: options)
+          transformOutput(
+            m, g, firstTile: first, count: count, ldm: chunk, into: out, options: options)
           first += count
         }
       }
@@ -79,8 +82,10 @@ private func transformWeights(
       let out = destination.base + pair
       // t = G g (4×3), column by column; then U = t Gᵀ, row by row (plain scalars: SIMD lane
       // access compiled to slow generic code here).
-      var t = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-               Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
+      var t = (
+        Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
+        Float(0), Float(0), Float(0), Float(0), Float(0), Float(0)
+      )
       withUnsafeMutableBytes(of: &t) { raw in
         let tt = raw.bindMemory(to: Float.self)
         for col in 0..<3 {
@@ -126,7 +131,9 @@ private func transformInput(
           let y = y0 + r
           guard y >= 0 && y < h else { return SIMD4() }
           let line = image + y * w
-          if x0 >= 0 && x0 + 4 <= w { return SIMD4(line[x0], line[x0 + 1], line[x0 + 2], line[x0 + 3]) }
+          if x0 >= 0 && x0 + 4 <= w {
+            return SIMD4(line[x0], line[x0 + 1], line[x0 + 2], line[x0 + 3])
+          }
           var result = SIMD4<Float>()
           for i in 0..<4 where x0 + i >= 0 && x0 + i < w { result[i] = line[x0 + i] }
           return result
