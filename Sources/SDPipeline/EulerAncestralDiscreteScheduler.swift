@@ -5,11 +5,11 @@
 import SDTensor
 
 /// Euler ancestral: x_{i+1} = x_i + (σ_down − σ_i)·d_i + σ_up·z, z ~ N(0, I).
-public struct EulerAncestralDiscreteScheduler: Scheduler {
+public struct EulerAncestralDiscreteScheduler: SigmaScheduler {
   public let timesteps: [Float]
   public let initNoiseSigma: Float
   public let inferenceSteps: Int
-  let sigmas: [Double]
+  public let sigmas: [Double]
   let prediction: PredictionType
 
   /// - Throws: `PipelineError.invalidSchedulerConfiguration` for `prediction_type: sample`,
@@ -20,21 +20,12 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
         file: configuration.file,
         reason: "Euler ancestral supports 'epsilon' and 'v_prediction' only")
     }
-    let spacing = configuration.timestepSpacing ?? .linspace
-    let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
-    let stepTimesteps = spacedTimesteps(
-      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps,
-      stepsOffset: configuration.stepsOffset
-    ).map { Double(Float($0)) }
-    sigmas = (table.interpolated(at: stepTimesteps) + [0]).map { Double(Float($0)) }
-    timesteps = stepTimesteps.map { Float($0) }
-    initNoiseSigma = sigmaSchedulerInitNoiseSigma(sigmas, spacing: spacing)
+    let schedule = SigmaSteps(configuration, steps: steps, karras: false, finalSigmaMin: false)
+    (timesteps, sigmas, initNoiseSigma) = (
+      schedule.timesteps, schedule.sigmas, schedule.initNoiseSigma
+    )
     prediction = configuration.predictionType
     inferenceSteps = steps
-  }
-
-  public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor {
-    scaleBySigma(sample, sigma: sigmas[stepIndex])
   }
 
   public mutating func step(
@@ -47,9 +38,5 @@ public struct EulerAncestralDiscreteScheduler: Scheduler {
     let derivative = (sample - original) * Float(1 / from)
     let deterministic = sample + derivative * Float(down - from)
     return deterministic + generator.randn(noisePrediction.shape) * Float(up)
-  }
-
-  public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
-    sample + noise * Float(sigmas[stepIndex])
   }
 }

@@ -5,39 +5,24 @@
 import SDTensor
 
 /// LMS: x_{i+1} = x_i + Σ_j c_j·d_{i−j}, c_j = ∫ ℓ_j(σ) dσ from σ_i to σ_{i+1}.
-public struct LMSDiscreteScheduler: Scheduler {
+public struct LMSDiscreteScheduler: SigmaScheduler {
   public let timesteps: [Float]
   public let initNoiseSigma: Float
   public let inferenceSteps: Int
-  let sigmas: [Double]
+  public let sigmas: [Double]
   let prediction: PredictionType
   /// The last derivatives (x − x̂₀)/σ, newest last.
   var derivatives: [Tensor] = []
   static let order = 4
 
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
-    let spacing = configuration.timestepSpacing ?? .linspace
-    let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
-    var stepTimesteps = spacedTimesteps(
-      spacing, steps: steps, trainTimesteps: configuration.trainTimesteps,
-      stepsOffset: configuration.stepsOffset
-    ).map { Double(Float($0)) }
-    var stepSigmas = table.interpolated(at: stepTimesteps)
-    if configuration.useKarrasSigmas {
-      stepSigmas = SigmaSchedule.karras(
-        sigmaMin: configuration.sigmaMin ?? stepSigmas[stepSigmas.count - 1],
-        sigmaMax: configuration.sigmaMax ?? stepSigmas[0], steps: steps)
-      stepTimesteps = stepSigmas.map(table.timestep(of:))
-    }
-    sigmas = (stepSigmas + [0]).map { Double(Float($0)) }
-    timesteps = stepTimesteps.map { Float($0) }
-    initNoiseSigma = sigmaSchedulerInitNoiseSigma(sigmas, spacing: spacing)
+    let schedule = SigmaSteps(
+      configuration, steps: steps, karras: configuration.useKarrasSigmas, finalSigmaMin: false)
+    (timesteps, sigmas, initNoiseSigma) = (
+      schedule.timesteps, schedule.sigmas, schedule.initNoiseSigma
+    )
     prediction = configuration.predictionType
     inferenceSteps = steps
-  }
-
-  public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor {
-    scaleBySigma(sample, sigma: sigmas[stepIndex])
   }
 
   public mutating func step(
@@ -74,9 +59,5 @@ public struct LMSDiscreteScheduler: Scheduler {
     ]
     let (half, middle) = ((b - a) / 2, (a + b) / 2)
     return half * nodes.reduce(0) { $0 + $1.w * basis(middle + half * $1.x) }
-  }
-
-  public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
-    sample + noise * Float(sigmas[stepIndex])
   }
 }
