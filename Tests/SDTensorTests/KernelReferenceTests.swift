@@ -132,6 +132,8 @@ struct KernelConsistencyTests {
       ([1, 2, 9, 9], [3, 2, 1, 1], 1, 0), ([1, 1, 4, 4], [1, 1, 3, 3], 2, 2),
       // Winograd F(2×2, 3×3) path: odd sizes leave partial tiles at the right and bottom.
       ([2, 8, 17, 13], [9, 8, 3, 3], 1, 1), ([1, 12, 10, 31], [8, 12, 3, 3], 1, 1),
+      // Wide enough for the eight-tile vector transforms, with scalar tiles at both edges.
+      ([2, 16, 12, 45], [16, 16, 3, 3], 1, 1), ([1, 8, 9, 70], [10, 8, 3, 3], 1, 1),
     ])
   func convolutionShapes(input: [Int], weight: [Int], stride: Int, padding: Int) {
     let x = seededTensor(input, seed: 3)
