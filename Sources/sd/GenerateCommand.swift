@@ -57,7 +57,7 @@ enum GenerateCommand {
       help: "image height, a multiple of 8"),
     OptionSpec(
       name: "init-image", valueName: "PNG", defaultValue: nil,
-      help: "img2img: start from this image (must be width x height)"),
+      help: "img2img: start from this image; its size is the default width and height"),
     OptionSpec(
       name: "strength", valueName: "X", defaultValue: "0.8",
       help: "img2img: how much to change the image, in (0, 1]"),
@@ -66,7 +66,7 @@ enum GenerateCommand {
       help: "skip the last N text-encoder layers"),
     OptionSpec(
       name: "threads", valueName: "N", defaultValue: "CPU count",
-      help: "threads for our kernels and OpenBLAS"),
+      help: "threads to compute with (OpenBLAS runs single-threaded inside them)"),
     OptionSpec(
       name: "output", valueName: "FILE.png", defaultValue: "output.png",
       help: "where to write the image"),
@@ -157,7 +157,15 @@ enum GenerateCommand {
     let heatMapPath = arguments.string("negative-effect").map { URL(fileURLWithPath: $0) }
     if let heatMapPath { try checkOutput(heatMapPath, overwrite: arguments.has("overwrite")) }
     if let initPath = try arguments.existingPath("init-image") {
-      request.initImage = try RGBImage(contentsOf: initPath)
+      let image = try RGBImage(contentsOf: initPath)
+      request.initImage = image
+      request.width = request.width ?? image.width
+      request.height = request.height ?? image.height
+      guard image.width % 8 == 0, image.height % 8 == 0 else {
+        throw UsageError(
+          "--init-image: \(image.width)x\(image.height) is not a multiple of 8 in both sides; crop or resize it"
+        )
+      }
     }
 
     // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).

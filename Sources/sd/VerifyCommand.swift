@@ -20,7 +20,7 @@ enum VerifyCommand {
       help: "pass when max |ours - ref| <= R * max(1, max |ref|)"),
     OptionSpec(
       name: "threads", valueName: "N", defaultValue: "CPU count",
-      help: "threads for our kernels and OpenBLAS"),
+      help: "threads to compute with (OpenBLAS runs single-threaded inside them)"),
     OptionSpec(
       name: "json", valueName: nil, defaultValue: nil,
       help: "print the rows as JSON lines instead of a table"),

@@ -135,6 +135,8 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     try Data("not a png".utf8).write(to: notPNG)
     let wrongSize = folder.appendingPathComponent("small.png")
     try RGBImage(width: 8, height: 8, red: 1, green: 2, blue: 3).writePNG(to: wrongSize)
+    let oddSize = folder.appendingPathComponent("odd.png")
+    try RGBImage(width: 9, height: 8, red: 1, green: 2, blue: 3).writePNG(to: oddSize)
     let existing = folder.appendingPathComponent("exists.png")
     try Data("keep me".utf8).write(to: existing)
     let cases: [([String], String)] = [
@@ -147,6 +149,7 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
         quick(folder.appendingPathComponent("b.png"), ["--init-image", wrongSize.path]),
         "initImage: is 8x8"
       ),
+      (["--model", tinyModel, "--prompt", "x", "--init-image", oddSize.path], "--init-image: 9x8 is not a multiple of 8"),
       (quick(existing), "exists (use --overwrite"),
     ]
     for (arguments, message) in cases {
@@ -249,6 +252,22 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
       result.error.contains(
         "the prompt is longer than 75 tokens; dropped: apple</w> apple</w> apple</w> apple</w> apple</w>"
       ))
+  }
+
+  /// img2img without --width/--height takes the init image's size.
+  @Test func img2imgUsesTheInitImageSize() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let start = folder.appendingPathComponent("start.png")
+    try RGBImage(width: 72, height: 48, red: 200, green: 30, blue: 30).writePNG(to: start)
+    let output = folder.appendingPathComponent("out.png")
+    let result = try runSD([
+      "--model", tinyModel, "--prompt", "a red apple", "--init-image", start.path, "--strength", "0.5",
+      "--steps", "2", "--quiet", "--output", output.path,
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    let image = try RGBImage(contentsOf: output)
+    #expect(image.width == 72 && image.height == 48)
   }
 
   /// The CLI writes exactly the image the library makes for the same settings.
