@@ -17,6 +17,8 @@ struct BenchArguments {
   var unetOnly = false
   /// Image size of the txt2img run.
   var size = 512
+  /// Keep layer weights in half precision in memory.
+  var halfPrecisionWeights = false
 
   static func parse(_ words: ArraySlice<String>) -> BenchArguments {
     var result = BenchArguments()
@@ -41,6 +43,7 @@ struct BenchArguments {
       case "--pytorch": result.pytorchBaseline = value()
       case "--unet-runs": result.unetRuns = positive()
       case "--unet-only": result.unetOnly = true
+      case "--fp16-weights": result.halfPrecisionWeights = true
       case "--size":
         result.size = positive()
         if result.size % 8 != 0 { fail("--size must be a multiple of 8") }
@@ -49,6 +52,7 @@ struct BenchArguments {
           """
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
                        [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--size N]
+                       [--fp16-weights]
             --threads N      threads for our kernels and OpenBLAS (default: CPU count)
             --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
@@ -59,6 +63,7 @@ struct BenchArguments {
             --unet-runs N    timed runs of the 64x64 UNet, median reported (default 1)
             --unet-only      only the sgemm peak and the UNet
             --size N         image size of the txt2img run (default 512; above 768 the VAE decodes in tiles)
+            --fp16-weights   keep layer weights in half precision in memory
           """)
         exit(0)
       default: fail("unknown option \(word) (see --help)")

@@ -117,10 +117,12 @@ func vaeDecoderFLOPs(_ config: AutoencoderConfiguration, height: Int, width: Int
 func runModelBenchmarks(
   arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport
 ) throws {
-  let store = WeightStore(syntheticSeed: 1)
+  let store = WeightStore(syntheticSeed: 1, keepsHalfPrecision: arguments.halfPrecisionWeights)
+  report.extra["fp16 weights in memory"] = arguments.halfPrecisionWeights ? 1 : 0
   // --weights: the user's model; otherwise synthetic weights of SD 1.5's shapes.
   let loaded = try arguments.weights.map {
-    try StableDiffusionPipeline(modelAt: URL(fileURLWithPath: $0))
+    try StableDiffusionPipeline(
+      modelAt: URL(fileURLWithPath: $0), halfPrecisionWeights: arguments.halfPrecisionWeights)
   }
 
   var start = DispatchTime.now().uptimeNanoseconds

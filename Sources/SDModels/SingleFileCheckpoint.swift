@@ -15,12 +15,13 @@ public struct SingleFileCheckpoint: Sendable {
   public let vae: WeightStore
   public let path: String
 
-  /// Opens `path` (safetensors) for models of the given configurations.
+  /// Opens `path` (safetensors) for models of the given configurations; with
+  /// `keepsHalfPrecision` the layer weights stay in half precision.
   /// - Throws: `ModelError.weights` for an unreadable file, `.invalidConfiguration` for a file
   ///   that is not an SD 1.x single-file checkpoint (SD 2.x's OpenCLIP text encoder, a LoRA, ...).
   public init(
     path: String, textEncoder textConfig: CLIPTextConfiguration, unet unetConfig: UNetConfiguration,
-    vae vaeConfig: AutoencoderConfiguration
+    vae vaeConfig: AutoencoderConfiguration, keepsHalfPrecision: Bool = false
   ) throws(ModelError) {
     let file: SafeTensorsFile
     do { file = try SafeTensorsFile(path: path) } catch { throw .weights(error) }
@@ -43,9 +44,12 @@ public struct SingleFileCheckpoint: Sendable {
       ? "cond_stage_model.transformer.text_model." : "cond_stage_model.transformer."
     do {
       textEncoder = try WeightStore(
-        files: [file], keyMap: Self.textEncoderKeyMap(textConfig, storedPrefix: textPrefix))
-      unet = try WeightStore(files: [file], keyMap: Self.unetKeyMap(unetConfig))
-      vae = try WeightStore(files: [file], keyMap: Self.vaeKeyMap(vaeConfig))
+        files: [file], keyMap: Self.textEncoderKeyMap(textConfig, storedPrefix: textPrefix),
+        keepsHalfPrecision: keepsHalfPrecision)
+      unet = try WeightStore(
+        files: [file], keyMap: Self.unetKeyMap(unetConfig), keepsHalfPrecision: keepsHalfPrecision)
+      vae = try WeightStore(
+        files: [file], keyMap: Self.vaeKeyMap(vaeConfig), keepsHalfPrecision: keepsHalfPrecision)
     } catch {
       throw .weights(error)
     }

@@ -8,12 +8,16 @@ extension WeightStore {
   /// diffusers writes for half-precision checkpoints.
   /// - Throws: `ModelError.weights` when neither exists (naming a pickle `.bin` if that is all
   ///   there is, which is refused: loading it would run arbitrary code) or the file is invalid.
-  public static func open(directory: URL, stem: String) throws(ModelError) -> WeightStore {
+  public static func open(
+    directory: URL, stem: String, keepsHalfPrecision: Bool = false
+  ) throws(ModelError) -> WeightStore {
     let manager = FileManager.default
     for name in ["\(stem).safetensors", "\(stem).fp16.safetensors"] {
       let path = directory.appendingPathComponent(name).path
       if manager.fileExists(atPath: path) {
-        do { return try WeightStore(paths: [path]) } catch { throw .weights(error) }
+        do {
+          return try WeightStore(paths: [path], keepsHalfPrecision: keepsHalfPrecision)
+        } catch { throw .weights(error) }
       }
     }
     let pickle = directory.appendingPathComponent("\(stem).bin").path

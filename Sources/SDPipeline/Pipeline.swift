@@ -45,11 +45,14 @@ public struct StableDiffusionPipeline: Sendable {
   /// - an SD 1.x single-file checkpoint in the original layout (`v1-5-pruned-emaonly.safetensors`),
   ///   with SD 1.5's configurations, or those of the diffusers folder `configurationsFrom`.
   /// Without `tokenizer/` the bundled CLIP vocabulary is used; without `scheduler/`, SD 1.5's PNDM.
+  /// With `halfPrecisionWeights` the UNet, VAE and text-encoder layer weights stay in half
+  /// precision in memory (half the memory; widened on each use; fp32 checkpoints are rounded).
   /// - Throws: `PipelineError` naming the file that is missing or wrong; pickle checkpoints
   ///   (`.ckpt`, `.pt`, `.bin`) are refused, since loading them can run code.
-  public init(modelAt url: URL, configurationsFrom configurationFolder: URL? = nil)
-    throws(PipelineError)
-  {
+  public init(
+    modelAt url: URL, configurationsFrom configurationFolder: URL? = nil,
+    halfPrecisionWeights: Bool = false
+  ) throws(PipelineError) {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
       throw .invalidArgument(name: "model", reason: "\(url.path) does not exist")
@@ -93,17 +96,20 @@ public struct StableDiffusionPipeline: Sendable {
       if let file {
         let opened = try SingleFileCheckpoint(
           path: file.path, textEncoder: textConfiguration, unet: unetConfiguration,
-          vae: vaeConfiguration)
+          vae: vaeConfiguration, keepsHalfPrecision: halfPrecisionWeights)
         checkpoint = opened
         stores = (opened.textEncoder, opened.unet, opened.vae)
       } else {
         stores = (
           try WeightStore.open(
-            directory: url.appendingPathComponent("text_encoder"), stem: "model"),
+            directory: url.appendingPathComponent("text_encoder"), stem: "model",
+            keepsHalfPrecision: halfPrecisionWeights),
           try WeightStore.open(
-            directory: url.appendingPathComponent("unet"), stem: "diffusion_pytorch_model"),
+            directory: url.appendingPathComponent("unet"), stem: "diffusion_pytorch_model",
+            keepsHalfPrecision: halfPrecisionWeights),
           try WeightStore.open(
-            directory: url.appendingPathComponent("vae"), stem: "diffusion_pytorch_model")
+            directory: url.appendingPathComponent("vae"), stem: "diffusion_pytorch_model",
+            keepsHalfPrecision: halfPrecisionWeights)
         )
       }
       let tokenizerFolder = folder?.appendingPathComponent("tokenizer")

@@ -242,6 +242,20 @@ public final class SafeTensorsFile: @unchecked Sendable {
   }
 }
 
+extension SafeTensorsFile {
+  /// Reads the data of a validated entry as IEEE half-precision bit patterns: F16 as stored,
+  /// F32 and BF16 rounded to the nearest half.
+  /// - Throws: `WeightError.unsupportedDType` when it is not a float tensor.
+  public func readHalf(_ entry: SafeTensorsEntry, name: String) throws(WeightError) -> [UInt16] {
+    let count = entry.shape.reduce(1, *)
+    guard entry.dtype == .f16, let mapping else {
+      return try read(entry, name: name).scalars.map { Float16($0).bitPattern }
+    }
+    let source = mapping + dataStart + entry.dataRange.lowerBound
+    return (0..<count).map { source.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self) }
+  }
+}
+
 /// Writes safetensors files (F32 data), atomically: a temporary file beside the target is
 /// written and renamed over it, so a failed write leaves no partial file.
 public enum SafeTensorsWriter {

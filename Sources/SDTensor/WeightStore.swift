@@ -27,11 +27,16 @@ public final class WeightStore: Sendable {
   private let readKeys = Mutex<Set<String>>([])
   /// When set, every key exists and is generated from this seed (see `init(syntheticSeed:)`).
   private let syntheticSeed: UInt64?
+  /// Whether `weight(_:shape:)` keeps weights in half precision (half the memory; F32
+  /// checkpoints are rounded to the nearest half, F16 ones are kept exactly).
+  public let keepsHalfPrecision: Bool
 
   /// Combines `files` into one key space, optionally renaming keys through `keyMap` (model key ->
   /// source). Keys not in `keyMap` are looked up under their own name.
   /// - Throws: `WeightError.malformedFile` when two files hold the same key.
-  public init(files: [SafeTensorsFile], keyMap: [String: Source] = [:]) throws(WeightError) {
+  public init(
+    files: [SafeTensorsFile], keyMap: [String: Source] = [:], keepsHalfPrecision: Bool = false
+  ) throws(WeightError) {
     var index: [String: (file: Int, entry: SafeTensorsEntry)] = [:]
     for (position, file) in files.enumerated() {
       for (name, entry) in file.entries {
@@ -46,23 +51,27 @@ public final class WeightStore: Sendable {
     self.index = index
     self.keyMap = keyMap
     syntheticSeed = nil
+    self.keepsHalfPrecision = keepsHalfPrecision
   }
 
   /// A store that has every key and makes each tensor on demand, deterministically from `seed`
   /// and the key: norm scales near 1, biases small, other weights ~N(0, 1/fan-in). It lets the
   /// benchmark build full-size models without downloading weights; the outputs mean nothing.
-  public init(syntheticSeed seed: UInt64) {
+  public init(syntheticSeed seed: UInt64, keepsHalfPrecision: Bool = false) {
     files = []
     index = [:]
     keyMap = [:]
     syntheticSeed = seed
+    self.keepsHalfPrecision = keepsHalfPrecision
   }
 
   /// Opens the safetensors files at `paths` as one store.
-  public convenience init(paths: [String], keyMap: [String: Source] = [:]) throws(WeightError) {
+  public convenience init(
+    paths: [String], keyMap: [String: Source] = [:], keepsHalfPrecision: Bool = false
+  ) throws(WeightError) {
     var files: [SafeTensorsFile] = []
     for path in paths { files.append(try SafeTensorsFile(path: path)) }
-    try self.init(files: files, keyMap: keyMap)
+    try self.init(files: files, keyMap: keyMap, keepsHalfPrecision: keepsHalfPrecision)
   }
 
   /// A description of where the weights come from, for error messages.
@@ -86,6 +95,28 @@ public final class WeightStore: Sendable {
   ///   model spells it and the file it was looked up in.
   public func tensor(_ key: String, shape: [Int]) throws(WeightError) -> Tensor {
     if let syntheticSeed { return synthetic(key, shape: shape, seed: syntheticSeed) }
+    let (file, entry, storedName) = try locate(key, shape: shape)
+    readKeys.withLock { _ = $0.insert(storedName) }
+    return try file.read(entry, name: storedName).reshaped(shape)
+  }
+
+  /// Reads `key` as a layer weight: Float32, or half precision when the store keeps it.
+  /// - Throws: as `tensor(_:shape:)`.
+  public func weight(_ key: String, shape: [Int]) throws(WeightError) -> Weight {
+    guard keepsHalfPrecision else { return Weight(try tensor(key, shape: shape)) }
+    if let syntheticSeed {
+      let values = synthetic(key, shape: shape, seed: syntheticSeed).scalars
+      return Weight(shape: shape, halfBits: values.map { Float16($0).bitPattern })
+    }
+    let (file, entry, storedName) = try locate(key, shape: shape)
+    readKeys.withLock { _ = $0.insert(storedName) }
+    return Weight(shape: shape, halfBits: try file.readHalf(entry, name: storedName))
+  }
+
+  /// The file and entry of `key`, checked against `shape`, and the name it is stored under.
+  private func locate(
+    _ key: String, shape: [Int]
+  ) throws(WeightError) -> (SafeTensorsFile, SafeTensorsEntry, String) {
     let source = keyMap[key] ?? Source(storedName: key)
     guard let (fileIndex, entry) = index[source.storedName] else {
       throw .missingTensor(key: source.storedName, file: origin)
@@ -96,8 +127,7 @@ public final class WeightStore: Sendable {
       throw .shapeMismatch(
         key: source.storedName, expected: shape, found: entry.shape, file: file.path)
     }
-    readKeys.withLock { _ = $0.insert(source.storedName) }
-    return try file.read(entry, name: source.storedName).reshaped(shape)
+    return (file, entry, source.storedName)
   }
 
   /// Stored names that no `tensor(_:shape:)` call has read so far, sorted. A model built from the

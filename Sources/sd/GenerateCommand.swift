@@ -79,6 +79,9 @@ enum GenerateCommand {
       name: "negative-effect", valueName: "FILE.png", defaultValue: nil,
       help: "also write a heat map of where the negative prompt changed the image"),
     OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
+    OptionSpec(
+      name: "fp16-weights", valueName: nil, defaultValue: nil,
+      help: "keep the weights in half precision in memory (half the memory, a little slower)"),
     OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
   ]
 
@@ -175,7 +178,8 @@ enum GenerateCommand {
     let reporter = ProgressReporter(quiet: quiet)
     reporter.note("loading \(model.path)")
     let pipeline = try StableDiffusionPipeline(
-      modelAt: model, configurationsFrom: try arguments.existingPath("config"))
+      modelAt: model, configurationsFrom: try arguments.existingPath("config"),
+      halfPrecisionWeights: arguments.has("fp16-weights"))
     if !pipeline.unusedWeights.isEmpty {
       reporter.warn(
         "\(pipeline.unusedWeights.count) tensors of the model were not used, e.g. \(pipeline.unusedWeights.prefix(3).joined(separator: ", "))"

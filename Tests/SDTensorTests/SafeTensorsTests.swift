@@ -217,3 +217,30 @@ struct SafeTensorsTests {
     #expect(try FileManager.default.contentsOfDirectory(atPath: directory.url.path).isEmpty)
   }
 }
+
+/// Half-precision weights: widening reproduces Float(Float16) for every bit pattern, and a
+/// store that keeps half precision reads F16 data exactly and rounds F32 data to nearest.
+@Suite struct HalfPrecisionWeightTests {
+  @Test func wideningMatchesFloat16ForEveryPattern() {
+    let bits = (0...UInt16.max).map { $0 }
+    let widened = Weight(shape: [bits.count], halfBits: bits).float(options: ComputeOptions(threadCount: 2))
+    for (pattern, value) in zip(bits, widened.scalars) {
+      let expected = Float(Float16(bitPattern: pattern))
+      #expect(value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN), "pattern \(pattern)")
+    }
+  }
+
+  @Test func storeKeepsHalfPrecision() throws {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("half-\(UUID().uuidString).safetensors")
+    defer { try? FileManager.default.removeItem(at: url) }
+    let values = Tensor(shape: [2, 3], scalars: [1, -2.5, 0.1, 1e-6, 65504, 3.14159])
+    try SafeTensorsWriter.write(["w": values], to: url.path)
+    let store = try WeightStore(paths: [url.path], keepsHalfPrecision: true)
+    let weight = try store.weight("w", shape: [2, 3])
+    #expect(weight.isHalfPrecision && weight.byteCount == 12)
+    #expect(weight.float(options: ComputeOptions()).scalars == values.scalars.map { Float(Float16($0)) })
+    #expect(store.unreadKeys().isEmpty)
+    let full = try WeightStore(paths: [url.path]).weight("w", shape: [2, 3])
+    #expect(!full.isHalfPrecision && full.float(options: ComputeOptions()) == values)
+  }
+}

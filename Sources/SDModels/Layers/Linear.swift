@@ -1,11 +1,12 @@
-// nn.Linear and nn.Conv2d as layers that hold their checkpoint tensors.
+// nn.Linear and nn.Conv2d as layers that hold their checkpoint tensors. Their weights may be kept
+// in half precision (`WeightStore.keepsHalfPrecision`) and are then widened on every call.
 
 import SDTensor
 
 /// y = x·Wᵀ + b over the last axis: `[..., inFeatures]` -> `[..., outFeatures]` (torch.nn.Linear).
 public struct Linear: Sendable {
-  /// `[outFeatures, inFeatures]`, as stored in the checkpoint.
-  public let weight: Tensor
+  /// `[outFeatures, inFeatures]`, as stored in the checkpoint (Float32 or half precision).
+  public let weight: Weight
   /// `[outFeatures]`.
   public let bias: Tensor?
 
@@ -14,22 +15,22 @@ public struct Linear: Sendable {
   public init(
     _ store: WeightStore, _ key: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = true
   ) throws(WeightError) {
-    weight = try store.tensor("\(key).weight", shape: [outFeatures, inFeatures])
+    weight = try store.weight("\(key).weight", shape: [outFeatures, inFeatures])
     self.bias = bias ? try store.tensor("\(key).bias", shape: [outFeatures]) : nil
   }
 
   public var outFeatures: Int { weight.shape[0] }
 
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
-    linear(x, weight: weight, bias: bias, options: options)
+    linear(x, weight: weight.float(options: options), bias: bias, options: options)
   }
 }
 
 /// 2-D convolution, `[n, in, h, w]` -> `[n, out, h', w']` (torch.nn.Conv2d with square kernel,
 /// equal padding on all sides).
 public struct Conv2D: Sendable {
-  /// `[out, in, kernel, kernel]`.
-  public let weight: Tensor
+  /// `[out, in, kernel, kernel]` (Float32 or half precision).
+  public let weight: Weight
   /// `[out]`.
   public let bias: Tensor?
   public let stride: Int
@@ -41,7 +42,7 @@ public struct Conv2D: Sendable {
     _ store: WeightStore, _ key: String, in inChannels: Int, out outChannels: Int, kernel: Int,
     stride: Int = 1, padding: Int = 0, bias: Bool = true
   ) throws(WeightError) {
-    weight = try store.tensor("\(key).weight", shape: [outChannels, inChannels, kernel, kernel])
+    weight = try store.weight("\(key).weight", shape: [outChannels, inChannels, kernel, kernel])
     self.bias = bias ? try store.tensor("\(key).bias", shape: [outChannels]) : nil
     self.stride = stride
     self.padding = padding
@@ -50,6 +51,8 @@ public struct Conv2D: Sendable {
   public var outChannels: Int { weight.shape[0] }
 
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
-    conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, options: options)
+    conv2d(
+      x, weight: weight.float(options: options), bias: bias, stride: stride, padding: padding,
+      options: options)
   }
 }

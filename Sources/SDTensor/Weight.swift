@@ -1,0 +1,83 @@
+// A model weight as the layers hold it: Float32, or IEEE half precision kept as its 16-bit
+// pattern (half the memory) and widened to Float32 each time a layer uses it.
+
+/// A weight tensor in Float32 or half-precision storage.
+public struct Weight: Sendable {
+  enum Storage: Sendable {
+    case float(Tensor)
+    case half([UInt16])
+  }
+
+  public let shape: [Int]
+  let storage: Storage
+
+  /// A Float32 weight.
+  public init(_ tensor: Tensor) {
+    shape = tensor.shape
+    storage = .float(tensor)
+  }
+
+  /// A half-precision weight from its bit patterns (`shape.reduce(1, *)` of them).
+  public init(shape: [Int], halfBits: [UInt16]) {
+    precondition(
+      halfBits.count == shape.reduce(1, *), "\(halfBits.count) half values for shape \(shape)")
+    self.shape = shape
+    storage = .half(halfBits)
+  }
+
+  /// Whether the weight is stored in half precision.
+  public var isHalfPrecision: Bool {
+    if case .half = storage { return true }
+    return false
+  }
+
+  /// Bytes the weight occupies.
+  public var byteCount: Int {
+    switch storage {
+    case .float(let tensor): return tensor.count * 4
+    case .half(let bits): return bits.count * 2
+    }
+  }
+
+  /// The weight as Float32: the stored tensor, or a widened copy of the half-precision values.
+  public func float(options: ComputeOptions) -> Tensor {
+    switch storage {
+    case .float(let tensor): return tensor
+    case .half(let bits):
+      return Tensor(shape: shape) { out in
+        bits.withUnsafeBufferPointer { source in
+          guard let input = source.baseAddress, let output = out.baseAddress else { return }
+          let (from, to) = (SharedHalfPointer(input), SharedMutablePointer(output))
+          // Each chunk widens its own range.
+          parallelFor(bits.count, grain: 1 << 16, options: options) { range in
+            widenHalf(
+              from.base + range.lowerBound, into: to.base + range.lowerBound, count: range.count)
+          }
+        }
+      }
+    }
+  }
+}
+
+/// Read-only half-precision bits shared by the iterations of `parallelFor`.
+struct SharedHalfPointer: @unchecked Sendable {
+  let base: UnsafePointer<UInt16>
+  init(_ base: UnsafePointer<UInt16>) { self.base = base }
+}
+
+/// IEEE binary16 → binary32 without branches, so the loop vectorises: the 15 magnitude bits
+/// shifted into place read as a float whose exponent is 112 too small (normal and subnormal
+/// halves alike), so one multiply by 2¹¹² corrects it; infinities and NaNs (exponent 31) get
+/// the float exponent 255; the sign is copied.
+func widenHalf(_ input: UnsafePointer<UInt16>, into output: UnsafeMutablePointer<Float>, count: Int)
+{
+  let scale = Float(bitPattern: (127 + 112) << 23)
+  for i in 0..<count {
+    let bits = UInt32(input[i])
+    let magnitude = (bits & 0x7FFF) << 13
+    let widened = Float(bitPattern: magnitude) * scale
+    let special = Float(bitPattern: magnitude | 0x7F80_0000)
+    let value = bits & 0x7C00 == 0x7C00 ? special : widened
+    output[i] = Float(bitPattern: value.bitPattern | ((bits & 0x8000) << 16))
+  }
+}
