@@ -78,22 +78,23 @@ struct TextRows {
       negatives.append((encoded.embeddings, negative.weight))
       negativeCut += encoded.cutTokens
     }
-    // The empty prompt stands in where no negative applies, and is Perp-Neg's reference.
+    // The empty prompt stands in where no negative applies, and is Perp-Neg's reference; its
+    // encoding is one empty chunk, which also pads shorter rows to the longest. It is encoded
+    // once, and only when one of those needs it.
     let needsEmpty =
       negatives.isEmpty || request.guidanceRule == .perpNeg || request.negativeSteps != nil
-    let empty = needsEmpty ? encode("").embeddings : nil
-    let chunks =
-      ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }.max()
-      ?? CLIPTokenizer.maxLength
-    let emptyChunk = encoder.emptyChunk(clipSkip: request.clipSkip, options: options)
+    let lengths = ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }
+    let chunks = lengths.max() ?? CLIPTokenizer.maxLength
+    let emptyChunk =
+      needsEmpty || lengths.contains(where: { $0 < chunks })
+      ? encoder.emptyChunk(clipSkip: request.clipSkip, options: options) : nil
     func padded(_ embeddings: Tensor) -> Tensor {
       let missing = (chunks - embeddings.shape[1]) / CLIPTokenizer.maxLength
-      return missing == 0
-        ? embeddings
-        : concatenate([embeddings] + Array(repeating: emptyChunk, count: missing), axis: 1)
+      guard missing > 0, let emptyChunk else { return embeddings }
+      return concatenate([embeddings] + Array(repeating: emptyChunk, count: missing), axis: 1)
     }
     let positiveRow = padded(positive.embeddings)
-    let emptyRow = empty.map(padded)
+    let emptyRow = needsEmpty ? emptyChunk.map(padded) : nil
     if negatives.isEmpty, let emptyRow {
       inside = Batch(
         context: concatenate([emptyRow, positiveRow], axis: 0), hasUnconditional: true,
