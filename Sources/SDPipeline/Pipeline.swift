@@ -165,12 +165,9 @@ public struct StableDiffusionPipeline: Sendable {
   public func encode(prompt: String, clipSkip: Int = 0, options: ComputeOptions) -> (
     Tensor, [String]
   ) {
-    let ids = tokenizer.encode(prompt)
-    let kept = CLIPTokenizer.maxLength - 2
-    let cut = ids.count > kept ? tokenizer.tokenStrings(Array(ids[kept...])) : []
-    return (
-      textEncoder([tokenizer.tokenize(prompt)], skipLastLayers: clipSkip, options: options), cut
-    )
+    let encoded = PromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder).encode(
+      prompt, truncate: true, parsesWeights: false, clipSkip: clipSkip, options: options)
+    return (encoded.embeddings, encoded.cutTokens)
   }
 
   /// Runs one generation.

@@ -15,9 +15,17 @@ public struct PromptEncoder: Sendable {
   /// Tokens per chunk between BOS and EOS.
   public static let chunkLength = CLIPTokenizer.maxLength - 2
 
+  /// An encoder without textual-inversion embeddings.
+  public init(tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel) {
+    self.tokenizer = tokenizer
+    self.textEncoder = textEncoder
+    embeddings = []
+  }
+
+  /// An encoder that replaces the names of `embeddings` in prompts by their vectors.
   /// - Throws: `PipelineError.invalidArgument` when an embedding's width is not the encoder's.
   public init(
-    tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, embeddings: [TextualInversion] = []
+    tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, embeddings: [TextualInversion]
   ) throws(PipelineError) {
     for embedding in embeddings
     where embedding.vectors.shape[1] != textEncoder.configuration.hiddenSize {
