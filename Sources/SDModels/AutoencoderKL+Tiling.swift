@@ -16,8 +16,8 @@ extension AutoencoderKL {
     let factor = configuration.scaleFactor
     let step = Swift.max(1, Int(Float(tile) * (1 - overlap)))
     let sampleTile = tile * factor
-    let blend = Int(Float(sampleTile) * overlap)
-    let keep = sampleTile - blend
+    let blendExtent = Int(Float(sampleTile) * overlap)
+    let keep = sampleTile - blendExtent
     var rows: [[Tensor]] = []
     for y in stride(from: 0, to: h, by: step) {
       var row: [Tensor] = []
@@ -35,8 +35,12 @@ extension AutoencoderKL {
         // Blended tiles replace the decoded ones, so later neighbours blend with the blended
         // values, as diffusers' in-place blending does.
         var current = rows[i][j]
-        if i > 0 { current = blendVertically(rows[i - 1][j], into: current, extent: blend) }
-        if j > 0 { current = blendHorizontally(rows[i][j - 1], into: current, extent: blend) }
+        if i > 0 {
+          current = blend(rows[i - 1][j], into: current, extent: blendExtent, vertically: true)
+        }
+        if j > 0 {
+          current = blend(rows[i][j - 1], into: current, extent: blendExtent, vertically: false)
+        }
         rows[i][j] = current
         pieces.append(
           crop(
@@ -63,38 +67,23 @@ private func crop(_ x: Tensor, top: Int, left: Int, height: Int, width: Int) -> 
   return Tensor(shape: [n, c, height, width], scalars: out)
 }
 
-/// b's first `extent` rows fade from a's last rows: b[y] = a[H − e + y]·(1 − y/e) + b[y]·(y/e).
-private func blendVertically(_ a: Tensor, into b: Tensor, extent: Int) -> Tensor {
+/// b's first `extent` rows (`vertically`) or columns fade from a's last ones, its upper or
+/// left neighbour: b[p] = a[A − e + p]·(1 − p/e) + b[p]·(p/e) along that axis.
+private func blend(_ a: Tensor, into b: Tensor, extent: Int, vertically: Bool) -> Tensor {
   let (n, c, ha, wa) = (a.shape[0], a.shape[1], a.shape[2], a.shape[3])
   let (hb, wb) = (b.shape[2], b.shape[3])
-  let e = Swift.min(extent, ha, hb)
+  let e = Swift.min(extent, vertically ? Swift.min(ha, hb) : Swift.min(wa, wb))
   var out = b.scalars
   for plane in 0..<(n * c) {
-    for y in 0..<e {
-      let t = Float(y) / Float(e)
-      for x in 0..<Swift.min(wa, wb) {
-        let above = a.scalars[(plane * ha + ha - e + y) * wa + x]
+    for y in 0..<(vertically ? e : Swift.min(ha, hb)) {
+      for x in 0..<(vertically ? Swift.min(wa, wb) : e) {
+        let t = Float(vertically ? y : x) / Float(e)
+        let neighbour =
+          vertically
+          ? a.scalars[(plane * ha + ha - e + y) * wa + x]
+          : a.scalars[(plane * ha + y) * wa + wa - e + x]
         let index = (plane * hb + y) * wb + x
-        out[index] = above * (1 - t) + out[index] * t
-      }
-    }
-  }
-  return Tensor(shape: b.shape, scalars: out)
-}
-
-/// b's first `extent` columns fade from a's last columns.
-private func blendHorizontally(_ a: Tensor, into b: Tensor, extent: Int) -> Tensor {
-  let (n, c, ha, wa) = (a.shape[0], a.shape[1], a.shape[2], a.shape[3])
-  let (hb, wb) = (b.shape[2], b.shape[3])
-  let e = Swift.min(extent, wa, wb)
-  var out = b.scalars
-  for plane in 0..<(n * c) {
-    for y in 0..<Swift.min(ha, hb) {
-      for x in 0..<e {
-        let t = Float(x) / Float(e)
-        let left = a.scalars[(plane * ha + y) * wa + wa - e + x]
-        let index = (plane * hb + y) * wb + x
-        out[index] = left * (1 - t) + out[index] * t
+        out[index] = neighbour * (1 - t) + out[index] * t
       }
     }
   }
