@@ -405,8 +405,12 @@ struct SigmaSchedule {
   /// σ at every training timestep, float32 as in diffusers.
   let trainingSigmas: [Double]
 
+  /// log σ_t, for mapping σs back to timesteps.
+  let logSigmas: [Double]
+
   init(alphasCumprod: [Double]) {
     trainingSigmas = alphasCumprod.map { Double(Float(((1 - $0) / $0).squareRoot())) }
+    logSigmas = trainingSigmas.map { log($0) }
   }
 
   /// σ at fractional timesteps by linear interpolation (`np.interp`).
@@ -430,7 +434,6 @@ struct SigmaSchedule {
   /// The fractional timestep of a σ: linear interpolation in log σ between the two training
   /// timesteps that bracket it (diffusers' `_sigma_to_t`).
   func timestep(of sigma: Double) -> Double {
-    let logSigmas = trainingSigmas.map { log($0) }
     let logSigma = log(max(sigma, 1e-10))
     // The last index whose log σ is ≤ log σ (log σ grows with t), kept below the final one.
     var low = 0
