@@ -77,26 +77,12 @@ enum VerifyCommand {
 
     var rows: [Row] = []
     func check(_ component: String, _ name: String, _ ours: Tensor) throws {
-      let expected = try reference.tensor(name)
-      guard expected.shape == ours.shape else {
-        rows.append(
-          Row(
-            component: component, name: name, shape: expected.shape, maxAbsolute: .infinity,
-            maxRelative: .infinity, passed: false))
-        return
-      }
-      var worst: Float = 0
-      var worstRelative: Float = 0
-      for (a, e) in zip(ours.scalars, expected.scalars) {
-        let difference = abs(a - e)
-        worst = difference.isNaN ? .infinity : max(worst, difference)
-        worstRelative = max(worstRelative, difference / max(abs(e), 1e-6))
-      }
-      let scale = max(1, expected.maxAbs)
+      let difference = compare(ours, try reference.tensor(name), name: name)
       rows.append(
         Row(
-          component: component, name: name, shape: expected.shape, maxAbsolute: worst,
-          maxRelative: worstRelative, passed: worst <= tolerance * scale))
+          component: component, name: name, shape: difference.shape,
+          maxAbsolute: difference.maxAbsolute, maxRelative: difference.maxRelative,
+          passed: difference.isWithin(tolerance)))
     }
 
     // Tokenizer and text encoder, on both prompts.
