@@ -97,36 +97,39 @@ struct PipelineReferenceTests {
     return request
   }
 
-  @Test("latents after every step and the decoded image", arguments: pipelineCases)
-  func endToEnd(testCase: PipelineCase) throws {
-    let pipeline = try tinyPipeline.get()
+  /// Runs `request` and compares the latents after every step and the decoded image with the
+  /// case `name` of the reference file. Returns the number of steps run and the worst
+  /// max |Δ| / scale over the latents.
+  func expectMatchesReference(
+    _ pipeline: StableDiffusionPipeline, _ request: GenerationRequest, name: String
+  ) throws -> (steps: Int, worst: Float) {
     let reference = try pipelineReference.get()
     var steps: [Tensor] = []
-    let result = try pipeline.generate(
-      try request(for: testCase), options: ComputeOptions(threadCount: 2)
-    ) {
+    let result = try pipeline.generate(request, options: ComputeOptions(threadCount: 2)) {
       steps.append($0.latents)
       return true
     }
-    let recorded = reference.names.filter { $0.hasPrefix("\(testCase.name).latents.") }.count
+    let recorded = reference.names.filter { $0.hasPrefix("\(name).latents.") }.count
     #expect(
-      steps.count == recorded,
-      "\(testCase.name): \(steps.count) steps, diffusers recorded \(recorded)")
+      steps.count == recorded, "\(name): \(steps.count) steps, diffusers recorded \(recorded)")
     var worst: Float = 0
     for (index, latents) in steps.enumerated() where index < recorded {
       let difference = compare(
-        latents, try reference.tensor("\(testCase.name).latents.\(index)"),
-        name: "\(testCase.name).latents.\(index)")
+        latents, try reference.tensor("\(name).latents.\(index)"), name: "\(name).latents.\(index)")
       #expect(difference.isWithin(pipelineTolerance), "\(difference)")
       worst = max(worst, difference.maxAbsolute / difference.scale)
     }
     let image = compare(
-      result.decoded, try reference.tensor("\(testCase.name).image"), name: "\(testCase.name).image"
-    )
+      result.decoded, try reference.tensor("\(name).image"), name: "\(name).image")
     #expect(image.isWithin(pipelineTolerance), "\(image)")
-    print(
-      "pipeline \(testCase.name): max |Δ|/scale latents \(worst), image \(image.maxAbsolute / image.scale)"
-    )
+    return (steps.count, max(worst, image.maxAbsolute / image.scale))
+  }
+
+  @Test("latents after every step and the decoded image", arguments: pipelineCases)
+  func endToEnd(testCase: PipelineCase) throws {
+    let outcome = try expectMatchesReference(
+      try tinyPipeline.get(), try request(for: testCase), name: testCase.name)
+    print("pipeline \(testCase.name): max |Δ|/scale \(outcome.worst)")
   }
 
   /// SD 2.x: the sampler comes from the model's scheduler config (Euler, v-prediction), the
@@ -136,27 +139,13 @@ struct PipelineReferenceTests {
     arguments: [("sd2_euler_v", nil), ("sd2_ddim_v", .ddim)] as [(String, SchedulerKind?)])
   func sd2EndToEnd(name: String, sampler: SchedulerKind?) throws {
     let pipeline = try tinySD2Pipeline.get()
-    let reference = try pipelineReference.get()
     #expect(pipeline.defaultSampler == .euler)
     var request = GenerationRequest(
       prompt: "a red apple on a wooden table", negativePrompt: "green tones", steps: 4, seed: 42)
     request.sampler = sampler
     request.width = 64
     request.height = 64
-    var steps: [Tensor] = []
-    let result = try pipeline.generate(request, options: ComputeOptions(threadCount: 2)) {
-      steps.append($0.latents)
-      return true
-    }
-    #expect(steps.count == 4)
-    for (index, latents) in steps.enumerated() {
-      let difference = compare(
-        latents, try reference.tensor("\(name).latents.\(index)"), name: "\(name).latents.\(index)")
-      #expect(difference.isWithin(pipelineTolerance), "\(difference)")
-    }
-    let image = compare(
-      result.decoded, try reference.tensor("\(name).image"), name: "\(name).image")
-    #expect(image.isWithin(pipelineTolerance), "\(image)")
+    #expect(try expectMatchesReference(pipeline, request, name: name).steps == 4)
   }
 
   @Test("the negative prompt changes the result, and its embedding row comes first")
