@@ -15,6 +15,8 @@ struct BenchArguments {
   var unetRuns = 1
   /// Only the sgemm peak and the UNet (for optimisation work).
   var unetOnly = false
+  /// Only the sgemm peak and the VAE decoder and encoder (for optimisation work).
+  var vaeOnly = false
   /// Image size of the txt2img run.
   var size = 512
   /// Keep layer weights in half precision in memory.
@@ -43,6 +45,7 @@ struct BenchArguments {
       case "--pytorch": result.pytorchBaseline = value()
       case "--unet-runs": result.unetRuns = positive()
       case "--unet-only": result.unetOnly = true
+      case "--vae-only": result.vaeOnly = true
       case "--fp16-weights": result.halfPrecisionWeights = true
       case "--size":
         result.size = positive()
@@ -51,8 +54,8 @@ struct BenchArguments {
         print(
           """
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
-                       [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--size N]
-                       [--fp16-weights]
+                       [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--vae-only]
+                       [--size N] [--fp16-weights]
             --threads N      threads for our kernels and OpenBLAS (default: CPU count)
             --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
@@ -62,6 +65,7 @@ struct BenchArguments {
                              "--pytorch run" runs that script first, in this invocation
             --unet-runs N    timed runs of the 64x64 UNet, median reported (default 1)
             --unet-only      only the sgemm peak and the UNet
+            --vae-only       only the sgemm peak and the VAE decoder and encoder
             --size N         image size of the txt2img run (default 512; above 768 the VAE decodes in tiles)
             --fp16-weights   keep layer weights in half precision in memory
           """)

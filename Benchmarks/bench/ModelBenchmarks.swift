@@ -125,6 +125,11 @@ func runModelBenchmarks(
       modelAt: URL(fileURLWithPath: $0), halfPrecisionWeights: arguments.halfPrecisionWeights)
   }
 
+  if arguments.vaeOnly {
+    let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
+    runVAEBenchmarks(vae, options: options, report: &report)
+    return
+  }
   var start = DispatchTime.now().uptimeNanoseconds
   let textModel =
     try loaded?.textEncoder ?? CLIPTextModel(configuration: .stableDiffusion15, weights: store)
@@ -186,16 +191,7 @@ func runModelBenchmarks(
 
   if !arguments.skipLarge && !arguments.unetOnly {
     let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
-    let latents = benchTensor([1, 4, 64, 64])
-    let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }
-    report.add(
-      "VAE decode 64x64 -> 512x512", seconds: seconds,
-      flops: vaeDecoderFLOPs(vae.configuration, height: 64, width: 64))
-    let image = benchTensor([1, 3, 512, 512])
-    let encodeSeconds = timeMedian(runs: 1, warmUp: false) {
-      _ = vae.encode(image, options: options)
-    }
-    report.add("VAE encode 512x512", seconds: encodeSeconds)
+    runVAEBenchmarks(vae, options: options, report: &report)
     let pipeline =
       try loaded
       ?? StableDiffusionPipeline(
@@ -203,6 +199,18 @@ func runModelBenchmarks(
         schedulerConfiguration: .stableDiffusion15, defaultSampler: .pndm)
     try runTextToImage(pipeline, arguments: arguments, options: options, report: &report)
   }
+}
+
+/// Times the VAE decoder (64×64 latents -> 512×512) and encoder (512×512 -> 64×64 latents).
+func runVAEBenchmarks(_ vae: AutoencoderKL, options: ComputeOptions, report: inout BenchReport) {
+  let latents = benchTensor([1, 4, 64, 64])
+  let seconds = timeMedian(runs: 1, warmUp: false) { _ = vae.decode(latents, options: options) }
+  report.add(
+    "VAE decode 64x64 -> 512x512", seconds: seconds,
+    flops: vaeDecoderFLOPs(vae.configuration, height: 64, width: 64))
+  let image = benchTensor([1, 3, 512, 512])
+  let encodeSeconds = timeMedian(runs: 1, warmUp: false) { _ = vae.encode(image, options: options) }
+  report.add("VAE encode 512x512", seconds: encodeSeconds)
 }
 
 /// A whole 512×512 txt2img with a negative prompt through the pipeline (DPM++ 2M, guidance

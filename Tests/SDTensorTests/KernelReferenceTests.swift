@@ -130,9 +130,10 @@ struct KernelConsistencyTests {
     arguments: [
       ([1, 3, 5, 7], [2, 3, 3, 3], 1, 1), ([2, 5, 11, 3], [4, 5, 3, 3], 2, 1),
       ([1, 2, 9, 9], [3, 2, 1, 1], 1, 0), ([1, 1, 4, 4], [1, 1, 3, 3], 2, 2),
-      // Winograd F(2×2, 3×3) path: odd sizes leave partial tiles at the right and bottom.
+      // Winograd F(4×4, 3×3) path: sizes not divisible by 4 leave partial tiles at the right
+      // and bottom.
       ([2, 8, 17, 13], [9, 8, 3, 3], 1, 1), ([1, 12, 10, 31], [8, 12, 3, 3], 1, 1),
-      // Wide enough for the eight-tile vector transforms, with scalar tiles at both edges.
+      // Wide enough for whole eight-tile vectors in the transforms, plus a partial one.
       ([2, 16, 12, 45], [16, 16, 3, 3], 1, 1), ([1, 8, 9, 70], [10, 8, 3, 3], 1, 1),
     ])
   func convolutionShapes(input: [Int], weight: [Int], stride: Int, padding: Int) {

@@ -1,24 +1,29 @@
-// 3×3, stride-1, pad-1 convolution by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray
-// 2016, "Fast Algorithms for Convolutional Neural Networks"): each 2×2 output tile costs 16
-// multiplies per channel pair instead of 36, as 16 independent GEMMs. The transformed weights
-// are made per call (O·C·16 values, negligible next to the GEMMs), so no memory is held.
-// Legend: n batch, c/o channels, h/w size, t tiles, ξ one of the 16 transform positions.
+// 3×3, stride-1, pad-1 convolution by Winograd's minimal filtering F(4×4, 3×3) (Lavin & Gray
+// 2016, "Fast Algorithms for Convolutional Neural Networks"): each 4×4 output tile costs 36
+// multiplies per channel pair instead of 144, as 36 independent GEMMs. The transformed weights
+// are made per call (o·c·36 values, small next to the GEMMs), so no memory is held: keeping them
+// would quadruple the memory of every 3×3 kernel.
+// Legend: n batch, c/o channels, h/w size, ξ one of the 36 transform positions (6×6),
+// tx/ty tile column/row, L = tiles per row + 1.
 //
-// Transforms (rows and columns alike):
-//   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]   (input,  V = Bᵀ d B)
-//   G  = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]            (weight, U = G g Gᵀ)
-//   Aᵀ = [1 1 1 0; 0 1 −1 −1]                       (output, Y = Aᵀ M A)
+// Transforms (rows and columns alike; interpolation points 0, ±1, ±2, ∞):
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
+//   G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+// Both transforms run along whole tile rows: a tile row's six input rows are split into four
+// phases (x mod 4), after which every step is a contiguous loop over the tiles that LLVM
+// vectorises.
 
-/// Bytes of transformed-input scratch one chunk of tiles may use.
+/// Bytes of transformed-input (and, separately, product) scratch one chunk of tile rows may use.
 private let winogradChunkBudget = 16 << 20
 
-/// Whether `conv2d` routes a convolution to the Winograd path.
-/// Small images are left to im2col: there the per-call weight transform (o·c·16 values)
-/// costs more than the multiplies it saves.
+/// Whether `conv2d` routes a convolution to the Winograd path. Few tiles per channel (small
+/// images, wide layers) are left to im2col: there the per-call weight transform and the thin
+/// GEMMs cost more than the multiplies saved.
 func winogradApplies(_ g: ConvGeometry) -> Bool {
-  let tiles = g.n * ((g.h + 1) / 2) * ((g.w + 1) / 2)
+  let tiles = g.n * ((g.h + 3) / 4) * ((g.w + 3) / 4)
   return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.c >= 8 && g.o >= 8
-    && tiles >= 2 * Swift.max(g.c, g.o)
+    && tiles >= Swift.max(g.c, g.o)
 }
 
 /// out (`[n, o, h, w]`, pre-filled with the bias) += conv3×3(x, weight).
@@ -26,171 +31,307 @@ func winogradConv3x3(
   _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, _ g: ConvGeometry,
   into out: UnsafeMutablePointer<Float>, options: ComputeOptions
 ) {
-  let (c, o, h, w) = (g.c, g.o, g.h, g.w)
-  let tilesHigh = (h + 1) / 2
-  let tilesWide = (w + 1) / 2
-  let tilesPerImage = tilesHigh * tilesWide
-  let totalTiles = g.n * tilesPerImage
-  let chunk = Swift.max(1, Swift.min(totalTiles, winogradChunkBudget / (16 * 4 * Swift.max(c, o))))
+  let (c, o) = (g.c, g.o)
+  let tilesWide = (g.w + 3) / 4
+  let tileRows = g.n * ((g.h + 3) / 4)
+  // Chunks of whole tile rows, as even as the budget allows.
+  let budgetRows = Swift.max(1, winogradChunkBudget / (36 * 4 * Swift.max(c, o) * tilesWide))
+  let chunkCount = (tileRows + budgetRows - 1) / budgetRows
+  let rowsPerChunk = (tileRows + chunkCount - 1) / chunkCount
+  let chunk = rowsPerChunk * tilesWide
 
-  // U[ξ][o][c] = (G g Gᵀ)[ξ] for every output/input channel pair.
   // Scratch is fully written before it is read; skip zero-filling it.
-  var transformedWeights = [Float](unsafeUninitializedCapacity: 16 * o * c) { $1 = 16 * o * c }
-  var inputTiles = [Float](unsafeUninitializedCapacity: 16 * c * chunk) { $1 = 16 * c * chunk }
-  var products = [Float](unsafeUninitializedCapacity: 16 * o * chunk) { $1 = 16 * o * chunk }
+  var transformedWeights = [Float](unsafeUninitializedCapacity: 36 * o * c) { $1 = 36 * o * c }
+  var inputTiles = [Float](unsafeUninitializedCapacity: 36 * c * chunk) { $1 = 36 * c * chunk }
+  // One vector of padding: the output transform's last loads run past the final row.
+  var products = [Float](repeating: 0, count: 36 * o * chunk + 8)
   transformedWeights.withUnsafeMutableBufferPointer { pu in
     inputTiles.withUnsafeMutableBufferPointer { pv in
       products.withUnsafeMutableBufferPointer { pm in
         guard let u = pu.baseAddress, let v = pv.baseAddress, let m = pm.baseAddress else { return }
         transformWeights(weight, o: o, c: c, into: u, options: options)
-        var first = 0
-        while first < totalTiles {
-          let count = Swift.min(chunk, totalTiles - first)
-          transformInput(
-            x, g, firstTile: first, count: count, ldv: chunk, into: v, options: options)
-          // The 16 products are independent; each writes its own M[ξ].
+        var firstRow = 0
+        while firstRow < tileRows {
+          let rows = Swift.min(rowsPerChunk, tileRows - firstRow)
+          let count = rows * tilesWide
+          transformInput(x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
+          // The 36 products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
           let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
-          parallelBLASTasks(16, options: options) { positions in
+          parallelBLASTasks(36, options: options) { positions in
             for position in positions {
               sgemm(
                 transposeA: false, transposeB: false, m: o, n: count, k: c,
                 a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk,
-                ldb: chunk,
-                c: ms.base + position * o * chunk, ldc: chunk)
+                ldb: chunk, c: ms.base + position * o * chunk, ldc: chunk)
             }
           }
           transformOutput(
-            m, g, firstTile: first, count: count, ldm: chunk, into: out, options: options)
-          first += count
+            m, g, firstRow: firstRow, rows: rows, ldm: chunk, into: out, options: options)
+          firstRow += rows
         }
       }
     }
   }
 }
 
-/// U = G g Gᵀ for each of the o·c 3×3 kernels, stored as 16 matrices [o][c].
+/// U[ξ][o][c] = (G g Gᵀ)[ξ] for each of the o·c 3×3 kernels, computed in double precision (the
+/// sixths and twenty-fourths are not exact in float).
 private func transformWeights(
   _ weight: UnsafePointer<Float>, o: Int, c: Int, into u: UnsafeMutablePointer<Float>,
   options: ComputeOptions
 ) {
   let (source, destination) = (SharedPointer(weight), SharedMutablePointer(u))
   let plane = o * c
-  // Each (o, c) pair writes its own 16 entries.
+  // Each (o, c) pair writes its own 36 entries.
   parallelFor(plane, grain: 256, options: options) { range in
-    for pair in range {
-      let k = source.base + pair * 9
-      let out = destination.base + pair
-      // t = G g (4×3), column by column; then U = t Gᵀ, row by row (plain scalars: SIMD lane
-      // access compiled to slow generic code here).
-      var t = (
-        Float(0), Float(0), Float(0), Float(0), Float(0), Float(0),
-        Float(0), Float(0), Float(0), Float(0), Float(0), Float(0)
-      )
-      withUnsafeMutableBytes(of: &t) { raw in
-        let tt = raw.bindMemory(to: Float.self)
+    // gg[6·row + col] = (G g)[row][col]; uu = G g Gᵀ in the same layout.
+    withUnsafeTemporaryAllocation(of: Double.self, capacity: 18 + 36) { scratch in
+      guard let gg = scratch.baseAddress else { return }
+      let uu = gg + 18
+      for pair in range {
+        let k = source.base + pair * 9
         for col in 0..<3 {
-          let (g0, g1, g2) = (k[col], k[3 + col], k[6 + col])
-          tt[col] = g0
-          tt[3 + col] = 0.5 * (g0 + g1 + g2)
-          tt[6 + col] = 0.5 * (g0 - g1 + g2)
-          tt[9 + col] = g2
+          interpolate(Double(k[col]), Double(k[3 + col]), Double(k[6 + col]), into: gg + col, stride: 3)
         }
-        for row in 0..<4 {
-          let (a, b, c) = (tt[row * 3], tt[row * 3 + 1], tt[row * 3 + 2])
-          out[(row * 4 + 0) * plane] = a
-          out[(row * 4 + 1) * plane] = 0.5 * (a + b + c)
-          out[(row * 4 + 2) * plane] = 0.5 * (a - b + c)
-          out[(row * 4 + 3) * plane] = c
+        for row in 0..<6 {
+          interpolate(gg[3 * row], gg[3 * row + 1], gg[3 * row + 2], into: uu + 6 * row, stride: 1)
         }
+        for position in 0..<36 { destination.base[position * plane + pair] = Float(uu[position]) }
       }
     }
   }
 }
 
-/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 4×4 input patch of each tile in the chunk.
+/// G·(g0, g1, g2)ᵀ, written to `out[0], out[stride], …, out[5·stride]`.
+private func interpolate(
+  _ g0: Double, _ g1: Double, _ g2: Double, into out: UnsafeMutablePointer<Double>, stride: Int
+) {
+  out[0] = g0 / 4
+  out[stride] = -(g0 + g1 + g2) / 6
+  out[2 * stride] = -(g0 - g1 + g2) / 6
+  out[3 * stride] = g0 / 24 + g1 / 12 + g2 / 6
+  out[4 * stride] = g0 / 24 - g1 / 12 + g2 / 6
+  out[5 * stride] = g2
+}
+
+/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 6×6 input patch d of every tile in tile rows
+/// `firstRow..<firstRow + rows` (tile rows counted across the batch).
 private func transformInput(
-  _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstTile: Int, count: Int, ldv: Int,
+  _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
   into v: UnsafeMutablePointer<Float>, options: ComputeOptions
 ) {
   let (c, h, w) = (g.c, g.h, g.w)
-  let tilesWide = (w + 1) / 2
-  let tilesPerImage = ((h + 1) / 2) * tilesWide
+  let tilesHigh = (h + 3) / 4
+  let tilesWide = (w + 3) / 4
+  // Phase rows hold tiles 0...tilesWide, padded to whole vectors.
+  let span = (tilesWide + 1 + 7) / 8 * 8
+  let width = 4 * span
   let (source, destination) = (SharedPointer(x), SharedMutablePointer(v))
   let plane = c * ldv
   // Each channel fills its own row of every V[ξ].
   parallelFor(c, grain: 1, options: options) { range in
-    for channel in range {
-      for local in 0..<count {
-        let tile = firstTile + local
-        let item = tile / tilesPerImage
-        let y0 = (tile % tilesPerImage) / tilesWide * 2 - 1
-        let x0 = (tile % tilesWide) * 2 - 1
-        let image = source.base + (item * c + channel) * h * w
-        // d: the 4×4 patch with zero padding outside the image.
-        func row(_ r: Int) -> SIMD4<Float> {
-          let y = y0 + r
-          guard y >= 0 && y < h else { return SIMD4() }
-          let line = image + y * w
-          if x0 >= 0 && x0 + 4 <= w {
-            return SIMD4(line[x0], line[x0 + 1], line[x0 + 2], line[x0 + 3])
+    // phases[r·width + φ·span + j] = row r of the patch at x = 4j + φ − 1 (0 outside the
+    // image); rowsT = Bᵀ d in the same layout. The extra vector lets the last loads run over.
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 12 * width + 8) { scratch in
+      guard let p = scratch.baseAddress else { return }
+      let t = p + 6 * width
+      (t + 6 * width).initialize(repeating: 0, count: 8)
+      for channel in range {
+        for local in 0..<rows {
+          let tileRow = firstRow + local
+          let item = tileRow / tilesHigh
+          let y0 = (tileRow % tilesHigh) * 4 - 1
+          let image = source.base + (item * c + channel) * h * w
+          for r in 0..<6 {
+            let y = y0 + r
+            if y >= 0 && y < h {
+              splitPhases(image + y * w, count: w, into: p + r * width, span: span)
+            } else {
+              (p + r * width).initialize(repeating: 0, count: width)
+            }
           }
-          var result = SIMD4<Float>()
-          for i in 0..<4 where x0 + i >= 0 && x0 + i < w { result[i] = line[x0 + i] }
-          return result
+          for q in stride(from: 0, to: width, by: 8) {
+            let (d0, d1, d2) = (load8(p + q), load8(p + width + q), load8(p + 2 * width + q))
+            let (d3, d4, d5) = (
+              load8(p + 3 * width + q), load8(p + 4 * width + q), load8(p + 5 * width + q)
+            )
+            store8(4 * d0 - 5 * d2 + d4, t + q)
+            store8(d4 + d3 - 4 * (d1 + d2), t + width + q)
+            store8(d4 - d3 + 4 * (d1 - d2), t + 2 * width + q)
+            store8(d4 - d2 + 2 * (d3 - d1), t + 3 * width + q)
+            store8(d4 - d2 - 2 * (d3 - d1), t + 4 * width + q)
+            store8(4 * d1 - 5 * d3 + d5, t + 5 * width + q)
+          }
+          let base = destination.base + channel * ldv + local * tilesWide
+          for i in 0..<6 {
+            // e_k of tile tx is row i of Bᵀ d at patch column k: phase k mod 4, index tx + k/4.
+            let e = t + i * width
+            let out = base + i * 6 * plane
+            for tx in stride(from: 0, to: tilesWide, by: 8) {
+              let (e0, e1, e2, e3) = (
+                load8(e + tx), load8(e + span + tx), load8(e + 2 * span + tx),
+                load8(e + 3 * span + tx)
+              )
+              let (e4, e5) = (load8(e + tx + 1), load8(e + span + tx + 1))
+              let valid = tilesWide - tx
+              store8(4 * e0 - 5 * e2 + e4, out + tx, valid: valid)
+              store8(e4 + e3 - 4 * (e1 + e2), out + plane + tx, valid: valid)
+              store8(e4 - e3 + 4 * (e1 - e2), out + 2 * plane + tx, valid: valid)
+              store8(e4 - e2 + 2 * (e3 - e1), out + 3 * plane + tx, valid: valid)
+              store8(e4 - e2 - 2 * (e3 - e1), out + 4 * plane + tx, valid: valid)
+              store8(4 * e1 - 5 * e3 + e5, out + 5 * plane + tx, valid: valid)
+            }
+          }
         }
-        let (d0, d1, d2, d3) = (row(0), row(1), row(2), row(3))
-        let base = destination.base + channel * ldv + local
-        // Rows: t = Bᵀ d; columns: V = t B, one row of t at a time.
-        func store(_ r: Int, _ t: SIMD4<Float>) {
-          base[(r * 4 + 0) * plane] = t[0] - t[2]
-          base[(r * 4 + 1) * plane] = t[1] + t[2]
-          base[(r * 4 + 2) * plane] = t[2] - t[1]
-          base[(r * 4 + 3) * plane] = t[1] - t[3]
-        }
-        store(0, d0 - d2)
-        store(1, d1 + d2)
-        store(2, d2 - d1)
-        store(3, d1 - d3)
       }
     }
   }
 }
 
-/// out[2×2 tile] += Aᵀ M A for each tile of the chunk, dropping rows/columns past the image.
+/// Splits one input row into four phase rows: phase φ, index j holds x = 4j + φ − 1, zero where
+/// that is outside the row (each phase row has `span` entries).
+private func splitPhases(
+  _ input: UnsafePointer<Float>, count w: Int, into line: UnsafeMutablePointer<Float>, span: Int
+) {
+  line.initialize(repeating: 0, count: 4 * span)
+  // x = 0, 1, 2 are phases 1, 2, 3 of j = 0; then blocks of 16 (j…j+3, all phases) transposed
+  // from four vectors; the rest one by one.
+  for x in 0..<Swift.min(3, w) { line[(x + 1) * span] = input[x] }
+  var x = 3
+  while x + 16 <= w {
+    let j = (x + 1) / 4
+    let (a, b, c, d) = transposed(
+      load4(input + x), load4(input + x + 4), load4(input + x + 8), load4(input + x + 12))
+    store4(a, line + j)
+    store4(b, line + span + j)
+    store4(c, line + 2 * span + j)
+    store4(d, line + 3 * span + j)
+    x += 16
+  }
+  while x < w {
+    let shifted = x + 1
+    line[(shifted & 3) * span + shifted >> 2] = input[x]
+    x += 1
+  }
+}
+
+/// out[4×4 tile] += Aᵀ M A for every tile of the chunk's tile rows, dropping rows and columns
+/// past the image.
 private func transformOutput(
-  _ m: UnsafePointer<Float>, _ g: ConvGeometry, firstTile: Int, count: Int, ldm: Int,
+  _ m: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldm: Int,
   into out: UnsafeMutablePointer<Float>, options: ComputeOptions
 ) {
   let (o, h, w) = (g.o, g.h, g.w)
-  let tilesWide = (w + 1) / 2
-  let tilesPerImage = ((h + 1) / 2) * tilesWide
+  let tilesHigh = (h + 3) / 4
+  let tilesWide = (w + 3) / 4
+  let span = (tilesWide + 7) / 8 * 8
   let (source, destination) = (SharedPointer(m), SharedMutablePointer(out))
   let plane = o * ldm
   // Each output channel writes only its own plane.
   parallelFor(o, grain: 1, options: options) { range in
-    for channel in range {
-      let rowBase = source.base + channel * ldm
-      for local in 0..<count {
-        let tile = firstTile + local
-        let item = tile / tilesPerImage
-        let y0 = (tile % tilesPerImage) / tilesWide * 2
-        let x0 = (tile % tilesWide) * 2
-        func row(_ r: Int) -> SIMD4<Float> {
-          let p = rowBase + local + r * 4 * plane
-          return SIMD4(p[0], p[plane], p[2 * plane], p[3 * plane])
+    // s[(6a + j)·span + tx] = row a of Aᵀ M, column j, for every tile of the row.
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 24 * span) { scratch in
+      guard let s = scratch.baseAddress else { return }
+      for channel in range {
+        for local in 0..<rows {
+          let tileRow = firstRow + local
+          let item = tileRow / tilesHigh
+          let y0 = (tileRow % tilesHigh) * 4
+          // Loads past the row's last tile read neighbouring (or padding) products whose lanes
+          // are never stored.
+          let products = source.base + channel * ldm + local * tilesWide
+          for j in 0..<6 {
+            for tx in stride(from: 0, to: tilesWide, by: 8) {
+              let column = products + j * plane + tx
+              let (m0, m1, m2) = (load8(column), load8(column + 6 * plane), load8(column + 12 * plane))
+              let (m3, m4, m5) = (
+                load8(column + 18 * plane), load8(column + 24 * plane), load8(column + 30 * plane)
+              )
+              let (sum, difference) = (m1 + m2, m1 - m2)
+              store8(m0 + sum + m3 + m4, s + j * span + tx)
+              store8(difference + 2 * (m3 - m4), s + (6 + j) * span + tx)
+              store8(sum + 4 * (m3 + m4), s + (12 + j) * span + tx)
+              store8(difference + 8 * (m3 - m4) + m5, s + (18 + j) * span + tx)
+            }
+          }
+          let image = destination.base + (item * o + channel) * h * w
+          for a in 0..<Swift.min(4, h - y0) {
+            let row = s + a * 6 * span
+            let line = image + (y0 + a) * w
+            for tx in stride(from: 0, to: tilesWide, by: 8) {
+              let (r0, r1, r2) = (load8(row + tx), load8(row + span + tx), load8(row + 2 * span + tx))
+              let (r3, r4, r5) = (
+                load8(row + 3 * span + tx), load8(row + 4 * span + tx), load8(row + 5 * span + tx)
+              )
+              let (sum, difference) = (r1 + r2, r1 - r2)
+              let c0 = r0 + sum + r3 + r4
+              let c1 = difference + 2 * (r3 - r4)
+              let c2 = sum + 4 * (r3 + r4)
+              let c3 = difference + 8 * (r3 - r4) + r5
+              // Four tiles at a time: transpose (output column b, tile) to (tile, b).
+              let low = transposed(c0.lowHalf, c1.lowHalf, c2.lowHalf, c3.lowHalf)
+              let high = transposed(c0.highHalf, c1.highHalf, c2.highHalf, c3.highHalf)
+              let x0 = 4 * tx
+              accumulate(low.0, line, at: x0, width: w)
+              accumulate(low.1, line, at: x0 + 4, width: w)
+              accumulate(low.2, line, at: x0 + 8, width: w)
+              accumulate(low.3, line, at: x0 + 12, width: w)
+              accumulate(high.0, line, at: x0 + 16, width: w)
+              accumulate(high.1, line, at: x0 + 20, width: w)
+              accumulate(high.2, line, at: x0 + 24, width: w)
+              accumulate(high.3, line, at: x0 + 28, width: w)
+            }
+          }
         }
-        let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3))
-        // Rows: s = Aᵀ M (2×4); then columns: Y = s A (2×2).
-        let image = destination.base + (item * o + channel) * h * w
-        func add(_ r: Int, _ s: SIMD4<Float>) {
-          guard y0 + r < h else { return }
-          let line = image + (y0 + r) * w + x0
-          line[0] += s[0] + s[1] + s[2]
-          if x0 + 1 < w { line[1] += s[1] - s[2] - s[3] }
-        }
-        add(0, m0 + m1 + m2)
-        add(1, m1 - m2 - m3)
       }
     }
   }
+}
+
+@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+  UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+
+@inline(__always) private func load4(_ p: UnsafePointer<Float>) -> SIMD4<Float> {
+  UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self)
+}
+
+@inline(__always) private func store8(_ value: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+  UnsafeMutableRawPointer(p).storeBytes(of: value, as: SIMD8<Float>.self)
+}
+
+/// Stores the first `valid` lanes (all eight when `valid` ≥ 8).
+@inline(__always) private func store8(
+  _ value: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, valid: Int
+) {
+  if valid >= 8 {
+    store8(value, p)
+  } else {
+    for lane in 0..<valid { p[lane] = value[lane] }
+  }
+}
+
+@inline(__always) private func store4(_ value: SIMD4<Float>, _ p: UnsafeMutablePointer<Float>) {
+  UnsafeMutableRawPointer(p).storeBytes(of: value, as: SIMD4<Float>.self)
+}
+
+/// line[x…x+3] += values, dropping the columns at or past `width`.
+@inline(__always) private func accumulate(
+  _ values: SIMD4<Float>, _ line: UnsafeMutablePointer<Float>, at x: Int, width: Int
+) {
+  if x + 4 <= width {
+    store4(load4(line + x) + values, line + x)
+  } else {
+    for b in 0..<Swift.max(0, width - x) { line[x + b] += values[b] }
+  }
+}
+
+/// The 4×4 transpose of rows a, b, c, d.
+@inline(__always) private func transposed(
+  _ a: SIMD4<Float>, _ b: SIMD4<Float>, _ c: SIMD4<Float>, _ d: SIMD4<Float>
+) -> (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>) {
+  (
+    SIMD4(a[0], b[0], c[0], d[0]), SIMD4(a[1], b[1], c[1], d[1]),
+    SIMD4(a[2], b[2], c[2], d[2]), SIMD4(a[3], b[3], c[3], d[3])
+  )
 }
