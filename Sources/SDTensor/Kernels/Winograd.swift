@@ -54,7 +54,8 @@ func winogradConv3x3(
         while firstRow < tileRows {
           let rows = Swift.min(rowsPerChunk, tileRows - firstRow)
           let count = rows * tilesWide
-          transformInput(x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
+          transformInput(
+            x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
           // The 36 products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
           let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
           parallelBLASTasks(36, options: options) { positions in
@@ -91,7 +92,8 @@ private func transformWeights(
       for pair in range {
         let k = source.base + pair * 9
         for col in 0..<3 {
-          interpolate(Double(k[col]), Double(k[3 + col]), Double(k[6 + col]), into: gg + col, stride: 3)
+          interpolate(
+            Double(k[col]), Double(k[3 + col]), Double(k[6 + col]), into: gg + col, stride: 3)
         }
         for row in 0..<6 {
           interpolate(gg[3 * row], gg[3 * row + 1], gg[3 * row + 2], into: uu + 6 * row, stride: 1)
@@ -243,7 +245,9 @@ private func transformOutput(
           for j in 0..<6 {
             for tx in stride(from: 0, to: tilesWide, by: 8) {
               let column = products + j * plane + tx
-              let (m0, m1, m2) = (load8(column), load8(column + 6 * plane), load8(column + 12 * plane))
+              let (m0, m1, m2) = (
+                load8(column), load8(column + 6 * plane), load8(column + 12 * plane)
+              )
               let (m3, m4, m5) = (
                 load8(column + 18 * plane), load8(column + 24 * plane), load8(column + 30 * plane)
               )
@@ -259,7 +263,9 @@ private func transformOutput(
             let row = s + a * 6 * span
             let line = image + (y0 + a) * w
             for tx in stride(from: 0, to: tilesWide, by: 8) {
-              let (r0, r1, r2) = (load8(row + tx), load8(row + span + tx), load8(row + 2 * span + tx))
+              let (r0, r1, r2) = (
+                load8(row + tx), load8(row + span + tx), load8(row + 2 * span + tx)
+              )
               let (r3, r4, r5) = (
                 load8(row + 3 * span + tx), load8(row + 4 * span + tx), load8(row + 5 * span + tx)
               )
