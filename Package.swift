@@ -1,7 +1,30 @@
 // swift-tools-version:6.0
 // A Stable Diffusion runtime in Swift on the CPU. Layers, bottom up:
 // CBLAS -> SDTensor -> SDModels -> SDPipeline (+ CPNG) -> sd / bench.
+import Foundation
 import PackageDescription
+
+/// Element-wise kernels (softmax, activations, norms, Winograd transforms, half widening) are
+/// plain Swift loops that LLVM vectorises for the target CPU, and Swift's default target is
+/// baseline x86-64 (SSE2: 4 lanes, no FMA, no F16C). SwiftPM builds on the machine that runs the
+/// code, so the build reads that machine's CPU flags and targets the widest vector ISA it has
+/// (the `-march=native` of C builds; the ISA is never hard-coded). `SD_TARGET_CPU=<llvm cpu>`
+/// overrides the choice, e.g. `SD_TARGET_CPU=x86-64` for a binary that must run anywhere.
+let targetCPU: String? = {
+  if let chosen = ProcessInfo.processInfo.environment["SD_TARGET_CPU"] {
+    return chosen.isEmpty ? nil : chosen
+  }
+  guard let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+    let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+  else { return nil }
+  let flags = Set(line.split(separator: " ").map(String.init))
+  let haswell: Set = ["avx2", "fma", "f16c", "bmi2", "movbe"]
+  let skylakeAVX512 = haswell.union(["avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"])
+  if flags.isSuperset(of: skylakeAVX512) { return "skylake-avx512" }
+  if flags.isSuperset(of: haswell) { return "haswell" }
+  return nil
+}()
+let nativeCode: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
 
 let package = Package(
   name: "StableDiffusionCPU",
@@ -17,11 +40,15 @@ let package = Package(
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
-    .target(name: "SDTensor", dependencies: ["CBLAS"]),
-    .target(name: "SDModels", dependencies: ["SDTensor"], resources: [.copy("Resources")]),
-    .target(name: "SDPipeline", dependencies: ["SDModels", "CPNG"]),
-    .executableTarget(name: "sd", dependencies: ["SDPipeline"]),
-    .executableTarget(name: "bench", dependencies: ["SDPipeline"], path: "Benchmarks/bench"),
+    .target(name: "SDTensor", dependencies: ["CBLAS"], swiftSettings: nativeCode),
+    .target(
+      name: "SDModels", dependencies: ["SDTensor"], resources: [.copy("Resources")],
+      swiftSettings: nativeCode),
+    .target(name: "SDPipeline", dependencies: ["SDModels", "CPNG"], swiftSettings: nativeCode),
+    .executableTarget(name: "sd", dependencies: ["SDPipeline"], swiftSettings: nativeCode),
+    .executableTarget(
+      name: "bench", dependencies: ["SDPipeline"], path: "Benchmarks/bench",
+      swiftSettings: nativeCode),
     .target(name: "SDTestSupport", dependencies: ["SDTensor"], path: "Tests/SDTestSupport"),
     .testTarget(name: "SDTensorTests", dependencies: ["SDTensor", "SDTestSupport"]),
     .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDTestSupport"]),
