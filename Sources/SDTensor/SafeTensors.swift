@@ -238,7 +238,24 @@ public final class SafeTensorsFile: @unchecked Sendable {
       default:
         break  // excluded by the isReadable guard above
       }
+      releasePages(of: entry)
     }
+  }
+
+  /// Drops the file pages of `entry` from this process's resident memory once its data has been
+  /// copied out. Touched pages of a file mapping count as resident until unmapped, so without
+  /// this, loading a checkpoint would hold the whole file on top of the copies made from it
+  /// (an fp32 UNet file is 3.4 GB). Pages shared with a neighbouring tensor are kept; a later
+  /// read of the same entry maps its pages in again from the file.
+  func releasePages(of entry: SafeTensorsEntry) {
+    guard let mapping else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = Int(bitPattern: mapping) + dataStart + entry.dataRange.lowerBound
+    let end = Int(bitPattern: mapping) + dataStart + entry.dataRange.upperBound
+    let first = (start + page - 1) / page * page
+    let last = end / page * page
+    guard last > first, let address = UnsafeMutableRawPointer(bitPattern: first) else { return }
+    _ = madvise(address, last - first, MADV_DONTNEED)
   }
 }
 
@@ -252,7 +269,9 @@ extension SafeTensorsFile {
       return try read(entry, name: name).scalars.map { Float16($0).bitPattern }
     }
     let source = mapping + dataStart + entry.dataRange.lowerBound
-    return (0..<count).map { source.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self) }
+    let bits = (0..<count).map { source.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self) }
+    releasePages(of: entry)
+    return bits
   }
 }
 
