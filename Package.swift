@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // A Stable Diffusion runtime in Swift on the CPU. Layers, bottom up:
-// CBLAS -> SDTensor -> SDModels -> SDPipeline (+ CPNG) -> sd / bench.
+// CBLAS (+ CMalloc) -> SDTensor -> SDModels -> SDPipeline (+ CPNG) -> sd / bench.
 import Foundation
 import PackageDescription
 
@@ -39,8 +39,9 @@ let package = Package(
   targets: [
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(name: "CMalloc"),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
-    .target(name: "SDTensor", dependencies: ["CBLAS"], swiftSettings: nativeCode),
+    .target(name: "SDTensor", dependencies: ["CBLAS", "CMalloc"], swiftSettings: nativeCode),
     .target(
       name: "SDModels", dependencies: ["SDTensor"], resources: [.copy("Resources")],
       swiftSettings: nativeCode),

@@ -8,6 +8,8 @@ import SDPipeline
 import SDTensor
 
 let arguments = BenchArguments.parse(CommandLine.arguments.dropFirst())
+// As `sd` does: freed activation buffers stay in the heap for the next layer.
+HeapPolicy.keepFreedMemory()
 #if DEBUG
   printError("WARNING: debug build; numbers are meaningless. Use `swift run -c release bench`.")
 #endif

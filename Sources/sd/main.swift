@@ -3,6 +3,7 @@
 
 import Foundation
 import SDPipeline
+import SDTensor
 
 let version = "0.1.0"
 
@@ -24,6 +25,8 @@ func validatedArguments() throws(UsageError) -> [String] {
 // A write past a file-size limit (or a full quota) then fails with an error we report, instead
 // of SIGXFSZ killing the process.
 signal(SIGXFSZ, SIG_IGN)
+// Freed activation buffers stay in the heap for the next layer (see HeapPolicy).
+HeapPolicy.keepFreedMemory()
 let cancellation = Cancellation()
 let signalSource = cancellation.installSignalHandler()
 let status: Int32
