@@ -44,8 +44,12 @@ func winogradConv3x3(
   // Scratch is fully written before it is read; skip zero-filling it.
   var transformedWeights = [Float](unsafeUninitializedCapacity: 36 * o * c) { $1 = 36 * o * c }
   var inputTiles = [Float](unsafeUninitializedCapacity: 36 * c * chunk) { $1 = 36 * c * chunk }
-  // One vector of padding: the output transform's last loads run past the final row.
-  var products = [Float](repeating: 0, count: 36 * o * chunk + 8)
+  // One vector of padding, zeroed: the output transform's last loads run past the final row
+  // (the lanes they read there are never stored).
+  var products = [Float](unsafeUninitializedCapacity: 36 * o * chunk + 8) { buffer, count in
+    count = 36 * o * chunk + 8
+    buffer.baseAddress?.advanced(by: 36 * o * chunk).initialize(repeating: 0, count: 8)
+  }
   transformedWeights.withUnsafeMutableBufferPointer { pu in
     inputTiles.withUnsafeMutableBufferPointer { pv in
       products.withUnsafeMutableBufferPointer { pm in
