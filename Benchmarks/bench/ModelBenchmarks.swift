@@ -125,9 +125,12 @@ func runModelBenchmarks(
       modelAt: URL(fileURLWithPath: $0), halfPrecisionWeights: arguments.halfPrecisionWeights)
   }
 
+  // The user's VAE, or a synthetic one (built only when a VAE benchmark runs).
+  func vaeModel() throws -> AutoencoderKL {
+    try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
+  }
   if arguments.vaeOnly {
-    let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
-    runVAEBenchmarks(vae, options: options, report: &report)
+    runVAEBenchmarks(try vaeModel(), options: options, report: &report)
     return
   }
   var start = DispatchTime.now().uptimeNanoseconds
@@ -190,7 +193,7 @@ func runModelBenchmarks(
   }
 
   if !arguments.skipLarge && !arguments.unetOnly {
-    let vae = try loaded?.vae ?? AutoencoderKL(configuration: .stableDiffusion15, weights: store)
+    let vae = try vaeModel()
     runVAEBenchmarks(vae, options: options, report: &report)
     let pipeline =
       try loaded
