@@ -19,6 +19,12 @@ let baseline = arguments.pytorchBaseline.flatMap {
 }
 // Our kernels run OpenBLAS on one thread and split the work over their own threads.
 BLAS.setThreadCount(1)
+// As `sd generate` does: OpenBLAS's faster kernel set on this machine, measured.
+if let choice = BLAS.selectFastestKernels() {
+  let rates = choice.gigaflops.sorted { $0.key < $1.key }
+    .map { "\($0.key) " + String(format: "%.1f", $0.value) }.joined(separator: ", ")
+  printError("OpenBLAS kernels: \(choice.chosen) (single-thread GFLOP/s: \(rates))")
+}
 let options = ComputeOptions(threadCount: arguments.threads)
 var report = BenchReport(threads: arguments.threads)
 printError("bench: \(arguments.threads) threads, BLAS \(BLAS.buildDescription)")

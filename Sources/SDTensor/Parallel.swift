@@ -1,7 +1,6 @@
 // The one parallel-for of the package, and the options object that carries the thread count.
 // Work is cut into chunks by problem size only, so results are bit-identical for any thread count.
 
-import CBLAS
 import Dispatch
 
 /// How kernels may use the machine. Passed from the pipeline through the models to each kernel;
@@ -13,30 +12,6 @@ public struct ComputeOptions: Sendable, Equatable {
   /// - Parameter threadCount: threads for our kernels; values below 1 are treated as 1.
   public init(threadCount: Int = 1) {
     self.threadCount = Swift.max(1, threadCount)
-  }
-}
-
-/// Process-wide BLAS settings. OpenBLAS keeps its thread count in a global, so only an executable
-/// should call this, once, before any work (see STYLE.md, concurrency pitfall 8).
-public enum BLAS {
-  /// Sets the number of threads OpenBLAS uses inside one sgemm call.
-  public static func setThreadCount(_ count: Int) {
-    #if canImport(Accelerate)
-      _ = count
-    #else
-      openblas_set_num_threads(Int32(Swift.max(1, count)))
-    #endif
-  }
-
-  /// A one-line description of the BLAS build (library, core kernel chosen at run time).
-  public static var buildDescription: String {
-    #if canImport(Accelerate)
-      return "Accelerate"
-    #else
-      let config = openblas_get_config().map { String(cString: $0) } ?? "OpenBLAS"
-      let core = openblas_get_corename().map { String(cString: $0) } ?? "?"
-      return "\(config) core=\(core)"
-    #endif
   }
 }
 

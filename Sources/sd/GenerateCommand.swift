@@ -176,6 +176,9 @@ enum GenerateCommand {
     let options = ComputeOptions(threadCount: threads)
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
+    if let choice = BLAS.selectFastestKernels() {
+      reporter.note("OpenBLAS kernels: \(choice.chosen), the faster on this machine")
+    }
     reporter.note("loading \(model.path)")
     let pipeline = try StableDiffusionPipeline(
       modelAt: model, configurationsFrom: try arguments.existingPath("config"),
