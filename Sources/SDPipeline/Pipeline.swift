@@ -23,6 +23,10 @@ public struct StableDiffusionPipeline: Sendable {
   /// prints them as a warning (a leftover means the checkpoint has parts this runtime ignores).
   public let unusedWeights: [String]
 
+  /// The weight stores of a pipeline loaded from files, so that each model's file pages can be
+  /// dropped when its phase of a generation ends; nil when assembled from loaded parts.
+  private let weightStores: (text: WeightStore, unet: WeightStore, vae: WeightStore)?
+
   /// Assembles a pipeline from loaded parts.
   public init(
     tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
@@ -37,6 +41,7 @@ public struct StableDiffusionPipeline: Sendable {
     self.schedulerConfiguration = schedulerConfiguration
     self.defaultSampler = defaultSampler
     unusedWeights = []
+    weightStores = nil
   }
 
   /// Loads a model from
@@ -47,6 +52,12 @@ public struct StableDiffusionPipeline: Sendable {
   /// Without `tokenizer/` the bundled CLIP vocabulary is used; without `scheduler/`, SD 1.5's PNDM.
   /// With `halfPrecisionWeights` the UNet, VAE and text-encoder layer weights stay in half
   /// precision in memory (half the memory; widened on each use; fp32 checkpoints are rounded).
+  /// Half-precision weights of fp16 checkpoints are then used where they lie in the file's
+  /// memory mapping, without a copy: each generation drops a model's pages from resident memory
+  /// when its phase ends, so a 512×512 generation never holds all three models at once (the
+  /// pages come back from the page cache at the next use). Do not rewrite the checkpoint files
+  /// in place while such a pipeline exists; replacing them (a new file renamed over the old) is
+  /// safe.
   /// - Throws: `PipelineError` naming the file that is missing or wrong; pickle checkpoints
   ///   (`.ckpt`, `.pt`, `.bin`) are refused, since loading them can run code.
   public init(
@@ -141,6 +152,7 @@ public struct StableDiffusionPipeline: Sendable {
       ?? (stores.text.unreadKeys() + stores.unet.unreadKeys() + stores.vae.unreadKeys()).filter {
         !$0.hasSuffix("position_ids")
       }
+    weightStores = stores
     try Self.checkWidths(textEncoder, unet)
   }
 
@@ -188,6 +200,8 @@ public struct StableDiffusionPipeline: Sendable {
       sampler, configuration: schedulerConfiguration, steps: request.steps)
     let text = try TextRows(
       request, pipeline: self, usesNegativeBranch: guidance.usesNegativeBranch, options: options)
+    // Each model's file-backed weights leave resident memory when its phase ends.
+    weightStores?.text.releaseResidentPages()
 
     // Noise: one generator for everything, drawn in diffusers' order (img2img: the VAE sample
     // first, then the initial noise; ancestral samplers: then one draw per step).
@@ -227,11 +241,13 @@ public struct StableDiffusionPipeline: Sendable {
         noisePrediction: guided)
       if let progress, !progress(report) { throw .cancelled }
     }
+    weightStores?.unet.releaseResidentPages()
 
     let scaled = latents * (1 / vae.configuration.scalingFactor)
     let decoded =
       request.tiledDecodingAbove.map { latents.shape[2] > $0 || latents.shape[3] > $0 } ?? false
       ? vae.decodeTiled(scaled, tile: 64, options: options) : vae.decode(scaled, options: options)
+    weightStores?.vae.releaseResidentPages()
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
       decoded: decoded, sampler: sampler, truncatedTokens: text.cutTokens)

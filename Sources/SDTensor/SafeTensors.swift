@@ -242,11 +242,12 @@ public final class SafeTensorsFile: @unchecked Sendable {
     }
   }
 
-  /// Drops the file pages of `entry` from this process's resident memory once its data has been
-  /// copied out. Touched pages of a file mapping count as resident until unmapped, so without
-  /// this, loading a checkpoint would hold the whole file on top of the copies made from it
-  /// (an fp32 UNet file is 3.4 GB). Pages shared with a neighbouring tensor are kept; a later
-  /// read of the same entry maps its pages in again from the file.
+  /// Drops the file pages of `entry` from this process's resident memory: once its data has been
+  /// copied out, or when weights used in place (`mappedHalfBits`) are not needed for a while.
+  /// Touched pages of a file mapping count as resident until unmapped, so without this, loading a
+  /// checkpoint would hold the whole file on top of the copies made from it (an fp32 UNet file is
+  /// 3.4 GB). Pages shared with a neighbouring tensor are kept; the next access to the entry maps
+  /// its pages in again from the file (from the page cache, usually).
   func releasePages(of entry: SafeTensorsEntry) {
     guard let mapping else { return }
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))
@@ -260,6 +261,17 @@ public final class SafeTensorsFile: @unchecked Sendable {
 }
 
 extension SafeTensorsFile {
+  /// The F16 data of `entry` where it lies in the file mapping, without a copy, when it is 2-byte
+  /// aligned (safetensors writers align the data section to 8 bytes); nil for other dtypes or a
+  /// misaligned entry. The pages are read from the file on first use, and may be dropped again
+  /// with `releasePages(of:)`. Valid as long as this file object lives.
+  func mappedHalfBits(of entry: SafeTensorsEntry) -> UnsafePointer<UInt16>? {
+    guard entry.dtype == .f16, let mapping else { return nil }
+    let source = mapping + dataStart + entry.dataRange.lowerBound
+    guard Int(bitPattern: source) % 2 == 0 else { return nil }
+    return source.assumingMemoryBound(to: UInt16.self)
+  }
+
   /// Reads the data of a validated entry as IEEE half-precision bit patterns: F16 as stored,
   /// F32 and BF16 rounded to the nearest half.
   /// - Throws: `WeightError.unsupportedDType` when it is not a float tensor.

@@ -6,6 +6,8 @@ public struct Weight: Sendable {
   enum Storage: Sendable {
     case float(Tensor)
     case half([UInt16])
+    /// F16 data used where it lies in a checkpoint's file mapping (see `MappedHalfBits`).
+    case mappedHalf(MappedHalfBits)
   }
 
   public let shape: [Int]
@@ -25,17 +27,31 @@ public struct Weight: Sendable {
     storage = .half(halfBits)
   }
 
+  /// A half-precision weight read in place from a file mapping.
+  init(shape: [Int], mapped bits: MappedHalfBits) {
+    self.shape = shape
+    storage = .mappedHalf(bits)
+  }
+
   /// Whether the weight is stored in half precision.
   public var isHalfPrecision: Bool {
-    if case .half = storage { return true }
+    if case .float = storage { return false }
+    return true
+  }
+
+  /// Whether the weight's values are read in place from the checkpoint file's mapping rather
+  /// than copied into memory of the process's own.
+  public var isFileBacked: Bool {
+    if case .mappedHalf = storage { return true }
     return false
   }
 
-  /// Bytes the weight occupies.
+  /// Bytes the weight occupies (for a file-backed weight: when all of its pages are resident).
   public var byteCount: Int {
     switch storage {
     case .float(let tensor): return tensor.count * 4
     case .half(let bits): return bits.count * 2
+    case .mappedHalf: return shape.reduce(1, *) * 2
     }
   }
 
@@ -44,19 +60,33 @@ public struct Weight: Sendable {
     switch storage {
     case .float(let tensor): return tensor
     case .half(let bits):
-      return Tensor(shape: shape) { out in
-        bits.withUnsafeBufferPointer { source in
-          guard let input = source.baseAddress, let output = out.baseAddress else { return }
-          let (from, to) = (SharedHalfPointer(input), SharedMutablePointer(output))
-          // Each chunk widens its own range.
-          parallelFor(bits.count, grain: 1 << 16, options: options) { range in
-            widenHalf(
-              from.base + range.lowerBound, into: to.base + range.lowerBound, count: range.count)
-          }
-        }
+      return bits.withUnsafeBufferPointer { source in
+        guard let base = source.baseAddress else { return Tensor(zeros: shape) }
+        return widened(base, options: options)
+      }
+    case .mappedHalf(let bits): return widened(bits.base, options: options)
+    }
+  }
+
+  private func widened(_ bits: UnsafePointer<UInt16>, options: ComputeOptions) -> Tensor {
+    let count = shape.reduce(1, *)
+    return Tensor(shape: shape) { out in
+      guard let output = out.baseAddress else { return }
+      let (from, to) = (SharedHalfPointer(bits), SharedMutablePointer(output))
+      // Each chunk widens its own range.
+      parallelFor(count, grain: 1 << 16, options: options) { range in
+        widenHalf(
+          from.base + range.lowerBound, into: to.base + range.lowerBound, count: range.count)
       }
     }
   }
+}
+
+/// Half-precision bits inside a safetensors file's read-only mapping, which `file` keeps alive.
+/// Shared between threads only for reading; the mapping never changes while the file is open.
+struct MappedHalfBits: @unchecked Sendable {
+  let base: UnsafePointer<UInt16>
+  let file: SafeTensorsFile
 }
 
 /// Read-only half-precision bits shared by the iterations of `parallelFor`.

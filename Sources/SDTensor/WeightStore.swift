@@ -110,7 +110,25 @@ public final class WeightStore: Sendable {
     }
     let (file, entry, storedName) = try locate(key, shape: shape)
     readKeys.withLock { _ = $0.insert(storedName) }
+    // F16 checkpoint data is used where it lies: no copy, and its pages can be dropped between
+    // uses (`releaseResidentPages`).
+    if let bits = file.mappedHalfBits(of: entry) {
+      return Weight(shape: shape, mapped: MappedHalfBits(base: bits, file: file))
+    }
     return Weight(shape: shape, halfBits: try file.readHalf(entry, name: storedName))
+  }
+
+  /// Drops the file pages of every tensor read from this store from the process's resident
+  /// memory. Weights used in place (F16 data kept in half precision) stay valid: their pages are
+  /// read in again, usually from the page cache, at their next use. The pipeline calls this when
+  /// a model's phase of a generation ends, so the text encoder's, the UNet's and the VAE's
+  /// weights are not all resident at once.
+  public func releaseResidentPages() {
+    let read = readKeys.withLock { $0 }
+    for name in read {
+      guard let (fileIndex, entry) = index[name] else { continue }
+      files[fileIndex].releasePages(of: entry)
+    }
   }
 
   /// The file and entry of `key`, checked against `shape`, and the name it is stored under.

@@ -243,4 +243,20 @@ struct SafeTensorsTests {
     let full = try WeightStore(paths: [url.path]).weight("w", shape: [2, 3])
     #expect(!full.isHalfPrecision && full.float(options: ComputeOptions()) == values)
   }
+
+  /// F16 data kept in half precision is used in place in the file mapping, and still reads the
+  /// same after the store drops its pages from resident memory.
+  @Test func f16WeightsAreUsedInPlaceAndSurviveReleasedPages() throws {
+    let path = fixturePath("tiny-sd15/text_encoder/model.safetensors")
+    let key = "embeddings.token_embedding.weight"
+    let expected = try SafeTensorsFile(path: path).tensor(key)
+    let store = try WeightStore(paths: [path], keepsHalfPrecision: true)
+    let weight = try store.weight(key, shape: [49408, 32])
+    #expect(weight.isFileBacked && weight.isHalfPrecision && weight.byteCount == 49408 * 32 * 2)
+    #expect(weight.float(options: ComputeOptions()) == expected)
+    store.releaseResidentPages()
+    #expect(weight.float(options: ComputeOptions(threadCount: 2)) == expected)
+    let copied = try WeightStore(paths: [path]).weight(key, shape: [49408, 32])
+    #expect(!copied.isFileBacked && copied.float(options: ComputeOptions()) == expected)
+  }
 }
