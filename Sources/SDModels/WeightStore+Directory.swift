@@ -5,14 +5,17 @@ import SDTensor
 
 extension WeightStore {
   /// Opens `<stem>.safetensors` in `directory`, or the `<stem>.fp16.safetensors` variant that
-  /// diffusers writes for half-precision checkpoints.
+  /// diffusers writes for half-precision checkpoints. When both exist (as in the released SD
+  /// repositories) and weights are kept in half precision, the variant is opened: it holds the
+  /// same values the full file would be rounded to, and half-precision data is used in place.
   /// - Throws: `ModelError.weights` when neither exists (naming a pickle `.bin` if that is all
   ///   there is, which is refused: loading it would run arbitrary code) or the file is invalid.
   public static func open(
     directory: URL, stem: String, keepsHalfPrecision: Bool = false
   ) throws(ModelError) -> WeightStore {
     let manager = FileManager.default
-    for name in ["\(stem).safetensors", "\(stem).fp16.safetensors"] {
+    let names = ["\(stem).safetensors", "\(stem).fp16.safetensors"]
+    for name in keepsHalfPrecision ? names.reversed() : names {
       let path = directory.appendingPathComponent(name).path
       if manager.fileExists(atPath: path) {
         do {

@@ -107,3 +107,24 @@ import Testing
     #expect(try half.generate(request, options: options).latents == b.latents)
   }
 }
+
+/// A folder with both the full file and diffusers' `.fp16` variant: half-precision loading
+/// opens the variant (used in place), full-precision loading the full file.
+@Suite struct VariantChoiceTests {
+  @Test func halfPrecisionOpensTheFP16Variant() throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "variants-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    try FileManager.default.copyItem(
+      atPath: fixturePath("tiny-sd15/text_encoder/model.safetensors"),
+      toPath: folder.appendingPathComponent("model.fp16.safetensors").path)
+    try SafeTensorsWriter.write(
+      ["w": Tensor(shape: [2], scalars: [1, 2])],
+      to: folder.appendingPathComponent("model.safetensors").path)
+    let half = try WeightStore.open(directory: folder, stem: "model", keepsHalfPrecision: true)
+    #expect(half.origin.hasSuffix("model.fp16.safetensors"))
+    let full = try WeightStore.open(directory: folder, stem: "model")
+    #expect(full.origin.hasSuffix("/model.safetensors"))
+  }
+}
