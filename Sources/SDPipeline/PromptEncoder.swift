@@ -172,7 +172,8 @@ public struct PromptEncoder: Sendable {
       var rows = [Float](repeating: 0, count: length * width)
       for (position, id) in ids.enumerated() {
         let vector = position >= 1 && position <= tokens.count ? tokens[position - 1].vector : nil
-        let source = vector ?? textEncoder.tokenEmbedding.scalars[id * width..<(id + 1) * width]
+        let source =
+          vector ?? ArraySlice(textEncoder.tokenEmbedding.scalars(id * width..<(id + 1) * width))
         rows.replaceSubrange(position * width..<(position + 1) * width, with: source)
       }
       encoded = textEncoder(

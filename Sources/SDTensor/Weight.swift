@@ -68,6 +68,20 @@ public struct Weight: Sendable {
     }
   }
 
+  /// Elements `range` of the weight (row-major order) as Float32, without widening the rest: a
+  /// lookup such as one token's embedding row.
+  public func scalars(_ range: Range<Int>) -> [Float] {
+    precondition(
+      range.lowerBound >= 0 && range.upperBound <= shape.reduce(1, *),
+      "elements \(range) of a weight of shape \(shape)")
+    switch storage {
+    case .float(let tensor): return Array(tensor.scalars[range])
+    case .half(let bits): return bits[range].map { Float(Float16(bitPattern: $0)) }
+    case .mappedHalf(let bits):
+      return range.map { Float(Float16(bitPattern: bits.base[$0])) }
+    }
+  }
+
   private func widened(_ bits: UnsafePointer<UInt16>, options: ComputeOptions) -> Tensor {
     let count = shape.reduce(1, *)
     return Tensor(shape: shape) { out in
