@@ -243,7 +243,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
   }
 
   /// Drops the file pages of `entry` from this process's resident memory: once its data has been
-  /// copied out, or when weights used in place (`mappedHalfBits`) are not needed for a while.
+  /// copied out, or when weights used in place (`mappedData`) are not needed for a while.
   /// Touched pages of a file mapping count as resident until unmapped, so without this, loading a
   /// checkpoint would hold the whole file on top of the copies made from it (an fp32 UNet file is
   /// 3.4 GB). Pages shared with a neighbouring tensor are kept; the next access to the entry maps
@@ -261,15 +261,19 @@ public final class SafeTensorsFile: @unchecked Sendable {
 }
 
 extension SafeTensorsFile {
-  /// The F16 data of `entry` where it lies in the file mapping, without a copy, when it is 2-byte
-  /// aligned (safetensors writers align the data section to 8 bytes); nil for other dtypes or a
-  /// misaligned entry. The pages are read from the file on first use, and may be dropped again
-  /// with `releasePages(of:)`. Valid as long as this file object lives.
-  func mappedHalfBits(of entry: SafeTensorsEntry) -> UnsafePointer<UInt16>? {
-    guard entry.dtype == .f16, let mapping else { return nil }
+  /// The data of `entry` where it lies in the file mapping, without a copy, when it is stored
+  /// as `dtype` and aligned for `Element` (safetensors writers align the data section to 8
+  /// bytes); nil otherwise. The pages are read from the file on first use, and may be dropped
+  /// again with `releasePages(of:)`. Valid as long as this file object lives.
+  func mappedData<Element>(
+    of entry: SafeTensorsEntry, as dtype: SafeTensorsDType, _: Element.Type
+  ) -> UnsafePointer<Element>? {
+    guard entry.dtype == dtype, dtype.size == MemoryLayout<Element>.size, let mapping else {
+      return nil
+    }
     let source = mapping + dataStart + entry.dataRange.lowerBound
-    guard Int(bitPattern: source) % 2 == 0 else { return nil }
-    return source.assumingMemoryBound(to: UInt16.self)
+    guard Int(bitPattern: source) % MemoryLayout<Element>.alignment == 0 else { return nil }
+    return source.assumingMemoryBound(to: Element.self)
   }
 
   /// Reads the data of a validated entry as IEEE half-precision bit patterns: F16 as stored,

@@ -1,13 +1,16 @@
 // A model weight as the layers hold it: Float32, or IEEE half precision kept as its 16-bit
-// pattern (half the memory) and widened to Float32 each time a layer uses it.
+// pattern (half the memory) and widened to Float32 each time a layer uses it; either one copied
+// into the process's memory or used where it lies in the checkpoint file's mapping.
 
 /// A weight tensor in Float32 or half-precision storage.
 public struct Weight: Sendable {
   enum Storage: Sendable {
     case float(Tensor)
     case half([UInt16])
-    /// F16 data used where it lies in a checkpoint's file mapping (see `MappedHalfBits`).
-    case mappedHalf(MappedHalfBits)
+    /// F32 data used where it lies in a checkpoint's file mapping.
+    case mappedFloat(FileBackedPointer<Float>)
+    /// F16 data used where it lies in a checkpoint's file mapping.
+    case mappedHalf(FileBackedPointer<UInt16>)
   }
 
   public let shape: [Int]
@@ -27,44 +30,58 @@ public struct Weight: Sendable {
     storage = .half(halfBits)
   }
 
-  /// A half-precision weight read in place from a file mapping.
-  init(shape: [Int], mapped bits: MappedHalfBits) {
+  /// A weight read in place from a file mapping.
+  init(shape: [Int], storage: Storage) {
     self.shape = shape
-    storage = .mappedHalf(bits)
+    self.storage = storage
   }
 
   /// Whether the weight is stored in half precision.
   public var isHalfPrecision: Bool {
-    if case .float = storage { return false }
-    return true
+    switch storage {
+    case .float, .mappedFloat: return false
+    case .half, .mappedHalf: return true
+    }
   }
 
   /// Whether the weight's values are read in place from the checkpoint file's mapping rather
   /// than copied into memory of the process's own.
   public var isFileBacked: Bool {
-    if case .mappedHalf = storage { return true }
-    return false
-  }
-
-  /// Bytes the weight occupies (for a file-backed weight: when all of its pages are resident).
-  public var byteCount: Int {
     switch storage {
-    case .float(let tensor): return tensor.count * 4
-    case .half(let bits): return bits.count * 2
-    case .mappedHalf: return shape.reduce(1, *) * 2
+    case .float, .half: return false
+    case .mappedFloat, .mappedHalf: return true
     }
   }
 
-  /// The weight as Float32: the stored tensor, or a widened copy of the half-precision values.
+  /// Bytes the weight occupies (for a file-backed weight: when all of its pages are resident).
+  public var byteCount: Int { elementCount * (isHalfPrecision ? 2 : 4) }
+
+  private var elementCount: Int { shape.reduce(1, *) }
+
+  /// The weight as a Float32 tensor: the stored tensor, or a copy (widened from half precision,
+  /// or out of the file mapping). Kernels take `withFloats` instead, which copies less.
   public func float(options: ComputeOptions) -> Tensor {
+    if case .float(let tensor) = storage { return tensor }
+    return withFloats(options: options) { values in
+      Tensor(shape: shape, scalars: Array(UnsafeBufferPointer(start: values, count: elementCount)))
+    }
+  }
+
+  /// Calls `body` with the weight's Float32 values (row-major): the stored values in place for
+  /// Float32 storage, in memory or in the file mapping; a widened temporary for half precision.
+  /// The pointer is valid only inside `body`.
+  public func withFloats<Result>(
+    options: ComputeOptions, _ body: (UnsafePointer<Float>) -> Result
+  ) -> Result {
     switch storage {
-    case .float(let tensor): return tensor
+    case .float(let tensor): return tensor.withFloats(body)
+    case .mappedFloat(let values): return body(values.base)
     case .half(let bits):
-      return bits.withUnsafeBufferPointer { source in
-        guard let base = source.baseAddress else { return Tensor(zeros: shape) }
-        return widened(base, options: options)
+      let widened = bits.withUnsafeBufferPointer { source in
+        source.baseAddress.map { widen($0, options: options) } ?? Tensor(zeros: shape)
       }
-    case .mappedHalf(let bits): return widened(bits.base, options: options)
+      return widened.withFloats(body)
+    case .mappedHalf(let bits): return widen(bits.base, options: options).withFloats(body)
     }
   }
 
@@ -72,18 +89,18 @@ public struct Weight: Sendable {
   /// lookup such as one token's embedding row.
   public func scalars(_ range: Range<Int>) -> [Float] {
     precondition(
-      range.lowerBound >= 0 && range.upperBound <= shape.reduce(1, *),
+      range.lowerBound >= 0 && range.upperBound <= elementCount,
       "elements \(range) of a weight of shape \(shape)")
     switch storage {
     case .float(let tensor): return Array(tensor.scalars[range])
     case .half(let bits): return bits[range].map { Float(Float16(bitPattern: $0)) }
-    case .mappedHalf(let bits):
-      return range.map { Float(Float16(bitPattern: bits.base[$0])) }
+    case .mappedFloat(let values): return range.map { values.base[$0] }
+    case .mappedHalf(let bits): return range.map { Float(Float16(bitPattern: bits.base[$0])) }
     }
   }
 
-  private func widened(_ bits: UnsafePointer<UInt16>, options: ComputeOptions) -> Tensor {
-    let count = shape.reduce(1, *)
+  private func widen(_ bits: UnsafePointer<UInt16>, options: ComputeOptions) -> Tensor {
+    let count = elementCount
     return Tensor(shape: shape) { out in
       guard let output = out.baseAddress else { return }
       let (from, to) = (SharedHalfPointer(bits), SharedMutablePointer(output))
@@ -96,10 +113,23 @@ public struct Weight: Sendable {
   }
 }
 
-/// Half-precision bits inside a safetensors file's read-only mapping, which `file` keeps alive.
-/// Shared between threads only for reading; the mapping never changes while the file is open.
-struct MappedHalfBits: @unchecked Sendable {
-  let base: UnsafePointer<UInt16>
+extension Tensor {
+  /// `body` with a pointer to the elements (a valid pointer even when there are none).
+  fileprivate func withFloats<Result>(_ body: (UnsafePointer<Float>) -> Result) -> Result {
+    scalars.withUnsafeBufferPointer { buffer in
+      guard let base = buffer.baseAddress else {
+        var none: Float = 0
+        return body(&none)
+      }
+      return body(base)
+    }
+  }
+}
+
+/// Data inside a safetensors file's read-only mapping, which `file` keeps alive. Shared between
+/// threads only for reading; the mapping never changes while the file is open.
+struct FileBackedPointer<Element>: @unchecked Sendable {
+  let base: UnsafePointer<Element>
   let file: SafeTensorsFile
 }
 

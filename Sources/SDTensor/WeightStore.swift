@@ -100,22 +100,30 @@ public final class WeightStore: Sendable {
     return try file.read(entry, name: storedName).reshaped(shape)
   }
 
-  /// Reads `key` as a layer weight: Float32, or half precision when the store keeps it.
+  /// Reads `key` as a layer weight: Float32, or half precision when the store keeps it. Data
+  /// already stored in that precision (F32, or F16 kept in half precision) is used where it lies
+  /// in the file mapping: no copy, and its pages can be dropped between uses
+  /// (`releaseResidentPages`).
   /// - Throws: as `tensor(_:shape:)`.
   public func weight(_ key: String, shape: [Int]) throws(WeightError) -> Weight {
-    guard keepsHalfPrecision else { return Weight(try tensor(key, shape: shape)) }
     if let syntheticSeed {
-      let values = synthetic(key, shape: shape, seed: syntheticSeed).scalars
-      return Weight(shape: shape, halfBits: values.map { Float16($0).bitPattern })
+      let tensor = synthetic(key, shape: shape, seed: syntheticSeed)
+      guard keepsHalfPrecision else { return Weight(tensor) }
+      return Weight(shape: shape, halfBits: tensor.scalars.map { Float16($0).bitPattern })
     }
     let (file, entry, storedName) = try locate(key, shape: shape)
     readKeys.withLock { _ = $0.insert(storedName) }
-    // F16 checkpoint data is used where it lies: no copy, and its pages can be dropped between
-    // uses (`releaseResidentPages`).
-    if let bits = file.mappedHalfBits(of: entry) {
-      return Weight(shape: shape, mapped: MappedHalfBits(base: bits, file: file))
+    if keepsHalfPrecision {
+      if let bits = file.mappedData(of: entry, as: .f16, UInt16.self) {
+        return Weight(shape: shape, storage: .mappedHalf(FileBackedPointer(base: bits, file: file)))
+      }
+      return Weight(shape: shape, halfBits: try file.readHalf(entry, name: storedName))
     }
-    return Weight(shape: shape, halfBits: try file.readHalf(entry, name: storedName))
+    if let values = file.mappedData(of: entry, as: .f32, Float.self) {
+      return Weight(
+        shape: shape, storage: .mappedFloat(FileBackedPointer(base: values, file: file)))
+    }
+    return Weight(try file.read(entry, name: storedName).reshaped(shape))
   }
 
   /// Drops the file pages of every tensor read from this store from the process's resident

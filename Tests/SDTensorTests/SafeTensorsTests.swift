@@ -242,6 +242,9 @@ struct SafeTensorsTests {
     #expect(store.unreadKeys().isEmpty)
     let full = try WeightStore(paths: [url.path]).weight("w", shape: [2, 3])
     #expect(!full.isHalfPrecision && full.float(options: ComputeOptions()) == values)
+    // F32 data read as Float32 is used in place in the file mapping.
+    #expect(full.isFileBacked && full.scalars(1..<3) == [-2.5, 0.1])
+    #expect(full.withFloats(options: ComputeOptions()) { $0[5] } == 3.14159)
   }
 
   /// F16 data kept in half precision is used in place in the file mapping, and still reads the

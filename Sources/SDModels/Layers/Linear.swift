@@ -1,5 +1,6 @@
 // nn.Linear and nn.Conv2d as layers that hold their checkpoint tensors. Their weights may be kept
-// in half precision (`WeightStore.keepsHalfPrecision`) and are then widened on every call.
+// in half precision (`WeightStore.keepsHalfPrecision`) and are then widened on every call;
+// Float32 weights are used in place.
 
 import SDTensor
 
@@ -22,7 +23,7 @@ public struct Linear: Sendable {
   public var outFeatures: Int { weight.shape[0] }
 
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
-    linear(x, weight: weight.float(options: options), bias: bias, options: options)
+    linear(x, weight: weight, bias: bias, options: options)
   }
 }
 
@@ -51,8 +52,6 @@ public struct Conv2D: Sendable {
   public var outChannels: Int { weight.shape[0] }
 
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
-    conv2d(
-      x, weight: weight.float(options: options), bias: bias, stride: stride, padding: padding,
-      options: options)
+    conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, options: options)
   }
 }

@@ -34,6 +34,16 @@ public func conv2d(
   _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0,
   options: ComputeOptions
 ) -> Tensor {
+  conv2d(
+    x, weight: Weight(weight), bias: bias, stride: stride, padding: padding, options: options)
+}
+
+/// `conv2d` with a layer weight: Float32 values are used where they are (in memory or in the
+/// checkpoint's file mapping), half-precision ones widened once for the call.
+public func conv2d(
+  _ x: Tensor, weight: Weight, bias: Tensor?, stride: Int = 1, padding: Int = 0,
+  options: ComputeOptions
+) -> Tensor {
   let g = ConvGeometry(input: x.shape, weight: weight.shape, stride: stride, padding: padding)
   if let bias { precondition(bias.shape == [g.o], "conv2d bias \(bias.shape) for \(g.o) outputs") }
   let (ho, wo) = (g.ho, g.wo)
@@ -43,8 +53,8 @@ public func conv2d(
   return Tensor(shape: [g.n, g.o, ho, wo]) { out in
     guard let outBase = out.baseAddress else { return }
     x.scalars.withUnsafeBufferPointer { px in
-      weight.scalars.withUnsafeBufferPointer { pw in
-        guard let xBase = px.baseAddress, let wBase = pw.baseAddress else { return }
+      weight.withFloats(options: options) { wBase in
+        guard let xBase = px.baseAddress else { return }
         if winogradApplies(g) {
           for item in 0..<g.n {
             fillBias(

@@ -137,9 +137,17 @@ public func matmul(
 public func linear(
   _ x: Tensor, weight: Tensor, bias: Tensor?, options: ComputeOptions = ComputeOptions()
 ) -> Tensor {
+  linear(x, weight: Weight(weight), bias: bias, options: options)
+}
+
+/// `linear` with a layer weight: Float32 values are used where they are (in memory or in the
+/// checkpoint's file mapping), half-precision ones widened once for the call.
+public func linear(
+  _ x: Tensor, weight: Weight, bias: Tensor?, options: ComputeOptions = ComputeOptions()
+) -> Tensor {
   let inFeatures = x.shape[x.rank - 1]
   precondition(
-    weight.rank == 2 && weight.shape[1] == inFeatures,
+    weight.shape.count == 2 && weight.shape[1] == inFeatures,
     "linear: input \(x.shape) does not fit weight \(weight.shape)")
   let outFeatures = weight.shape[0]
   let rows = x.count / Swift.max(1, inFeatures)
@@ -158,8 +166,8 @@ public func linear(
       beta = 1
     }
     x.scalars.withUnsafeBufferPointer { px in
-      weight.scalars.withUnsafeBufferPointer { pw in
-        guard let xBase = px.baseAddress, let wBase = pw.baseAddress else {
+      weight.withFloats(options: options) { wBase in
+        guard let xBase = px.baseAddress else {
           if beta == 0 { out.initialize(repeating: 0) }
           return
         }
