@@ -52,12 +52,12 @@ public struct StableDiffusionPipeline: Sendable {
   /// Without `tokenizer/` the bundled CLIP vocabulary is used; without `scheduler/`, SD 1.5's PNDM.
   /// With `halfPrecisionWeights` the UNet, VAE and text-encoder layer weights stay in half
   /// precision in memory (half the memory; widened on each use; fp32 checkpoints are rounded).
-  /// Half-precision weights of fp16 checkpoints are then used where they lie in the file's
-  /// memory mapping, without a copy: each generation drops a model's pages from resident memory
-  /// when its phase ends, so a 512×512 generation never holds all three models at once (the
-  /// pages come back from the page cache at the next use). Do not rewrite the checkpoint files
-  /// in place while such a pipeline exists; replacing them (a new file renamed over the old) is
-  /// safe.
+  /// Weights stored in the precision they are kept in (fp32 files without, fp16 files with
+  /// `halfPrecisionWeights`) are used where they lie in the file's memory mapping, without a
+  /// copy: each generation drops a model's pages from resident memory when its phase ends, so a
+  /// 512×512 generation never holds all three models at once (the pages come back from the page
+  /// cache at the next use). Do not rewrite the checkpoint files in place while such a pipeline
+  /// exists; replacing them (a new file renamed over the old) is safe.
   /// - Throws: `PipelineError` naming the file that is missing or wrong; pickle checkpoints
   ///   (`.ckpt`, `.pt`, `.bin`) are refused, since loading them can run code.
   public init(
