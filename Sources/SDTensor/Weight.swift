@@ -59,7 +59,7 @@ public struct Weight: Sendable {
   private var elementCount: Int { shape.reduce(1, *) }
 
   /// The weight as a Float32 tensor: the stored tensor, or a copy (widened from half precision,
-  /// or out of the file mapping). Kernels take `withFloats` instead, which copies less.
+  /// or out of the file mapping). The kernels read it through `withFloats`, without the copy.
   public func float(options: ComputeOptions) -> Tensor {
     if case .float(let tensor) = storage { return tensor }
     return withFloats(options: options) { values in
@@ -69,8 +69,8 @@ public struct Weight: Sendable {
 
   /// Calls `body` with the weight's Float32 values (row-major): the stored values in place for
   /// Float32 storage, in memory or in the file mapping; a widened temporary for half precision.
-  /// The pointer is valid only inside `body`.
-  public func withFloats<Result>(
+  /// The pointer is valid only inside `body`; internal, since no public API hands out pointers.
+  func withFloats<Result>(
     options: ComputeOptions, _ body: (UnsafePointer<Float>) -> Result
   ) -> Result {
     switch storage {
