@@ -30,7 +30,7 @@ public struct Weight: Sendable {
     storage = .half(halfBits)
   }
 
-  /// A weight read in place from a file mapping.
+  /// A weight with the given storage (the store makes file-backed ones this way).
   init(shape: [Int], storage: Storage) {
     self.shape = shape
     self.storage = storage
