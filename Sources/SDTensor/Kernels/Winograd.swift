@@ -81,47 +81,65 @@ func winogradConv3x3(
 }
 
 /// U[ξ][o][c] = (G g Gᵀ)[ξ] for each of the o·c 3×3 kernels, computed in double precision (the
-/// sixths and twenty-fourths are not exact in float).
+/// sixths and twenty-fourths are not exact in float). Kernels go in blocks: their taps are first
+/// gathered into one contiguous row per tap, so every step below is a loop over the block that
+/// LLVM vectorises, and each ξ is written as a contiguous run of the block's kernels.
 private func transformWeights(
   _ weight: UnsafePointer<Float>, o: Int, c: Int, into u: UnsafeMutablePointer<Float>,
   options: ComputeOptions
 ) {
   let (source, destination) = (SharedPointer(weight), SharedMutablePointer(u))
   let plane = o * c
-  // Each (o, c) pair writes its own 36 entries.
-  parallelFor(plane, grain: 256, options: options) { range in
-    // gg[6·row + col] = (G g)[row][col]; uu = G g Gᵀ in the same layout.
-    withUnsafeTemporaryAllocation(of: Double.self, capacity: 18 + 36) { scratch in
-      guard let gg = scratch.baseAddress else { return }
-      let uu = gg + 18
-      for pair in range {
-        let k = source.base + pair * 9
+  let block = 64
+  // Each block of (o, c) pairs writes its own columns of the 36 rows of U.
+  parallelFor((plane + block - 1) / block, grain: 4, options: options) { blocks in
+    // taps[t·block + j] = g[t] of kernel j; columns[(3·row + col)·block + j] = (G g)[row][col].
+    withUnsafeTemporaryAllocation(of: Double.self, capacity: (9 + 18 + 6) * block) { scratch in
+      guard let taps = scratch.baseAddress else { return }
+      let columns = taps + 9 * block
+      let row6 = columns + 18 * block
+      for blockIndex in blocks {
+        let first = blockIndex * block
+        let count = Swift.min(block, plane - first)
+        for j in 0..<count {
+          for t in 0..<9 { taps[t * block + j] = Double(source.base[(first + j) * 9 + t]) }
+        }
         for col in 0..<3 {
           interpolate(
-            Double(k[col]), Double(k[3 + col]), Double(k[6 + col]), into: gg + col, stride: 3)
+            taps + col * block, taps + (3 + col) * block, taps + (6 + col) * block,
+            into: columns + col * block, stride: 3 * block, count: count)
         }
         for row in 0..<6 {
-          interpolate(gg[3 * row], gg[3 * row + 1], gg[3 * row + 2], into: uu + 6 * row, stride: 1)
+          let g = columns + 3 * row * block
+          interpolate(g, g + block, g + 2 * block, into: row6, stride: block, count: count)
+          for col in 0..<6 {
+            let out = destination.base + (6 * row + col) * plane + first
+            for j in 0..<count { out[j] = Float(row6[col * block + j]) }
+          }
         }
-        for position in 0..<36 { destination.base[position * plane + pair] = Float(uu[position]) }
       }
     }
   }
 }
 
-/// G·(g0, g1, g2)ᵀ, written to `out[0], out[stride], …, out[5·stride]`. Multiplies by the
-/// reciprocals instead of dividing: a double division is ~10× the cost of a multiply and made this
-/// transform 1.6 % of a UNet step; the double-precision difference never reaches the float result.
+/// G·(g0, g1, g2)ᵀ for `count` kernels side by side: row r of the result goes to
+/// `out[r·stride ..< r·stride + count]`. Multiplies by the reciprocals instead of dividing: a
+/// double division costs ~10 multiplies and made this transform 1.6 % of a UNet step; the
+/// difference in double precision never reaches the float result.
 private func interpolate(
-  _ g0: Double, _ g1: Double, _ g2: Double, into out: UnsafeMutablePointer<Double>, stride: Int
+  _ g0: UnsafePointer<Double>, _ g1: UnsafePointer<Double>, _ g2: UnsafePointer<Double>,
+  into out: UnsafeMutablePointer<Double>, stride: Int, count: Int
 ) {
   let (sixth, twelfth, twentyFourth) = (1.0 / 6, 1.0 / 12, 1.0 / 24)
-  out[0] = g0 * 0.25
-  out[stride] = -(g0 + g1 + g2) * sixth
-  out[2 * stride] = -(g0 - g1 + g2) * sixth
-  out[3 * stride] = g0 * twentyFourth + g1 * twelfth + g2 * sixth
-  out[4 * stride] = g0 * twentyFourth - g1 * twelfth + g2 * sixth
-  out[5 * stride] = g2
+  for j in 0..<count {
+    let (a, b, c) = (g0[j], g1[j], g2[j])
+    out[j] = a * 0.25
+    out[stride + j] = -(a + b + c) * sixth
+    out[2 * stride + j] = -(a - b + c) * sixth
+    out[3 * stride + j] = a * twentyFourth + b * twelfth + c * sixth
+    out[4 * stride + j] = a * twentyFourth - b * twelfth + c * sixth
+    out[5 * stride + j] = c
+  }
 }
 
 /// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 6×6 input patch d of every tile in tile rows
