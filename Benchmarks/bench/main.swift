@@ -55,15 +55,16 @@ report.peakGFLOPS = peak
 printError(String(format: "sgemm peak (%d threads): %.1f GFLOP/s", arguments.threads, peak))
 
 // 2. Our kernels at SD 1.5 sizes as a fraction of that peak.
-do {
-  let x = benchTensor([2, 320, 64, 64])
-  let w = benchTensor([320, 320, 3, 3])
-  let b = benchTensor([320])
-  let flops = 2.0 * 2 * 320 * 64 * 64 * 320 * 9
-  let seconds = timeMedian(runs: 3) {
+// The 3×3 convolutions of the UNet's four levels.
+for (channels, side) in [(320, 64), (640, 32), (1280, 16), (1280, 8)] {
+  let x = benchTensor([2, channels, side, side])
+  let w = benchTensor([channels, channels, 3, 3])
+  let b = benchTensor([channels])
+  let flops = 2.0 * 2 * Double(channels * side * side * channels * 9)
+  let seconds = timeMedian(runs: 5) {
     _ = conv2d(x, weight: w, bias: b, padding: 1, options: options)
   }
-  report.add("conv2d 3x3 2x320x64x64", seconds: seconds, flops: flops)
+  report.add("conv2d 3x3 2x\(channels)x\(side)x\(side)", seconds: seconds, flops: flops)
 }
 do {
   let q = benchTensor([2, 4096, 320])

@@ -130,11 +130,11 @@ struct KernelConsistencyTests {
     arguments: [
       ([1, 3, 5, 7], [2, 3, 3, 3], 1, 1), ([2, 5, 11, 3], [4, 5, 3, 3], 2, 1),
       ([1, 2, 9, 9], [3, 2, 1, 1], 1, 0), ([1, 1, 4, 4], [1, 1, 3, 3], 2, 2),
-      // Winograd F(4×4, 3×3) path: sizes not divisible by 4 leave partial tiles at the right
-      // and bottom.
-      ([2, 8, 17, 13], [9, 8, 3, 3], 1, 1), ([1, 12, 10, 31], [8, 12, 3, 3], 1, 1),
+      // Winograd F(4×4, 3×3) path (at least 64 4×4 tiles per image): sizes not divisible by 4
+      // leave partial tiles at the right and bottom.
+      ([2, 8, 33, 29], [9, 8, 3, 3], 1, 1), ([1, 12, 30, 35], [8, 12, 3, 3], 1, 1),
       // Wide enough for whole eight-tile vectors in the transforms, plus a partial one.
-      ([2, 16, 12, 45], [16, 16, 3, 3], 1, 1), ([1, 8, 9, 70], [10, 8, 3, 3], 1, 1),
+      ([2, 16, 32, 45], [16, 16, 3, 3], 1, 1), ([1, 8, 29, 70], [10, 8, 3, 3], 1, 1),
     ])
   func convolutionShapes(input: [Int], weight: [Int], stride: Int, padding: Int) {
     let x = seededTensor(input, seed: 3)

@@ -17,14 +17,18 @@
 /// Bytes of transformed-input (and, separately, product) scratch one chunk of tile rows may use.
 private let winogradChunkBudget = 16 << 20
 
-/// Whether `conv2d` routes a convolution to the Winograd path. Few tiles per channel (small
-/// images, wide layers) are left to im2col: there the per-call weight transform and the thin
-/// GEMMs cost more than the multiplies saved. The bound was set on the SD 1.5 UNet (tiles ≥ c/2:
-/// the 64×64 level only; the 32×32 level, with 128 tiles for 640 channels, measured no faster).
+/// Whether `conv2d` routes a convolution to the Winograd path. Small images and wide layers are
+/// left to im2col: there the per-call weight transform and the thin GEMMs cost more than the
+/// multiplies saved. Tiles are counted per image, so an image gets the same path whatever the
+/// batch it is in (a CFG batch of 2 or 3 prompts). The bounds were measured on the SD 1.5 UNet's
+/// 3×3 convolutions at batch 2: Winograd takes the 64×64 level (0.086 → 0.029 s at 320 channels)
+/// and the 32×32 level (64 tiles, 640–1920 channels: 0.086 → 0.034 s at 640; UNet step 8.6 →
+/// 7.7 s), not the 8×8 one (4 tiles, 1280 channels: 0.023 → 0.059 s); the 16×16 level (16 tiles)
+/// gained ~10 % per conv but would need up to 354 MB of transformed weights per call.
 func winogradApplies(_ g: ConvGeometry) -> Bool {
-  let tiles = g.n * ((g.h + 3) / 4) * ((g.w + 3) / 4)
+  let tilesPerImage = ((g.h + 3) / 4) * ((g.w + 3) / 4)
   return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.c >= 8 && g.o >= 8
-    && 2 * tiles >= Swift.max(g.c, g.o)
+    && tilesPerImage >= 64 && 32 * tilesPerImage >= Swift.max(g.c, g.o)
 }
 
 /// out (`[n, o, h, w]`, pre-filled with the bias) += conv3×3(x, weight).
