@@ -20,6 +20,14 @@ struct OptionSpec {
   let help: String
   /// Whether the option may be given several times.
   var repeatable = false
+
+  /// `--help`, which every command takes.
+  static let help = OptionSpec(
+    name: "help", valueName: nil, defaultValue: nil, help: "show this help")
+  /// `--threads`, for the commands that compute (read with `ParsedArguments.threadCount()`).
+  static let threads = OptionSpec(
+    name: "threads", valueName: "N", defaultValue: "CPU count",
+    help: "threads to compute with (OpenBLAS runs single-threaded inside them)")
 }
 
 /// Parsed options of one command.
@@ -81,6 +89,11 @@ struct ParsedArguments {
         "--\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
     }
     return value
+  }
+
+  /// `--threads`, defaulting to the CPU count.
+  func threadCount() throws(UsageError) -> Int {
+    try int("threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
   }
 
   func float(_ name: String, default fallback: Float? = nil, range: ClosedRange<Float>)

@@ -64,9 +64,7 @@ enum GenerateCommand {
     OptionSpec(
       name: "clip-skip", valueName: "N", defaultValue: "0",
       help: "skip the last N text-encoder layers"),
-    OptionSpec(
-      name: "threads", valueName: "N", defaultValue: "CPU count",
-      help: "threads to compute with (OpenBLAS runs single-threaded inside them)"),
+    .threads,
     OptionSpec(
       name: "output", valueName: "FILE.png", defaultValue: "output.png",
       help: "where to write the image"),
@@ -82,7 +80,7 @@ enum GenerateCommand {
     OptionSpec(
       name: "fp16-weights", valueName: nil, defaultValue: nil,
       help: "keep the weights in half precision in memory (half the memory, a little slower)"),
-    OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
+    .help,
   ]
 
   static let usage = "sd --model PATH --prompt TEXT [options]"
@@ -106,9 +104,7 @@ enum GenerateCommand {
       throw UsageError("--model is required (a diffusers model folder)")
     }
     guard let prompt = arguments.string("prompt") else { throw UsageError("--prompt is required") }
-    let threads =
-      try arguments.int(
-        "threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
+    let threads = try arguments.threadCount()
     var request = GenerationRequest(prompt: prompt)
     request.negativePrompts = try arguments.strings("negative-prompt").map(negativePrompt)
     if let range = arguments.string("negative-steps") {

@@ -12,7 +12,7 @@ enum TokenizeCommand {
     OptionSpec(
       name: "ids", valueName: nil, defaultValue: nil,
       help: "print only the 77 padded ids on one line"),
-    OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
+    .help,
   ]
 
   static func run(_ words: [String]) throws -> Int32 {

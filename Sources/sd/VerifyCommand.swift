@@ -18,13 +18,11 @@ enum VerifyCommand {
     OptionSpec(
       name: "tolerance", valueName: "R", defaultValue: "1e-4",
       help: "pass when max |ours - ref| <= R * max(1, max |ref|)"),
-    OptionSpec(
-      name: "threads", valueName: "N", defaultValue: "CPU count",
-      help: "threads to compute with (OpenBLAS runs single-threaded inside them)"),
+    .threads,
     OptionSpec(
       name: "json", valueName: nil, defaultValue: nil,
       help: "print the rows as JSON lines instead of a table"),
-    OptionSpec(name: "help", valueName: nil, defaultValue: nil, help: "show this help"),
+    .help,
   ]
 
   /// One compared tensor.
@@ -55,9 +53,7 @@ enum VerifyCommand {
       throw UsageError("--activations is required")
     }
     let tolerance = try arguments.float("tolerance", default: 1e-4, range: 0...1) ?? 1e-4
-    let threads =
-      try arguments.int(
-        "threads", default: ProcessInfo.processInfo.activeProcessorCount, range: 1...256) ?? 1
+    let threads = try arguments.threadCount()
     // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).
     BLAS.setThreadCount(1)
     let options = ComputeOptions(threadCount: threads)
