@@ -24,7 +24,12 @@ let targetCPU: String? = {
   if flags.isSuperset(of: haswell) { return "haswell" }
   return nil
 }()
-let nativeCode: [SwiftSetting] = targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []
+/// The GEMM micro-kernel is chosen by the vector ISA the build targets (GEMMMicroKernel.swift);
+/// builds for other targets multiply through OpenBLAS.
+let kernelISA: [String: String] = ["skylake-avx512": "SD_AVX512", "haswell": "SD_AVX2"]
+let isaDefine: [SwiftSetting] = targetCPU.flatMap { kernelISA[$0] }.map { [.define($0)] } ?? []
+let nativeCode: [SwiftSetting] =
+  (targetCPU.map { [.unsafeFlags(["-target-cpu", $0])] } ?? []) + isaDefine
 
 let package = Package(
   name: "StableDiffusionCPU",
@@ -41,15 +46,19 @@ let package = Package(
       name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CMalloc"),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(name: "CCPUID"),
+    // Compiled for baseline x86-64 (only the ISA define): it checks the CPU before any of the
+    // natively compiled code runs.
+    .target(name: "CPUCompatibility", dependencies: ["CCPUID"], swiftSettings: isaDefine),
     .target(name: "SDTensor", dependencies: ["CBLAS", "CMalloc"], swiftSettings: nativeCode),
     .target(
       name: "SDModels", dependencies: ["SDTensor"], resources: [.copy("Resources")],
       swiftSettings: nativeCode),
     .target(name: "SDPipeline", dependencies: ["SDModels", "CPNG"], swiftSettings: nativeCode),
-    .executableTarget(name: "sd", dependencies: ["SDPipeline"], swiftSettings: nativeCode),
+    .executableTarget(name: "sd", dependencies: ["SDPipeline", "CPUCompatibility"]),
     .executableTarget(
-      name: "bench", dependencies: ["SDPipeline"], path: "Benchmarks/bench",
-      swiftSettings: nativeCode),
+      name: "bench", dependencies: ["SDPipeline", "CBLAS", "CPUCompatibility"],
+      path: "Benchmarks/bench"),
     .target(name: "SDTestSupport", dependencies: ["SDTensor"], path: "Tests/SDTestSupport"),
     .testTarget(name: "SDTensorTests", dependencies: ["SDTensor", "SDTestSupport"]),
     .testTarget(name: "SDModelsTests", dependencies: ["SDModels", "SDTestSupport"]),

@@ -1,5 +1,6 @@
 // Timing, argument parsing and reporting for the benchmark.
 
+import CBLAS
 import Foundation
 import SDTensor
 
@@ -56,7 +57,7 @@ struct BenchArguments {
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
                        [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--vae-only]
                        [--size N] [--fp16-weights]
-            --threads N      threads for our kernels and OpenBLAS (default: CPU count)
+            --threads N      threads for our kernels (default: CPU count)
             --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
             --kernels-only   only the sgemm, conv and attention kernels
@@ -109,6 +110,22 @@ func gemmRate(m: Int, k: Int, n: Int, options: ComputeOptions) -> Double {
   let a = benchTensor([m, k])
   let b = benchTensor([k, n])
   let seconds = timeMedian(runs: 5) { _ = matmul(a, b, options: options) }
+  return 2.0 * Double(m * n * k) / seconds / 1e9
+}
+
+/// GFLOP/s of OpenBLAS's own sgemm on `threads` of its threads, for the same-run comparison (the
+/// library itself does not call it in builds that have our GEMM).
+func openBLASRate(m: Int, k: Int, n: Int, threads: Int) -> Double {
+  let a = benchTensor([m, k]).scalars
+  let b = benchTensor([k, n]).scalars
+  var c = [Float](repeating: 0, count: m * n)
+  openblas_set_num_threads(Int32(threads))
+  defer { openblas_set_num_threads(1) }
+  let seconds = timeMedian(runs: 5) {
+    cblas_sgemm(
+      CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b,
+      Int32(n), 0, &c, Int32(n))
+  }
   return 2.0 * Double(m * n * k) / seconds / 1e9
 }
 
@@ -191,7 +208,7 @@ struct BenchReport {
   var json: String {
     var fields: [String: JSONValue] = [
       "threads": .integer(threads), "sgemm_peak_gflops": .number(peakGFLOPS),
-      "peak_rss_bytes": .integer(peakResidentBytes), "blas": .string(BLAS.buildDescription),
+      "peak_rss_bytes": .integer(peakResidentBytes), "matrix_kernel": .string(Runtime.matrixKernel),
       "commit": .string(gitCommit()),
     ]
     for row in rows {

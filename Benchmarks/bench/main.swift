@@ -2,14 +2,14 @@
 // SD 1.5 model parts at full size with synthetic weights. Prints a human table on stderr and one
 // JSON line on stdout. Speed targets live here, never in `swift test`.
 
+import CPUCompatibility
 import Foundation
 import SDModels
 import SDPipeline
 import SDTensor
 
+CPUCompatibility.exitIfUnsupported(program: "bench")
 let arguments = BenchArguments.parse(CommandLine.arguments.dropFirst())
-// As `sd` does: freed activation buffers stay in the heap for the next layer.
-HeapPolicy.keepFreedMemory()
 #if DEBUG
   printError("WARNING: debug build; numbers are meaningless. Use `swift run -c release bench`.")
 #endif
@@ -17,38 +17,29 @@ HeapPolicy.keepFreedMemory()
 let baseline = arguments.pytorchBaseline.flatMap {
   pytorchBaseline($0, threads: arguments.threads, skipLarge: arguments.skipLarge)
 }
-// Our kernels run OpenBLAS on one thread and split the work over their own threads.
-BLAS.setThreadCount(1)
-// As `sd generate` does: OpenBLAS's faster kernel set on this machine, measured.
-if let choice = BLAS.selectFastestKernels() {
-  let rates = choice.gigaflops.sorted { $0.key < $1.key }
-    .map { "\($0.key) " + String(format: "%.1f", $0.value) }.joined(separator: ", ")
-  printError("OpenBLAS kernels: \(choice.chosen) (single-thread GFLOP/s: \(rates))")
-}
-let options = ComputeOptions(threadCount: arguments.threads)
+// As `sd` does: the process set-up and the options for our kernels.
+let options = Runtime.configure(threads: arguments.threads)
 var report = BenchReport(threads: arguments.threads)
-printError("bench: \(arguments.threads) threads, BLAS \(BLAS.buildDescription)")
+printError("bench: \(arguments.threads) threads, \(Runtime.matrixKernel)")
 
-// 1. The machine's sgemm peak at the GEMM shapes an SD 1.5 UNet issues (m × k × n): single
-// calls on OpenBLAS's own threads, and the same products split over our threads as our
-// kernels run them. The peak is the best of both.
+// 1. The machine's sgemm peak at the GEMM shapes an SD 1.5 UNet issues (m × k × n): OpenBLAS's
+// sgemm on its own threads, and ours (one thread, then split over our threads as the kernels run
+// it). The peak is the best of them.
 let gemmShapes = [(4096, 320, 320), (4096, 2880, 320), (1024, 5760, 640), (256, 11520, 1280)]
 var peak = 0.0
 for (m, k, n) in gemmShapes {
-  BLAS.setThreadCount(arguments.threads)
-  let threaded = gemmRate(m: m, k: k, n: n, options: ComputeOptions(threadCount: 1))
-  report.add("sgemm \(m)x\(k)x\(n) openblas t\(arguments.threads)", gflops: threaded)
-  BLAS.setThreadCount(1)
+  let openBLAS = openBLASRate(m: m, k: k, n: n, threads: arguments.threads)
+  report.add("sgemm \(m)x\(k)x\(n) openblas t\(arguments.threads)", gflops: openBLAS)
   let single = gemmRate(m: m, k: k, n: n, options: ComputeOptions(threadCount: 1))
-  report.add("sgemm \(m)x\(k)x\(n) t1", gflops: single)
+  report.add("sgemm \(m)x\(k)x\(n) ours t1", gflops: single)
   let split = gemmRate(m: m, k: k, n: n, options: options)
-  report.add("sgemm \(m)x\(k)x\(n) split t\(arguments.threads)", gflops: split)
-  peak = max(peak, threaded, split)
+  report.add("sgemm \(m)x\(k)x\(n) ours t\(arguments.threads)", gflops: split)
+  peak = max(peak, openBLAS, split)
 }
 // The per-head attention GEMMs (head size 40): Q·Kᵀ and P·V for a block of 512 queries.
 for (m, k, n) in [(512, 40, 4096), (512, 4096, 40)] {
   report.add(
-    "sgemm attention \(m)x\(k)x\(n) t1",
+    "sgemm attention \(m)x\(k)x\(n) ours t1",
     gflops: gemmRate(m: m, k: k, n: n, options: ComputeOptions(threadCount: 1)))
 }
 report.peakGFLOPS = peak

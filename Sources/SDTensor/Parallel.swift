@@ -2,22 +2,24 @@
 // Work is cut into chunks by problem size only, so results are bit-identical for any thread count.
 
 import Dispatch
+import Foundation
 
-/// How kernels may use the machine. Passed from the pipeline through the models to each kernel;
-/// only an executable chooses the default (from the CPU count).
+/// How kernels may use the machine. Passed from the pipeline through the models to each kernel.
 public struct ComputeOptions: Sendable, Equatable {
   /// How many threads our own kernels may run at once (at least 1).
   public var threadCount: Int
 
-  /// - Parameter threadCount: threads for our kernels; values below 1 are treated as 1.
-  public init(threadCount: Int = 1) {
+  /// - Parameter threadCount: threads for our kernels (default: the cores this process may use);
+  ///   values below 1 are treated as 1. Results do not depend on it.
+  public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount) {
     self.threadCount = Swift.max(1, threadCount)
   }
 }
 
 /// Runs `body` over `0..<count` cut into chunks of `grain` items (the last may be shorter), on up
 /// to `options.threadCount` threads. Chunk boundaries depend only on `count` and `grain`, so any
-/// per-chunk reduction gives the same bits whatever the thread count. `body` must not call BLAS.
+/// per-chunk reduction gives the same bits whatever the thread count. `body` may multiply
+/// matrices (`sgemm` runs on the calling thread).
 func parallelFor(
   _ count: Int, grain: Int, options: ComputeOptions,
   _ body: @Sendable (Range<Int>) -> Void

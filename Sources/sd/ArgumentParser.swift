@@ -27,7 +27,7 @@ struct OptionSpec {
   /// `--threads`, for the commands that compute (read with `ParsedArguments.threadCount()`).
   static let threads = OptionSpec(
     name: "threads", valueName: "N", defaultValue: "CPU count",
-    help: "threads to compute with (OpenBLAS runs single-threaded inside them)")
+    help: "threads to compute with (results do not depend on it)")
 }
 
 /// Parsed options of one command.

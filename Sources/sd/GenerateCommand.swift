@@ -167,14 +167,9 @@ enum GenerateCommand {
       }
     }
 
-    // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).
-    BLAS.setThreadCount(1)
-    let options = ComputeOptions(threadCount: threads)
+    let options = Runtime.configure(threads: threads)
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
-    if let choice = BLAS.selectFastestKernels() {
-      reporter.note("OpenBLAS kernels: \(choice.chosen), the faster on this machine")
-    }
     reporter.note("loading \(model.path)")
     let pipeline = try StableDiffusionPipeline(
       modelAt: model, configurationsFrom: try arguments.existingPath("config"),

@@ -54,9 +54,7 @@ enum VerifyCommand {
     }
     let tolerance = try arguments.float("tolerance", default: 1e-4, range: 0...1) ?? 1e-4
     let threads = try arguments.threadCount()
-    // OpenBLAS on one thread; our kernels split the work over `threads` (see MatMul.swift).
-    BLAS.setThreadCount(1)
-    let options = ComputeOptions(threadCount: threads)
+    let options = Runtime.configure(threads: threads)
 
     let reference: SafeTensorsFile
     do { reference = try SafeTensorsFile(path: activationsURL.path) } catch {

@@ -1,9 +1,14 @@
 // The `sd` command line: generate (default), tokenize, verify. Errors are one line on stderr; bad input
 // exits with status 2, a failed run with 1, Ctrl-C with 130.
 
+import CPUCompatibility
 import Foundation
 import SDPipeline
 import SDTensor
+
+// Before anything compiled for the build's vector ISA runs: a CPU without it gets one line, not
+// SIGILL (exit 1).
+CPUCompatibility.exitIfUnsupported(program: "sd")
 
 let version = "0.1.0"
 
@@ -25,8 +30,6 @@ func validatedArguments() throws(UsageError) -> [String] {
 // A write past a file-size limit (or a full quota) then fails with an error we report, instead
 // of SIGXFSZ killing the process.
 signal(SIGXFSZ, SIG_IGN)
-// Freed activation buffers stay in the heap for the next layer (see HeapPolicy).
-HeapPolicy.keepFreedMemory()
 let cancellation = Cancellation()
 let signalSource = cancellation.installSignalHandler()
 let status: Int32

@@ -28,6 +28,19 @@ import Testing
     #expect(one.image == two.image)
   }
 
+  /// Builds with our own GEMM (AVX2 or AVX-512) compute every value with the same sequence of
+  /// IEEE operations, so a generation is the same bits on every CPU they run on. This fingerprint
+  /// was recorded when the numerics last changed on purpose: a failure on a new machine is a
+  /// portability bug; after a deliberate change of the arithmetic, record the value it prints.
+  @Test(.enabled(if: Runtime.usesPortableGEMM)) func sameBitsOnEveryCPU() throws {
+    let result = try tinyPipeline.get().generate(request, options: ComputeOptions(threadCount: 2))
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
+    func mix(_ byte: UInt8) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+    for value in result.latents.scalars { withUnsafeBytes(of: value.bitPattern) { $0.forEach(mix) } }
+    result.image.pixels.forEach(mix)
+    #expect(String(hash, radix: 16) == "3aa064d22076ccef", "fingerprint of this run")
+  }
+
   /// Two generations at once on one shared (immutable) model equal the same two run one after
   /// the other.
   @Test func concurrentGenerationsMatchSequentialOnes() throws {

@@ -117,6 +117,47 @@ struct KernelReferenceTests {
 
 @Suite("Fast kernels match their plain-loop references")
 struct KernelConsistencyTests {
+  /// Sizes that cross every block edge of our GEMM: the register tile (12×32 or 6×16), the depth
+  /// block (256), the row block (192 or 96) and the column block (2048), with both operands
+  /// transposed or not, a scale and accumulation onto a bias.
+  @Test(
+    "matmul across GEMM block edges, transposed operands, alpha and bias",
+    arguments: [(13, 257, 33), (193, 513, 65), (5, 600, 2100), (97, 40, 4100), (200, 3, 7)])
+  func gemmBlocks(m: Int, k: Int, n: Int) {
+    let a = seededTensor([m, k], seed: 3)
+    let b = seededTensor([k, n], seed: 4)
+    let expected = referenceMatmul(a, b)
+    let tolerance: Float = 1e-5 * Float(k).squareRoot()
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+      let product = matmul(
+        ta ? a.transposedLastTwo() : a, tb ? b.transposedLastTwo() : b, transposeA: ta,
+        transposeB: tb, options: two)
+      let difference = compare(product, expected, name: "matmul \(m)x\(k)x\(n) ta \(ta) tb \(tb)")
+      #expect(difference.isWithin(tolerance), "\(difference)")
+    }
+    let scaled = matmul(a, b, alpha: 0.25, options: two)
+    let quarter = Tensor(shape: expected.shape, scalars: expected.scalars.map { $0 * 0.25 })
+    #expect(compare(scaled, quarter, name: "alpha").isWithin(tolerance))
+    // linear = x·Wᵀ + bias: the bias is accumulated onto (β = 1).
+    let bias = seededTensor([n], seed: 5)
+    let withBias = linear(a, weight: b.transposedLastTwo(), bias: bias, options: two)
+    var biased = expected.scalars
+    for row in 0..<m { for col in 0..<n { biased[row * n + col] += bias.scalars[col] } }
+    let expectedBias = Tensor(shape: [m, n], scalars: biased)
+    #expect(compare(withBias, expectedBias, name: "linear").isWithin(tolerance))
+  }
+
+  /// A product large enough to be split over threads gives the same bits for 1, 2 and 3 threads.
+  @Test("matmul bits do not depend on the thread count")
+  func gemmThreads() {
+    let a = seededTensor([515, 260], seed: 6)
+    let b = seededTensor([260, 170], seed: 7)
+    let one = matmul(a, b, options: ComputeOptions(threadCount: 1))
+    for threads in [2, 3] {
+      #expect(matmul(a, b, options: ComputeOptions(threadCount: threads)) == one)
+    }
+  }
+
   @Test("matmul on awkward sizes", arguments: [(1, 1, 1), (7, 13, 5), (31, 2, 17), (64, 40, 33)])
   func matmulShapes(m: Int, k: Int, n: Int) {
     let a = seededTensor([m, k], seed: 1)

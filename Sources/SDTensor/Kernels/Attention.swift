@@ -12,7 +12,7 @@ private let attentionScoreBudget = 2 << 20
 /// side by side in the channel axis (as diffusers' `Attention` and CLIP produce them) ->
 /// `[b, tq, heads·d]`. `causal` masks key j > query i (CLIP's text model; needs tq == tk).
 /// The (batch item, head, query block) tasks run on our threads, each with single-threaded
-/// GEMMs (see `parallelBLASTasks`).
+/// GEMMs.
 public func scaledDotProductAttention(
   query: Tensor, key: Tensor, value: Tensor, heads: Int, causal: Bool = false,
   options: ComputeOptions
@@ -43,7 +43,7 @@ public func scaledDotProductAttention(
             SharedMutablePointer(oBase)
           )
           // Each task writes the d columns of its head for its block of query rows.
-          parallelBLASTasks(tasks, grain: grain, options: options) { range in
+          parallelFor(tasks, grain: grain, options: options) { range in
             var scores = [Float](repeating: 0, count: blockRows * tk)
             var inverseSums = [Float](repeating: 0, count: blockRows)
             scores.withUnsafeMutableBufferPointer { ps in

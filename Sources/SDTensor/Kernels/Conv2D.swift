@@ -83,7 +83,7 @@ public func conv2d(
         let single = ComputeOptions(threadCount: 1)
         // One task only (one small image): let its product use the threads instead.
         let productOptions = g.n * tilesPerImage == 1 ? options : single
-        parallelBLASTasks(g.n * tilesPerImage, options: options) { range in
+        parallelFor(g.n * tilesPerImage, grain: 1, options: options) { range in
           var columns = [Float](repeating: 0, count: k * rowsPerTile * wo)
           columns.withUnsafeMutableBufferPointer { pcols in
             guard let colBase = pcols.baseAddress else { return }

@@ -1,10 +1,11 @@
-// Matrix products over cblas_sgemm: the single place the package calls BLAS for a GEMM.
+// Matrix products: the single place the package multiplies matrices. Builds for AVX2 or AVX-512
+// (the default, see Package.swift) run our own GEMM (GEMM.swift); other builds call cblas_sgemm.
 // Legend: m, n, k are the GEMM sizes (C[m, n] = A[m, k] · B[k, n]); lda/ldb/ldc row strides.
 
 import CBLAS
 
-/// C = alpha · op(A) · op(B) + beta · C on row-major pointers; the only call of `cblas_sgemm`.
-@inlinable
+/// C = alpha · op(A) · op(B) + beta · C on row-major pointers, on the calling thread. With
+/// `beta == 0`, C is only written.
 func sgemm(
   transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
@@ -12,45 +13,42 @@ func sgemm(
 ) {
   guard m > 0, n > 0 else { return }
   if k == 0 {
-    // BLAS leaves C untouched for k = 0 only when beta = 1; make the empty product explicit.
-    for row in 0..<m { for col in 0..<n { c[row * ldc + col] *= beta } }
+    // The empty product: C = beta · C (and C is not read when beta is 0).
+    for row in 0..<m {
+      for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : c[row * ldc + col] * beta }
+    }
     return
   }
-  cblas_sgemm(
-    CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-}
-
-/// Whether OpenBLAS runs every call on one thread. Then our kernels split GEMM work over their
-/// own threads (each calling single-threaded sgemm): measured here, two halves of a
-/// 4096×2880×320 product on one BLAS thread each reach 203 GFLOP/s against 163 for one call on
-/// two BLAS threads, and per-head attention GEMMs stop paying OpenBLAS's thread start-up on every
-/// small call. Executables set this once with `BLAS.setThreadCount(1)`; with a multi-threaded
-/// BLAS our kernels call it one task at a time and let it thread.
-var blasIsSingleThreaded: Bool {
-  #if canImport(Accelerate)
-    return false
+  #if SD_AVX512 || SD_AVX2
+    gemm(
+      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
+      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
   #else
-    return openblas_get_num_threads() == 1
+    _ = blasPinnedToOneThread
+    cblas_sgemm(
+      CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+      Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
   #endif
 }
 
-/// Runs `count` independent tasks that each call single-threaded sgemm: on our threads when
-/// BLAS is single-threaded, one after the other otherwise.
-func parallelBLASTasks(
-  _ count: Int, grain: Int = 1, options: ComputeOptions, _ body: @Sendable (Range<Int>) -> Void
-) {
-  parallelFor(
-    count, grain: grain, options: blasIsSingleThreaded ? options : ComputeOptions(threadCount: 1),
-    body)
-}
+#if !(SD_AVX512 || SD_AVX2)
+  /// Portable builds call OpenBLAS, whose results depend on its own thread count (it splits and
+  /// rounds differently). The first product pins it to one thread, process-wide, before any call;
+  /// our kernels split the work over their own threads instead, so results are the same bytes for
+  /// any thread count. Swift runs a global's initialiser once, thread-safely.
+  private let blasPinnedToOneThread: Void = {
+    #if !canImport(Accelerate)
+      openblas_set_num_threads(1)
+    #endif
+  }()
+#endif
 
 /// Products of at least this many multiply-adds are cut into parts for our threads.
 private let splitWork = 1 << 24
 
-/// `sgemm` cut into parts along the longer of m and n, run by `parallelBLASTasks`. Part
-/// boundaries depend only on the sizes, and each output element is still one BLAS dot product
-/// over the whole k, so results do not depend on the thread count.
+/// `sgemm` cut into parts along the longer of m and n, run on our threads. Part boundaries depend
+/// only on the sizes, and each output element is computed as in one whole product, so results do
+/// not depend on the thread count.
 func sgemm(
   transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
@@ -69,7 +67,7 @@ func sgemm(
   let size = ((length + parts - 1) / parts + 7) / 8 * 8
   let (pa, pb, pc) = (SharedPointer(a), SharedPointer(b), SharedMutablePointer(c))
   // Each part writes its own rows (or columns) of C.
-  parallelBLASTasks((length + size - 1) / size, options: options) { range in
+  parallelFor((length + size - 1) / size, grain: 1, options: options) { range in
     for part in range {
       let start = part * size
       let count = Swift.min(size, length - start)

@@ -67,7 +67,7 @@ func winogradConv3x3(
             x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
           // The 36 products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
           let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
-          parallelBLASTasks(36, options: options) { positions in
+          parallelFor(36, grain: 1, options: options) { positions in
             for position in positions {
               sgemm(
                 transposeA: false, transposeB: false, m: o, n: count, k: c,
