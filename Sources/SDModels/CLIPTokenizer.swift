@@ -163,7 +163,7 @@ public struct CLIPTokenizer: Sendable {
     do { data = try Data(contentsOf: url) } catch {
       throw .invalidTokenizer(file: url.path, reason: "cannot read: \(error.localizedDescription)")
     }
-    do { return try JSONValue.parse(data) } catch {
+    do { return try JSONValue.parse(data, allowingNonFiniteNumbers: true) } catch {
       throw .invalidTokenizer(file: url.path, reason: error.description)
     }
   }

@@ -17,7 +17,7 @@ struct ConfigReader {
       throw .invalidConfiguration(
         file: url.path, reason: "cannot read: \(error.localizedDescription)")
     }
-    do { json = try JSONValue.parse(data) } catch {
+    do { json = try JSONValue.parse(data, allowingNonFiniteNumbers: true) } catch {
       throw .invalidConfiguration(file: url.path, reason: error.description)
     }
     guard json.objectValue != nil else {

@@ -193,7 +193,9 @@ public struct SchedulerConfiguration: Sendable, Equatable {
   public init(contentsOf url: URL) throws(PipelineError) {
     let file = url.path
     let json: JSONValue
-    do { json = try JSONValue.parse(try Data(contentsOf: url)) } catch {
+    do {
+      json = try JSONValue.parse(try Data(contentsOf: url), allowingNonFiniteNumbers: true)
+    } catch {
       throw .invalidSchedulerConfiguration(file: file, reason: "cannot read it as JSON: \(error)")
     }
     guard json.objectValue != nil else {
@@ -272,10 +274,14 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     // rather than ignored.
     for key in [
       "thresholding", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas",
-      "use_flow_sigmas",
+      "use_flow_sigmas", "use_dynamic_shifting",
     ]
     where try bool(key) == true {
       throw fail(key, "false (not implemented)")
+    }
+    // DPMSolverMultistep's default is -Infinity (no clipping), written as Python writes it.
+    if let clipped = value("lambda_min_clipped"), clipped.doubleValue != -.infinity {
+      throw fail("lambda_min_clipped", "-Infinity (clipping λ is not implemented)")
     }
     _ = try string("interpolation_type", ["linear"])
     _ = try string("timestep_type", ["discrete"])

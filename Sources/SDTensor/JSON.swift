@@ -1,6 +1,8 @@
 // A small strict JSON parser and printer for safetensors headers and model config files.
 // Our own rather than Foundation's because headers come from strangers: integers must be exact
 // (offsets near Int64 limits), nesting is bounded, duplicate keys and bad UTF-8 are rejected.
+// Config files are read in Python's dialect, which adds NaN, Infinity and -Infinity: diffusers
+// writes them with `json.dump` (DPMSolverMultistepScheduler saves `"lambda_min_clipped": -Infinity`).
 
 /// A parsed JSON value. Integers that fit in `Int` are kept exact; other numbers are `Double`.
 public enum JSONValue: Sendable, Equatable {
@@ -20,9 +22,13 @@ public enum JSONValue: Sendable, Equatable {
   }
 
   /// Parses `bytes` as one JSON value (UTF-8), allowing surrounding white space only.
-  public static func parse<Bytes: Collection>(_ bytes: Bytes) throws(ParseError) -> JSONValue
+  /// `allowingNonFiniteNumbers` also accepts Python's `NaN`, `Infinity` and `-Infinity` (for
+  /// config files; safetensors headers stay strict).
+  public static func parse<Bytes: Collection>(
+    _ bytes: Bytes, allowingNonFiniteNumbers: Bool = false
+  ) throws(ParseError) -> JSONValue
   where Bytes.Element == UInt8 {
-    var parser = Parser(bytes: Array(bytes))
+    var parser = Parser(bytes: Array(bytes), allowsNonFinite: allowingNonFiniteNumbers)
     parser.skipSpace()
     let value = try parser.value(depth: 0)
     parser.skipSpace()
@@ -106,11 +112,16 @@ public enum JSONValue: Sendable, Equatable {
 /// Recursive-descent reader over UTF-8 bytes.
 private struct Parser {
   let bytes: [UInt8]
+  /// Python's `NaN`, `Infinity`, `-Infinity` are numbers (config files).
+  let allowsNonFinite: Bool
   var position = 0
   /// Deeper nesting than any header or config needs; bounds recursion on hostile input.
   static let maximumDepth = 64
 
-  init(bytes: [UInt8]) { self.bytes = bytes }
+  init(bytes: [UInt8], allowsNonFinite: Bool) {
+    self.bytes = bytes
+    self.allowsNonFinite = allowsNonFinite
+  }
 
   func error(_ reason: String) -> JSONValue.ParseError {
     JSONValue.ParseError(offset: position, reason: reason)
@@ -132,6 +143,8 @@ private struct Parser {
     case UInt8(ascii: "t"): try literal("true"); return .bool(true)
     case UInt8(ascii: "f"): try literal("false"); return .bool(false)
     case UInt8(ascii: "n"): try literal("null"); return .null
+    case UInt8(ascii: "N") where allowsNonFinite: try literal("NaN"); return .number(.nan)
+    case UInt8(ascii: "I") where allowsNonFinite: try literal("Infinity"); return .number(.infinity)
     default: return try number()
     }
   }
@@ -264,6 +277,11 @@ private struct Parser {
     let start = position
     var isInteger = true
     if position < bytes.count, bytes[position] == UInt8(ascii: "-") { position += 1 }
+    // `value` reads a leading `Infinity`; here it can only follow the sign.
+    if allowsNonFinite, position < bytes.count, bytes[position] == UInt8(ascii: "I") {
+      try literal("Infinity")
+      return .number(-.infinity)
+    }
     let digitsStart = position
     while position < bytes.count, (0x30...0x39).contains(bytes[position]) { position += 1 }
     guard position > digitsStart else { throw error("expected a value") }

@@ -42,6 +42,37 @@ import Testing
     #expect(throws: PipelineError.self) { _ = try configuration("{") }
   }
 
+  /// Every scheduler class we read, saved by diffusers' `save_config` with its defaults and with
+  /// SD 1.5's settings (weights/make_scheduler_configs.py): Python's JSON, `-Infinity` included.
+  @Test(arguments: [
+    "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler",
+  ])
+  func readsConfigsAsDiffusersSavesThem(className: String) throws {
+    let folder = fixturesDirectory.appendingPathComponent("scheduler-configs")
+    let kind = try #require(SchedulerKind(className: className))
+    for variant in ["", "-sd15"] {
+      let url = folder.appendingPathComponent("\(className)\(variant).json")
+      let settings = try SchedulerConfiguration(contentsOf: url)
+      #expect(settings.kind == kind)
+      // diffusers' PNDM default runs Runge–Kutta warm-up steps, which we refuse by name.
+      if kind == .pndm && variant.isEmpty {
+        #expect {
+          _ = try makeScheduler(kind, configuration: settings, steps: 20)
+        } throws: { error in "\(error)".contains("skip_prk_steps") }
+        continue
+      }
+      #expect(try makeScheduler(kind, configuration: settings, steps: 20).timesteps.count >= 20)
+    }
+  }
+
+  @Test func finiteLambdaClippingIsRefused() throws {
+    #expect {
+      _ = try configuration(#"{"lambda_min_clipped": -5.1}"#)
+    } throws: { error in "\(error)".contains("lambda_min_clipped") }
+    #expect(try configuration(#"{"lambda_min_clipped": -Infinity, "x": NaN}"#).kind == nil)
+  }
+
   /// diffusers: DDIMScheduler / EulerDiscreteScheduler / DPMSolverMultistepScheduler
   /// .from_config(SD 1.5 config).set_timesteps(10).timesteps.
   @Test func timestepsOfEachSampler() throws {
