@@ -108,20 +108,33 @@ public struct RGBImage: Sendable, Equatable {
     }
     guard written != 0 else { throw .unwritableOutput(path: "<memory>", reason: PNGMessage(image)) }
     bytes.removeSubrange(size...)
-    return PNGChunks.insertingText(text, into: bytes)
+    return PNGText.inserting(text, into: bytes)
   }
 
-  /// Writes the image as PNG atomically (temporary file, then rename), so an interrupted or
-  /// failed write never leaves a partial file at `url`.
-  /// - Throws: `PipelineError.unwritableOutput` naming the path.
-  public func writePNG(to url: URL, text: [(String, String)] = []) throws(PipelineError) {
+  /// Writes the image as PNG atomically (see `AtomicFile`): an interrupted or failed write never
+  /// leaves a partial file at `url`. With `replacing` false, an existing path (even one that
+  /// appears while this runs) is an error; otherwise a regular file is replaced and a FIFO or
+  /// device written into. `commit` is asked just before the file takes its place: false abandons
+  /// the write and throws `.cancelled`.
+  /// - Throws: `PipelineError.unwritableOutput` or `.outputExists` naming the path.
+  public func writePNG(
+    to url: URL, text: [(String, String)] = [], replacing: Bool = true,
+    commit: () -> Bool = { true }
+  ) throws(PipelineError) {
     let bytes = try pngData(text: text)
-    do { try AtomicFile.write(bytes, to: url.path) } catch {
-      if case .unwritableFile(let path, let reason) = error {
+    let committed: Bool
+    do {
+      committed = try AtomicFile.write(
+        bytes, to: url.path, existing: replacing ? .replace : .keep, commit: commit)
+    } catch {
+      switch error {
+      case .destinationExists(let path): throw .outputExists(path: path)
+      case .unwritableFile(let path, let reason):
         throw .unwritableOutput(path: path, reason: reason)
+      default: throw .unwritableOutput(path: url.path, reason: error.description)
       }
-      throw .unwritableOutput(path: url.path, reason: error.description)
     }
+    guard committed else { throw .cancelled }
   }
 }
 
@@ -133,44 +146,68 @@ private func PNGMessage(_ image: png_image) -> String {
   }
 }
 
-/// Adds tEXt chunks to an encoded PNG (the simplified API cannot write them).
-enum PNGChunks {
-  /// Inserts one tEXt chunk per (key, value) before IEND.
-  static func insertingText(_ text: [(String, String)], into png: [UInt8]) -> [UInt8] {
-    guard !text.isEmpty, png.count >= 12 else { return png }
-    // IEND is the last 12 bytes of a PNG written by libpng.
-    var out = Array(png[..<(png.count - 12)])
+/// Text chunks of PNG files: written after the header and before the image data (readers that
+/// stop at the first IDAT still find them), read back by `read` (the `parameters` of the web UIs
+/// and of `sd`). libpng's simplified API cannot write them, so they are spliced in here.
+public enum PNGText {
+  /// Inserts one chunk per (key, value) right after IHDR: tEXt when the value is Latin-1, else
+  /// iTXt (UTF-8), as Pillow's PngInfo writes them.
+  static func inserting(_ text: [(String, String)], into png: [UInt8]) -> [UInt8] {
+    // The signature (8 bytes) and IHDR (4 length + 4 type + 13 data + 4 CRC) come first.
+    let afterHeader = 8 + 25
+    guard !text.isEmpty, png.count > afterHeader else { return png }
+    var chunks: [UInt8] = []
     for (key, value) in text {
       let keyBytes = Array(
         key.unicodeScalars.compactMap { $0.value < 256 && $0.value > 31 ? UInt8($0.value) : nil }
           .prefix(79))
-      // tEXt is Latin-1; other characters are written as '?'.
-      let valueBytes = value.unicodeScalars.map {
-        $0.value < 256 ? UInt8($0.value) : UInt8(ascii: "?")
+      let body: [UInt8]
+      if value.unicodeScalars.allSatisfy({ $0.value < 256 }) {
+        body = Array("tEXt".utf8) + keyBytes + [0] + value.unicodeScalars.map { UInt8($0.value) }
+      } else {
+        // Uncompressed, no language tag, no translated keyword.
+        body = Array("iTXt".utf8) + keyBytes + [0, 0, 0, 0, 0] + Array(value.utf8)
       }
-      let body = Array("tEXt".utf8) + keyBytes + [0] + valueBytes
-      out += bigEndian(UInt32(body.count - 4)) + body + bigEndian(crc32(body))
+      chunks += bigEndian(UInt32(body.count - 4)) + body + bigEndian(crc32(body))
     }
-    return out + png[(png.count - 12)...]
+    return Array(png[..<afterHeader]) + chunks + png[afterHeader...]
   }
 
-  /// Text chunks of a PNG, for tests and for reading parameters back.
-  static func text(in png: [UInt8]) -> [String: String] {
+  /// The text chunks (tEXt and uncompressed iTXt) of an encoded PNG, by keyword.
+  public static func read(_ png: [UInt8]) -> [String: String] {
     var result: [String: String] = [:]
     var offset = 8
     while offset + 12 <= png.count {
       let length = png[offset..<offset + 4].reduce(0) { $0 << 8 | Int($1) }
-      guard offset + 12 + length <= png.count else { break }
-      if Array(png[offset + 4..<offset + 8]) == Array("tEXt".utf8) {
-        let body = png[offset + 8..<offset + 8 + length]
-        if let zero = body.firstIndex(of: 0) {
-          let key = String(decoding: body[..<zero], as: UTF8.self)
+      guard length <= png.count, offset + 12 + length <= png.count else { break }
+      let type = String(decoding: png[offset + 4..<offset + 8], as: UTF8.self)
+      let body = png[offset + 8..<offset + 8 + length]
+      if let zero = body.firstIndex(of: 0) {
+        let key = String(decoding: body[..<zero], as: UTF8.self)
+        if type == "tEXt" {
           result[key] = String(body[(zero + 1)...].map { Character(Unicode.Scalar($0)) })
+        } else if type == "iTXt", body.endIndex > zero + 2, body[zero + 1] == 0 {
+          // Skip the compression flag and method, then the language tag and translated keyword.
+          var rest = body[(zero + 3)...]
+          for _ in 0..<2 {
+            guard let end = rest.firstIndex(of: 0) else { break }
+            rest = rest[(end + 1)...]
+          }
+          result[key] = String(decoding: rest, as: UTF8.self)
         }
       }
+      if type == "IEND" { break }
       offset += 12 + length
     }
     return result
+  }
+
+  /// The text chunks of the PNG file at `url`.
+  /// - Throws: `PipelineError.unreadableImage` when the file cannot be read.
+  public static func read(contentsOf url: URL) throws(PipelineError) -> [String: String] {
+    do { return read([UInt8](try Data(contentsOf: url))) } catch {
+      throw .unreadableImage(path: url.path, reason: error.localizedDescription)
+    }
   }
 
   static func bigEndian(_ value: UInt32) -> [UInt8] {

@@ -16,6 +16,8 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
   case unreadableImage(path: String, reason: String)
   /// An output file could not be written; nothing was left at the path.
   case unwritableOutput(path: String, reason: String)
+  /// Something exists at an output path that was not to be replaced; it was left as it was.
+  case outputExists(path: String)
   /// The progress callback asked to stop.
   case cancelled
 
@@ -27,6 +29,7 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
       return "scheduler config \(file): \(reason)"
     case .unreadableImage(let path, let reason): return "cannot read image \(path): \(reason)"
     case .unwritableOutput(let path, let reason): return "cannot write \(path): \(reason)"
+    case .outputExists(let path): return "\(path) exists (use --overwrite to replace it)"
     case .cancelled: return "cancelled"
     }
   }

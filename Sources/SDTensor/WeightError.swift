@@ -1,4 +1,5 @@
-// The one error type of SDTensor: everything that can go wrong reading weights from a file.
+// The one error type of SDTensor: everything that can go wrong reading weights from a file, or
+// writing a file.
 
 /// A problem with a weights file or with a tensor read from it. Every case names the file.
 public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
@@ -14,6 +15,8 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
   case unsupportedDType(key: String, dtype: String, file: String)
   /// The file could not be written.
   case unwritableFile(path: String, reason: String)
+  /// Something exists at the destination and the write was told not to replace it.
+  case destinationExists(path: String)
 
   public var description: String {
     switch self {
@@ -31,6 +34,8 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
         "tensor '\(key)' in \(file) has dtype \(dtype); only F32, F16 and BF16 tensors can be read"
     case .unwritableFile(let path, let reason):
       return "cannot write \(path): \(reason)"
+    case .destinationExists(let path):
+      return "\(path) exists and was not replaced"
     }
   }
 }

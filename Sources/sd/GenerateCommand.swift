@@ -67,7 +67,7 @@ enum GenerateCommand {
     .threads,
     OptionSpec(
       name: "output", valueName: "FILE.png", defaultValue: "output.png",
-      help: "where to write the image"),
+      help: "where to write the image; - for standard output"),
     OptionSpec(
       name: "overwrite", valueName: nil, defaultValue: nil, help: "replace an existing output file"),
     OptionSpec(
@@ -151,10 +151,15 @@ enum GenerateCommand {
         if name == "width" { request.width = value } else { request.height = value }
       }
     }
-    let output = URL(fileURLWithPath: arguments.string("output") ?? "output.png")
-    try checkOutput(output, overwrite: arguments.has("overwrite"))
-    let heatMapPath = arguments.string("negative-effect").map { URL(fileURLWithPath: $0) }
-    if let heatMapPath { try checkOutput(heatMapPath, overwrite: arguments.has("overwrite")) }
+    let overwrite = arguments.has("overwrite")
+    let output = try OutputFile(
+      option: "output", value: arguments.string("output") ?? "output.png", overwrite: overwrite)
+    let heatMap = try arguments.string("negative-effect").map {
+      try OutputFile(option: "negative-effect", value: $0, overwrite: overwrite)
+    }
+    if let heatMap, heatMap.isSameDestination(as: output) {
+      throw UsageError("--negative-effect: '\(heatMap.displayName)' is also the --output")
+    }
     if let initPath = try arguments.existingPath("init-image") {
       let image = try RGBImage(contentsOf: initPath)
       request.initImage = image
@@ -180,7 +185,7 @@ enum GenerateCommand {
       )
     }
 
-    let compare = arguments.has("compare") || heatMapPath != nil
+    let compare = arguments.has("compare") || heatMap != nil
     var withoutNegative: GenerationResult?
     if compare {
       var plain = request
@@ -201,7 +206,9 @@ enum GenerateCommand {
       reporter.warn("the \(label) is longer than 75 tokens; dropped: \(cut.joined(separator: " "))")
     }
 
-    let parameters = parametersText(request, sampler: result.sampler, model: model)
+    let parameters = [
+      ("parameters", parametersText(request, sampler: result.sampler, model: model))
+    ]
     var image = result.image
     if arguments.has("compare"), let withoutNegative {
       image = RGBImage.sideBySide(
@@ -210,16 +217,22 @@ enum GenerateCommand {
         caption: "same seed \(request.seed), \(request.steps) steps, scale \(request.guidanceScale)"
       )
     }
-    // A Ctrl-C during decoding still means no output.
-    if cancellation.isRequested { throw PipelineError.cancelled }
-    try image.writePNG(to: output, text: [("parameters", parameters)])
-    if let heatMapPath, let withoutNegative {
-      try RGBImage.differenceHeatMap(withoutNegative.image, result.image).writePNG(
-        to: heatMapPath, text: [("parameters", parameters)])
-      reporter.note("wrote \(heatMapPath.path)")
+    // Both files are on disk before either takes its place; a signal until then means neither.
+    var prepared = [try cancellation.prepare(try image.pngData(text: parameters), for: output)]
+    if let heatMap, let withoutNegative {
+      let effect = RGBImage.differenceHeatMap(withoutNegative.image, result.image)
+      do {
+        prepared.append(
+          try cancellation.prepare(try effect.pngData(text: parameters), for: heatMap))
+      } catch {
+        prepared.forEach { $0.discard() }
+        throw error
+      }
     }
+    try cancellation.commitAll(prepared)
+    if let heatMap { reporter.note("wrote \(heatMap.displayName)") }
     reporter.finish(
-      "wrote \(output.path) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))"
+      "wrote \(output.displayName) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))"
     )
     return 0
   }
@@ -235,21 +248,6 @@ enum GenerateCommand {
       return NegativePrompt(String(value[..<colon]), weight: weight)
     }
     return NegativePrompt(value)
-  }
-
-  /// Refuses to replace a file unless asked, and to write into a folder that does not exist.
-  static func checkOutput(_ url: URL, overwrite: Bool) throws(UsageError) {
-    var isDirectory: ObjCBool = false
-    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
-      guard !isDirectory.boolValue else { throw UsageError("--output: '\(url.path)' is a folder") }
-      guard overwrite else {
-        throw UsageError("--output: '\(url.path)' exists (use --overwrite to replace it)")
-      }
-    }
-    let folder = url.deletingLastPathComponent().path
-    guard FileManager.default.isWritableFile(atPath: folder.isEmpty ? "." : folder) else {
-      throw UsageError("--output: cannot write into '\(folder)'")
-    }
   }
 
   /// The generation settings in the "parameters" text format of the common web UIs.

@@ -1,28 +1,9 @@
 // Progress on stderr: a redrawn bar on a terminal, plain lines otherwise, nothing with --quiet.
-// Also the Ctrl-C handling that turns SIGINT into a cancelled generation.
 
 import Dispatch
 import Foundation
 import SDPipeline
 import Synchronization
-
-/// Set by SIGINT; the progress callback reads it, so generation stops after the current step.
-final class Cancellation: Sendable {
-  private let requested = Atomic<Bool>(false)
-
-  var isRequested: Bool { requested.load(ordering: .relaxed) }
-  func request() { requested.store(true, ordering: .relaxed) }
-
-  /// Routes SIGINT to `request()` instead of the default action, which would kill the process
-  /// in the middle of a write. Keep the returned source alive.
-  func installSignalHandler() -> DispatchSourceSignal {
-    signal(SIGINT, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-    source.setEventHandler { [self] in self.request() }
-    source.resume()
-    return source
-  }
-}
 
 /// Writes progress to stderr.
 final class ProgressReporter: Sendable {

@@ -30,8 +30,10 @@ func validatedArguments() throws(UsageError) -> [String] {
 // A write past a file-size limit (or a full quota) then fails with an error we report, instead
 // of SIGXFSZ killing the process.
 signal(SIGXFSZ, SIG_IGN)
+// With `--output -` a reader that goes away gives EPIPE, reported as a failed write.
+signal(SIGPIPE, SIG_IGN)
 let cancellation = Cancellation()
-let signalSource = cancellation.installSignalHandler()
+let signalSources = cancellation.installSignalHandlers()
 let status: Int32
 do {
   let words = try validatedArguments()
@@ -48,7 +50,7 @@ do {
   status = 2
 } catch PipelineError.cancelled {
   writeError("\nsd: cancelled; no output written\n")
-  status = 130
+  status = cancellation.exitStatus
 } catch let error as PipelineError {
   writeError("sd: \(error.description)\n")
   // Bad requests and inputs are the user's to fix (2); anything else is a failed run (1).
@@ -62,5 +64,5 @@ do {
   writeError("sd: \(error)\n")
   status = 2
 }
-signalSource.cancel()
+signalSources.forEach { $0.cancel() }
 exit(status)

@@ -8,67 +8,6 @@ import SDTensor
 import SDTestSupport
 import Testing
 
-/// The built `sd`, next to the test bundle.
-private let sdExecutable: URL = {
-  let buildFolder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-  for candidate in [buildFolder, buildFolder.deletingLastPathComponent()] {
-    let url = candidate.appendingPathComponent("sd")
-    if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-  }
-  return URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent(".build/debug/sd")
-}()
-
-private let tinyModel = fixturePath("tiny-sd15")
-
-struct RunResult {
-  let status: Int32
-  let output: String
-  let error: String
-}
-
-/// Runs `sd` with `arguments` (through `sh -c` when `shell` is given, for raw bytes and limits),
-/// with `environment` added to this process's.
-private func runSD(
-  _ arguments: [String], shell: String? = nil, environment: [String: String] = [:]
-) throws -> RunResult {
-  let process = Process()
-  process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-  if let shell {
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", shell, sdExecutable.path] + arguments
-  } else {
-    process.executableURL = sdExecutable
-    process.arguments = arguments
-  }
-  let (output, error) = (Pipe(), Pipe())
-  process.standardOutput = output
-  process.standardError = error
-  try process.run()
-  let outputData = output.fileHandleForReading.readDataToEndOfFile()
-  let errorData = error.fileHandleForReading.readDataToEndOfFile()
-  process.waitUntilExit()
-  return RunResult(
-    status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
-    error: String(decoding: errorData, as: UTF8.self))
-}
-
-private func temporaryFolder() throws -> URL {
-  let url = FileManager.default.temporaryDirectory.appendingPathComponent(
-    "sd-cli-\(UUID().uuidString)")
-  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-  return url
-}
-
-/// A generation on the fixture model small enough to run in a test.
-private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
-  [
-    "--model", tinyModel, "--prompt", "a red apple", "--steps", "2", "--width", "64", "--height",
-    "64",
-    "--quiet", "--output", output.path,
-  ] + extra
-}
-
 @Suite(.serialized) struct CommandLineTests {
   /// (arguments, text the one-line error must contain). Each is a mistake a user makes.
   static let badInputs: [([String], String)] = [
@@ -302,7 +241,8 @@ private func quick(_ output: URL, _ extra: [String] = []) -> [String] {
   /// with SSE4 only (Westmere; .ci/run installs qemu-user).
   @Test(
     .enabled(
-      if: Runtime.usesPortableGEMM && FileManager.default.fileExists(atPath: "/usr/bin/qemu-x86_64")))
+      if: Runtime.usesPortableGEMM && FileManager.default.fileExists(atPath: "/usr/bin/qemu-x86_64")
+    ))
   func otherCPUGetsOneLineNotSIGILL() throws {
     let folder = try temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }

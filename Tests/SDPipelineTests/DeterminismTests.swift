@@ -36,7 +36,9 @@ import Testing
     let result = try tinyPipeline.get().generate(request, options: ComputeOptions(threadCount: 2))
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325  // FNV-1a
     func mix(_ byte: UInt8) { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-    for value in result.latents.scalars { withUnsafeBytes(of: value.bitPattern) { $0.forEach(mix) } }
+    for value in result.latents.scalars {
+      withUnsafeBytes(of: value.bitPattern) { $0.forEach(mix) }
+    }
     result.image.pixels.forEach(mix)
     #expect(String(hash, radix: 16) == "3aa064d22076ccef", "fingerprint of this run")
   }

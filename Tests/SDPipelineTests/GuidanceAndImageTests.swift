@@ -5,7 +5,7 @@ import SDTensor
 import SDTestSupport
 import Testing
 
-@testable import SDPipeline
+import SDPipeline
 
 @Suite struct GuidanceTests {
   @Test func combinesNegativeAndPositiveRows() throws {
@@ -70,7 +70,16 @@ import Testing
     try image.writePNG(to: url, text: [("parameters", "a red apple\nSteps: 4")])
     #expect(try RGBImage(contentsOf: url) == image)
     let bytes = [UInt8](try Data(contentsOf: url))
-    #expect(PNGChunks.text(in: bytes)["parameters"] == "a red apple\nSteps: 4")
+    #expect(PNGText.read(bytes)["parameters"] == "a red apple\nSteps: 4")
+    // The text comes before the image data, so readers that stop at IDAT find it.
+    let textAt = try #require(
+      bytes.indices.dropLast(4).first { Array(bytes[$0..<$0 + 4]) == Array("tEXt".utf8) })
+    let dataAt = try #require(
+      bytes.indices.dropLast(4).first { Array(bytes[$0..<$0 + 4]) == Array("IDAT".utf8) })
+    #expect(textAt < dataAt)
+    // Text outside Latin-1 goes into an iTXt chunk as UTF-8.
+    try image.writePNG(to: url, text: [("parameters", "ein Äpfel, 林檎")])
+    #expect(try PNGText.read(contentsOf: url)["parameters"] == "ein Äpfel, 林檎")
   }
 
   @Test func tensorConversionRoundTrips() {

@@ -94,8 +94,12 @@ import Testing
     let full = try StableDiffusionPipeline(modelAt: folder)
     let half = try StableDiffusionPipeline(modelAt: folder, halfPrecisionWeights: true)
     let options = ComputeOptions(threadCount: 2)
-    #expect(half.encode(prompt: "a red apple", options: options).0 == full.encode(prompt: "a red apple", options: options).0)
-    let request = GenerationRequest(prompt: "a red apple", negativePrompt: "green tones", steps: 3, seed: 1, width: 64, height: 64)
+    #expect(
+      half.encode(prompt: "a red apple", options: options).0
+        == full.encode(prompt: "a red apple", options: options).0)
+    let request = GenerationRequest(
+      prompt: "a red apple", negativePrompt: "green tones", steps: 3, seed: 1, width: 64, height: 64
+    )
     let a = try full.generate(request, options: options)
     let b = try half.generate(request, options: options)
     let difference = compare(b.latents, a.latents, name: "fp16 vs fp32 latents")

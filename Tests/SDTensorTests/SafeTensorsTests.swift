@@ -223,28 +223,36 @@ struct SafeTensorsTests {
 @Suite struct HalfPrecisionWeightTests {
   @Test func wideningMatchesFloat16ForEveryPattern() {
     let bits = (0...UInt16.max).map { $0 }
-    let widened = Weight(shape: [bits.count], halfBits: bits).float(options: ComputeOptions(threadCount: 2))
+    let widened = Weight(shape: [bits.count], halfBits: bits).float(
+      options: ComputeOptions(threadCount: 2))
     for (pattern, value) in zip(bits, widened.scalars) {
       let expected = Float(Float16(bitPattern: pattern))
-      #expect(value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN), "pattern \(pattern)")
+      #expect(
+        value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN),
+        "pattern \(pattern)")
     }
   }
 
   @Test func storeKeepsHalfPrecision() throws {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("half-\(UUID().uuidString).safetensors")
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "half-\(UUID().uuidString).safetensors")
     defer { try? FileManager.default.removeItem(at: url) }
     let values = Tensor(shape: [2, 3], scalars: [1, -2.5, 0.1, 1e-6, 65504, 3.14159])
     try SafeTensorsWriter.write(["w": values], to: url.path)
     let store = try WeightStore(paths: [url.path], keepsHalfPrecision: true)
     let weight = try store.weight("w", shape: [2, 3])
     #expect(weight.isHalfPrecision && weight.byteCount == 12)
-    #expect(weight.float(options: ComputeOptions()).scalars == values.scalars.map { Float(Float16($0)) })
+    #expect(
+      weight.float(options: ComputeOptions()).scalars == values.scalars.map { Float(Float16($0)) })
     #expect(store.unreadKeys().isEmpty)
     let full = try WeightStore(paths: [url.path]).weight("w", shape: [2, 3])
     #expect(!full.isHalfPrecision && full.float(options: ComputeOptions()) == values)
     // F32 data read as Float32 is used in place in the file mapping.
     #expect(full.isFileBacked && full.scalars(1..<3) == [-2.5, 0.1])
-    #expect(linear(Tensor(shape: [1, 3], scalars: [1, 0, 0]), weight: full, bias: nil).scalars == [1, 1e-6])
+    #expect(
+      linear(Tensor(shape: [1, 3], scalars: [1, 0, 0]), weight: full, bias: nil).scalars == [
+        1, 1e-6,
+      ])
   }
 
   /// F16 data kept in half precision is used in place in the file mapping, and still reads the
