@@ -164,7 +164,9 @@ func runModelBenchmarks(
       })
     report.add(
       "  Transformer2DModel 2x\(channels)x64x64",
-      seconds: timeMedian(runs: 1) { _ = transformer(x, context: context, options: options) })
+      seconds: timeMedian(runs: 1) {
+        _ = transformer(x, context: CrossAttentionContext(context), options: options)
+      })
     let tokens = benchTensor([2, 4096, channels])
     let layer = transformer.transformerBlocks[0]
     report.add(
@@ -172,7 +174,7 @@ func runModelBenchmarks(
       seconds: timeMedian(runs: 1) { _ = layer.attn1(tokens, options: options) })
     report.add(
       "    cross-attention 77 tokens",
-      seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, context: context, options: options) })
+      seconds: timeMedian(runs: 1) { _ = layer.attn2(tokens, states: context, options: options) })
     report.add(
       "    GEGLU feed-forward",
       seconds: timeMedian(runs: 1) {

@@ -84,16 +84,6 @@ public struct CLIPTextModel: Sendable {
       store, "\(prefix)final_layer_norm", channels: config.hiddenSize, eps: config.layerNormEps)
   }
 
-  /// Loads `config.json` and `model.safetensors` (or the `.fp16` variant) from a
-  /// `text_encoder/` folder.
-  /// - Throws: `ModelError` for a bad config, missing file, or weights that do not fit.
-  public init(directory: URL) throws(ModelError) {
-    let config = try CLIPTextConfiguration(
-      contentsOf: directory.appendingPathComponent("config.json"))
-    let store = try WeightStore.open(directory: directory, stem: "model")
-    do { try self.init(configuration: config, weights: store) } catch { throw .weights(error) }
-  }
-
   /// The token and position embeddings of `ids` (`[b][t]`, t ≤ maxPositions) -> `[b, t, hidden]`.
   public func embed(_ ids: [[Int]]) -> Tensor {
     let width = configuration.hiddenSize

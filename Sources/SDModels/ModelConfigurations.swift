@@ -5,95 +5,6 @@
 import Foundation
 import SDTensor
 
-/// Reads typed fields from a parsed config file and names the file and field in every error.
-struct ConfigReader {
-  let json: JSONValue
-  let file: String
-
-  init(contentsOf url: URL) throws(ModelError) {
-    file = url.path
-    let data: Data
-    do { data = try Data(contentsOf: url) } catch {
-      throw .invalidConfiguration(
-        file: url.path, reason: "cannot read: \(error.localizedDescription)")
-    }
-    do { json = try JSONValue.parse(data, allowingNonFiniteNumbers: true) } catch {
-      throw .invalidConfiguration(file: url.path, reason: error.description)
-    }
-    guard json.objectValue != nil else {
-      throw .invalidConfiguration(file: url.path, reason: "not a JSON object")
-    }
-  }
-
-  init(json: JSONValue, file: String) {
-    self.json = json
-    self.file = file
-  }
-
-  func fail(_ key: String, _ expectation: String) -> ModelError {
-    .invalidConfiguration(file: file, reason: "'\(key)' must be \(expectation)")
-  }
-
-  /// Whether `key` is present and not null.
-  func has(_ key: String) -> Bool {
-    if let value = json[key], value != .null { return true }
-    return false
-  }
-
-  func int(_ key: String, default fallback: Int? = nil, minimum: Int = 1) throws(ModelError) -> Int
-  {
-    guard has(key) else {
-      if let fallback { return fallback }
-      throw fail(key, "present")
-    }
-    guard let value = json[key]?.intValue, value >= minimum else {
-      throw fail(key, "an integer >= \(minimum)")
-    }
-    return value
-  }
-
-  func float(_ key: String, default fallback: Float) throws(ModelError) -> Float {
-    guard has(key) else { return fallback }
-    guard let value = json[key]?.doubleValue, value.isFinite else { throw fail(key, "a number") }
-    return Float(value)
-  }
-
-  func bool(_ key: String, default fallback: Bool) throws(ModelError) -> Bool {
-    guard has(key) else { return fallback }
-    guard let value = json[key]?.boolValue else { throw fail(key, "true or false") }
-    return value
-  }
-
-  func string(_ key: String, default fallback: String) throws(ModelError) -> String {
-    guard has(key) else { return fallback }
-    guard let value = json[key]?.stringValue else { throw fail(key, "a string") }
-    return value
-  }
-
-  func strings(_ key: String, default fallback: [String]) throws(ModelError) -> [String] {
-    guard has(key) else { return fallback }
-    guard let values = json[key]?.arrayValue?.compactMap(\.stringValue),
-      values.count == json[key]?.arrayValue?.count
-    else { throw fail(key, "a list of strings") }
-    return values
-  }
-
-  /// An int list; a single int is repeated `count` times (diffusers accepts both spellings).
-  func ints(_ key: String, count: Int, default fallback: [Int]?) throws(ModelError) -> [Int] {
-    guard has(key) else {
-      if let fallback { return fallback }
-      throw fail(key, "present")
-    }
-    if let single = json[key]?.intValue, single > 0 {
-      return Array(repeating: single, count: count)
-    }
-    guard let values = json[key]?.arrayValue?.compactMap(\.intValue), values.count == count,
-      values.allSatisfy({ $0 > 0 })
-    else { throw fail(key, "a positive integer or a list of \(count) of them") }
-    return values
-  }
-}
-
 /// The CLIP text encoder's architecture (transformers `CLIPTextConfig`, `text_encoder/config.json`).
 public struct CLIPTextConfiguration: Sendable, Equatable {
   public var vocabularySize: Int
@@ -170,6 +81,9 @@ public struct UNetConfiguration: Sendable, Equatable {
   public var freqShift: Float
   public var transformerLayersPerBlock: Int
   public var sampleSize: Int
+
+  /// Width of the time embedding: 4 × the first block's channels.
+  public var timeEmbeddingChannels: Int { 4 * blockOutChannels[0] }
 
   /// SD 1.5 as released (`runwayml/stable-diffusion-v1-5`, `unet/config.json`).
   public static let stableDiffusion15 = UNetConfiguration(

@@ -64,95 +64,27 @@ public struct StableDiffusionPipeline: Sendable {
     modelAt url: URL, configurationsFrom configurationFolder: URL? = nil,
     halfPrecisionWeights: Bool = false
   ) throws(PipelineError) {
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-      throw .invalidArgument(name: "model", reason: "\(url.path) does not exist")
-    }
-    let folder = isDirectory.boolValue ? url : configurationFolder
-    let file = isDirectory.boolValue ? nil : url
-    if let file {
-      let suffix = file.pathExtension.lowercased()
-      guard !["ckpt", "pt", "pth", "bin", "pkl"].contains(suffix) else {
-        throw .invalidArgument(
-          name: "model",
-          reason:
-            "\(file.path) is a PyTorch pickle; only safetensors are read (a pickle can run code when loaded)"
-        )
-      }
-      guard suffix == "safetensors" else {
-        throw .invalidArgument(
-          name: "model",
-          reason: "\(file.path) is neither a diffusers folder nor a .safetensors checkpoint")
-      }
-    }
-    func config<Configuration>(
-      _ part: String, preset: Configuration, _ read: (URL) throws(ModelError) -> Configuration
-    ) throws(PipelineError) -> Configuration {
-      guard let folder else { return preset }
-      do { return try read(folder.appendingPathComponent("\(part)/config.json")) } catch {
-        throw .model(error)
-      }
-    }
-    let textConfiguration = try config(
-      "text_encoder", preset: CLIPTextConfiguration.stableDiffusion15,
-      CLIPTextConfiguration.init(contentsOf:))
-    let unetConfiguration = try config(
-      "unet", preset: UNetConfiguration.stableDiffusion15, UNetConfiguration.init(contentsOf:))
-    let vaeConfiguration = try config(
-      "vae", preset: AutoencoderConfiguration.stableDiffusion15,
-      AutoencoderConfiguration.init(contentsOf:))
-    let stores: (text: WeightStore, unet: WeightStore, vae: WeightStore)
-    var checkpoint: SingleFileCheckpoint?
-    do throws(ModelError) {
-      if let file {
-        let opened = try SingleFileCheckpoint(
-          path: file.path, textEncoder: textConfiguration, unet: unetConfiguration,
-          vae: vaeConfiguration, keepsHalfPrecision: halfPrecisionWeights)
-        checkpoint = opened
-        stores = (opened.textEncoder, opened.unet, opened.vae)
-      } else {
-        stores = (
-          try WeightStore.open(
-            directory: url.appendingPathComponent("text_encoder"), stem: "model",
-            keepsHalfPrecision: halfPrecisionWeights),
-          try WeightStore.open(
-            directory: url.appendingPathComponent("unet"), stem: "diffusion_pytorch_model",
-            keepsHalfPrecision: halfPrecisionWeights),
-          try WeightStore.open(
-            directory: url.appendingPathComponent("vae"), stem: "diffusion_pytorch_model",
-            keepsHalfPrecision: halfPrecisionWeights)
-        )
-      }
-      let tokenizerFolder = folder?.appendingPathComponent("tokenizer")
-      if let tokenizerFolder, FileManager.default.fileExists(atPath: tokenizerFolder.path) {
-        tokenizer = try CLIPTokenizer(directory: tokenizerFolder)
-      } else {
-        tokenizer = try CLIPTokenizer.bundled()
-      }
-      do throws(WeightError) {
-        textEncoder = try CLIPTextModel(configuration: textConfiguration, weights: stores.text)
-        unet = try UNet2DConditionModel(configuration: unetConfiguration, weights: stores.unet)
-        vae = try AutoencoderKL(configuration: vaeConfiguration, weights: stores.vae)
-      } catch {
-        throw ModelError.weights(error)
-      }
+    let folder: ModelFolder
+    do {
+      folder = try ModelFolder(
+        at: url, configurationsFrom: configurationFolder,
+        halfPrecisionWeights: halfPrecisionWeights)
+      tokenizer = folder.tokenizer
+      textEncoder = try folder.loadTextEncoder()
+      unet = try folder.loadUNet()
+      vae = try folder.loadVAE()
     } catch {
       throw .model(error)
     }
-    let schedulerFile = folder?.appendingPathComponent("scheduler/scheduler_config.json")
-    if let schedulerFile, FileManager.default.fileExists(atPath: schedulerFile.path) {
-      schedulerConfiguration = try SchedulerConfiguration(contentsOf: schedulerFile)
+    if let file = folder.schedulerConfigurationFile {
+      schedulerConfiguration = try SchedulerConfiguration(contentsOf: file)
       defaultSampler = schedulerConfiguration.kind ?? .pndm
     } else {
       schedulerConfiguration = .stableDiffusion15
       defaultSampler = .pndm
     }
-    unusedWeights =
-      checkpoint?.unusedKeys()
-      ?? (stores.text.unreadKeys() + stores.unet.unreadKeys() + stores.vae.unreadKeys()).filter {
-        !$0.hasSuffix("position_ids")
-      }
-    weightStores = stores
+    unusedWeights = folder.unusedWeights()
+    weightStores = (folder.textEncoder.weights, folder.unet.weights, folder.vae.weights)
     try Self.checkWidths(textEncoder, unet)
   }
 

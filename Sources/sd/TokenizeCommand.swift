@@ -31,7 +31,7 @@ enum TokenizeCommand {
     let text = arguments.positional[0]
     let tokenizer: CLIPTokenizer
     if let model = try arguments.existingPath("model") {
-      tokenizer = try CLIPTokenizer(directory: model.appendingPathComponent("tokenizer"))
+      tokenizer = try ModelFolder(at: model).tokenizer
     } else {
       tokenizer = try CLIPTokenizer.bundled()
     }

@@ -14,6 +14,11 @@ private func modelFolder(_ model: String, _ part: String) -> URL {
   fixturesDirectory.appendingPathComponent(model).appendingPathComponent(part)
 }
 
+/// A tiny fixture model (`tiny-sd15`, `tiny-sd2`) opened as the pipeline opens models.
+private func tinyModel(_ variant: String) throws -> ModelFolder {
+  try ModelFolder(at: fixturesDirectory.appendingPathComponent("tiny-\(variant)"))
+}
+
 private func expectClose(
   _ actual: Tensor, _ expected: Tensor, _ name: String,
   sourceLocation: SourceLocation = #_sourceLocation
@@ -28,7 +33,7 @@ private func expectClose(
 struct ModelReferenceTests {
   @Test("CLIP text encoder: every layer and the last hidden state", arguments: ["sd15", "sd2"])
   func textEncoder(variant: String) throws {
-    let model = try CLIPTextModel(directory: modelFolder("tiny-\(variant)", "text_encoder"))
+    let model = try tinyModel(variant).loadTextEncoder()
     let reference = try fixture("clip-\(variant).safetensors")
     var worst: Float = 0
     for prompt in 0..<4 {
@@ -52,7 +57,7 @@ struct ModelReferenceTests {
 
   @Test("UNet: time embedding, every block and the output, batch 2", arguments: ["sd15", "sd2"])
   func unet(variant: String) throws {
-    let model = try UNet2DConditionModel(directory: modelFolder("tiny-\(variant)", "unet"))
+    let model = try tinyModel(variant).loadUNet()
     let reference = try fixture("unet-\(variant).safetensors")
     var worst: Float = 0
     for name in ["case0", "case1"] {
@@ -76,7 +81,7 @@ struct ModelReferenceTests {
 
   @Test("VAE: decoder blocks and image, encoder mean/logvar and sample")
   func autoencoder() throws {
-    let vae = try AutoencoderKL(directory: modelFolder("tiny-sd15", "vae"))
+    let vae = try tinyModel("sd15").loadVAE()
     let reference = try fixture("vae.safetensors")
     var observed: [String: Tensor] = [:]
     let image = vae.decoder(try reference.tensor("decode.latents"), options: options) {
@@ -108,33 +113,9 @@ struct ModelReferenceTests {
   @Test("every tensor of the fixture models is read by some layer")
   func noLeftoverWeights() throws {
     for variant in ["sd15", "sd2"] {
-      for (part, stem) in [
-        ("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
-        ("text_encoder", "model"),
-      ] {
-        let folder = modelFolder("tiny-\(variant)", part)
-        let file = ["\(stem).safetensors", "\(stem).fp16.safetensors"].map {
-          folder.appendingPathComponent($0).path
-        }
-        .first { FileManager.default.fileExists(atPath: $0) }
-        let store = try WeightStore(paths: [try #require(file)])
-        switch part {
-        case "unet":
-          _ = try UNet2DConditionModel(
-            configuration: UNetConfiguration(
-              contentsOf: folder.appendingPathComponent("config.json")), weights: store)
-        case "vae":
-          _ = try AutoencoderKL(
-            configuration: AutoencoderConfiguration(
-              contentsOf: folder.appendingPathComponent("config.json")), weights: store)
-        default:
-          _ = try CLIPTextModel(
-            configuration: CLIPTextConfiguration(
-              contentsOf: folder.appendingPathComponent("config.json")), weights: store)
-        }
-        #expect(
-          store.unreadKeys().filter { !$0.hasSuffix("position_ids") } == [], "\(variant)/\(part)")
-      }
+      let model = try tinyModel(variant)
+      _ = try (model.loadTextEncoder(), model.loadUNet(), model.loadVAE())
+      #expect(model.unusedWeights() == [], "\(variant)")
     }
   }
 
@@ -182,8 +163,7 @@ extension Float {
 @Suite struct VAETilingTests {
   @Test func tiledDecodeMatchesDiffusers() throws {
     let reference = try fixture("vae-tiled.safetensors")
-    let vae = try AutoencoderKL(
-      directory: fixturesDirectory.appendingPathComponent("tiny-sd15/vae"))
+    let vae = try tinyModel("sd15").loadVAE()
     let latents = try reference.tensor("latents")
     let options = ComputeOptions(threadCount: 2)
     let tiled = compare(

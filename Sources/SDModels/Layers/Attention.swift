@@ -28,15 +28,33 @@ public struct Attention: Sendable {
     toOut = try Linear(store, "\(key).to_out.0", in: inner, out: queryDim)
   }
 
-  /// Self-attention when `context` is nil, cross-attention on `context` otherwise.
+  /// Cross-attention of `x` on the text states of `context`.
   public func callAsFunction(
-    _ x: Tensor, context: Tensor? = nil, options: ComputeOptions
+    _ x: Tensor, context: CrossAttentionContext, options: ComputeOptions
   ) -> Tensor {
-    let source = context ?? x
+    self(x, states: context.states, options: options)
+  }
+
+  /// Self-attention when `states` is nil, attention on `states` `[b, s, contextDim]` otherwise.
+  public func callAsFunction(
+    _ x: Tensor, states: Tensor? = nil, options: ComputeOptions
+  ) -> Tensor {
+    let source = states ?? x
     let attended = scaledDotProductAttention(
       query: toQ(x, options: options), key: toK(source, options: options),
       value: toV(source, options: options),
       heads: heads, options: options)
     return toOut(attended, options: options)
+  }
+}
+
+/// What the UNet's cross-attention layers attend to, passed unchanged through its blocks: the
+/// text states of each batch row `[b, tokens, crossAttentionDim]`.
+public struct CrossAttentionContext: Sendable {
+  /// The text encoder's output for each row of the UNet batch.
+  public var states: Tensor
+
+  public init(_ states: Tensor) {
+    self.states = states
   }
 }

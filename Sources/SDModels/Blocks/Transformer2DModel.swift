@@ -1,93 +1,7 @@
-// The building blocks shared by the UNet and the VAE, mirroring diffusers: `ResnetBlock2D`
-// (models/resnet.py), `Downsample2D`/`Upsample2D` (models/downsampling.py, upsampling.py),
-// `Transformer2DModel` and `BasicTransformerBlock` (models/transformers/, models/attention.py).
+// `Transformer2DModel` (diffusers models/transformers/transformer_2d.py) and the
+// `BasicTransformerBlock` it stacks (models/attention.py), as SD's UNet uses them.
 
 import SDTensor
-
-/// `ResnetBlock2D`: norm → SiLU → conv, plus the time embedding, norm → SiLU → conv, plus the
-/// (1×1-projected when channels change) input. `[n, in, h, w]` -> `[n, out, h, w]`.
-public struct ResnetBlock2D: Sendable {
-  public let norm1: GroupNorm
-  public let conv1: Conv2D
-  /// Absent in the VAE, whose resnets take no time embedding.
-  public let timeEmbProj: Linear?
-  public let norm2: GroupNorm
-  public let conv2: Conv2D
-  public let convShortcut: Conv2D?
-
-  init(
-    _ store: WeightStore, _ key: String, in inChannels: Int, out outChannels: Int,
-    timeEmbeddingChannels: Int?, groups: Int, eps: Float
-  ) throws(WeightError) {
-    norm1 = try GroupNorm(store, "\(key).norm1", groups: groups, channels: inChannels, eps: eps)
-    conv1 = try Conv2D(
-      store, "\(key).conv1", in: inChannels, out: outChannels, kernel: 3, padding: 1)
-    timeEmbProj = try timeEmbeddingChannels.map { channels throws(WeightError) in
-      try Linear(store, "\(key).time_emb_proj", in: channels, out: outChannels)
-    }
-    norm2 = try GroupNorm(store, "\(key).norm2", groups: groups, channels: outChannels, eps: eps)
-    conv2 = try Conv2D(
-      store, "\(key).conv2", in: outChannels, out: outChannels, kernel: 3, padding: 1)
-    convShortcut =
-      inChannels == outChannels
-      ? nil : try Conv2D(store, "\(key).conv_shortcut", in: inChannels, out: outChannels, kernel: 1)
-  }
-
-  /// `timeEmbedding`: `[n, temb]`, already the UNet's embedding; SiLU is applied here as in
-  /// diffusers (`nonlinearity(temb)` before `time_emb_proj`).
-  public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, options: ComputeOptions) -> Tensor
-  {
-    var hidden = conv1(norm1(x, activation: .silu, options: options), options: options)
-    if let timeEmbProj, let timeEmbedding {
-      let projected = timeEmbProj(
-        activate(timeEmbedding, .silu, options: options), options: options)
-      hidden = hidden + projected.reshaped([projected.shape[0], projected.shape[1], 1, 1])
-    }
-    hidden = conv2(norm2(hidden, activation: .silu, options: options), options: options)
-    var residual = convShortcut.map { $0(x, options: options) } ?? x
-    residual.add(hidden)
-    return residual
-  }
-}
-
-/// `Downsample2D` with a convolution: 3×3, stride 2. The UNet pads 1 on every side; the VAE
-/// encoder pads only right and bottom (by 1) and convolves without padding.
-public struct Downsample2D: Sendable {
-  public let conv: Conv2D
-  public let padsRightAndBottomOnly: Bool
-
-  init(_ store: WeightStore, _ key: String, channels: Int, padsRightAndBottomOnly: Bool)
-    throws(WeightError)
-  {
-    conv = try Conv2D(
-      store, "\(key).conv", in: channels, out: channels, kernel: 3, stride: 2,
-      padding: padsRightAndBottomOnly ? 0 : 1)
-    self.padsRightAndBottomOnly = padsRightAndBottomOnly
-  }
-
-  public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
-    conv(padsRightAndBottomOnly ? padRightAndBottom(x) : x, options: options)
-  }
-}
-
-/// `Upsample2D` with a convolution: nearest-neighbour 2× (or to the skip connection's size),
-/// then a 3×3 convolution.
-public struct Upsample2D: Sendable {
-  public let conv: Conv2D
-
-  init(_ store: WeightStore, _ key: String, channels: Int) throws(WeightError) {
-    conv = try Conv2D(store, "\(key).conv", in: channels, out: channels, kernel: 3, padding: 1)
-  }
-
-  /// `size`: the (height, width) to upsample to; twice the input when nil.
-  public func callAsFunction(_ x: Tensor, size: (Int, Int)? = nil, options: ComputeOptions)
-    -> Tensor
-  {
-    let (height, width) = size ?? (2 * x.shape[2], 2 * x.shape[3])
-    return conv(
-      upsampleNearest(x, height: height, width: width, options: options), options: options)
-  }
-}
 
 /// `BasicTransformerBlock`: self-attention, cross-attention on the text embeddings and a GEGLU
 /// feed-forward, each pre-normed and residual. `[b, t, dim]` -> `[b, t, dim]`.
@@ -117,7 +31,9 @@ public struct BasicTransformerBlock: Sendable {
     ffOut = try Linear(store, "\(key).ff.net.2", in: 4 * dim, out: dim)
   }
 
-  public func callAsFunction(_ x: Tensor, context: Tensor, options: ComputeOptions) -> Tensor {
+  public func callAsFunction(_ x: Tensor, context: CrossAttentionContext, options: ComputeOptions)
+    -> Tensor
+  {
     var hidden = x
     hidden.add(attn1(norm1(hidden, options: options), options: options))
     hidden.add(attn2(norm2(hidden, options: options), context: context, options: options))
@@ -168,7 +84,25 @@ public struct Transformer2DModel: Sendable {
     projOut = try projection("proj_out")
   }
 
-  public func callAsFunction(_ x: Tensor, context: Tensor, options: ComputeOptions) -> Tensor {
+  /// The `<key>.attentions.<j>` of a UNet block, `count` of them, as `configuration` builds them.
+  static func stack(
+    _ store: WeightStore, _ key: String, count: Int, channels: Int, heads: Int,
+    configuration config: UNetConfiguration
+  ) throws(WeightError) -> [Transformer2DModel] {
+    var attentions: [Transformer2DModel] = []
+    for index in 0..<count {
+      attentions.append(
+        try Transformer2DModel(
+          store, "\(key).attentions.\(index)", channels: channels, heads: heads,
+          contextDim: config.crossAttentionDim, layers: config.transformerLayersPerBlock,
+          linearProjection: config.useLinearProjection, groups: config.normGroups))
+    }
+    return attentions
+  }
+
+  public func callAsFunction(_ x: Tensor, context: CrossAttentionContext, options: ComputeOptions)
+    -> Tensor
+  {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     var hidden = norm(x, options: options)
     // Tokens are the h·w positions: NCHW -> [n, h·w, c] around the blocks.
