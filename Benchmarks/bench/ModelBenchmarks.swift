@@ -230,7 +230,7 @@ func runTextToImage(
     negativePrompt: "blurry, lowres, bad hands",
     steps: arguments.steps, seed: 0, sampler: .dpmSolverMultistep, width: arguments.size,
     height: arguments.size)
-  request.guidanceScale = 7.5
+  request.guidance.scale = 7.5
   // The text encoder timed on its own: inside the generation it is folded into the first step.
   let textStart = DispatchTime.now().uptimeNanoseconds
   for prompt in [request.prompt, request.negativePrompt ?? ""] {

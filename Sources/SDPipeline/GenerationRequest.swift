@@ -13,10 +13,8 @@ public struct GenerationRequest: Sendable {
   public var negativePromptEmbeddings: Tensor?
   /// Denoising steps (model calls may be more for PNDM's first step, as in diffusers).
   public var steps: Int
-  /// Classifier-free guidance scale s; at s ≤ 1 the negative branch is skipped.
-  public var guidanceScale: Float
-  /// φ of guidance rescale (0 = off).
-  public var guidanceRescale: Float
+  /// How the prompts guide the denoising: scale, rescale, rule, negative-step window.
+  public var guidance: Guidance
   /// Seed of the torch-compatible generator for the initial (and ancestral) noise.
   public var seed: UInt64
   /// The sampler; nil uses the class named in the model's `scheduler_config.json`.
@@ -31,13 +29,8 @@ public struct GenerationRequest: Sendable {
   /// Skip the last k text-encoder layers (diffusers' `clip_skip`).
   public var clipSkip: Int
   /// More negative prompts with their weights, combined with `negativePrompt` (weight 1) by
-  /// `guidanceRule`.
+  /// `guidance.rule`.
   public var negativePrompts: [NegativePrompt] = []
-  /// The 1-based steps of this run during which the negative prompts apply; outside them the
-  /// empty prompt is used (keeps the composition, removes details). nil: every step.
-  public var negativeSteps: ClosedRange<Int>?
-  /// How negative predictions are combined with the positive one.
-  public var guidanceRule: GuidanceRule = .classifierFree
   /// Cut prompts at 75 tokens (as diffusers does) instead of encoding them in chunks of 75.
   public var truncatePrompts = false
   /// Read `(word:1.3)`, `(word)`, `[word]` weights in prompts; false takes brackets literally.
@@ -55,7 +48,7 @@ public struct GenerationRequest: Sendable {
 
   public init(
     prompt: String, negativePrompt: String? = nil, negativePromptEmbeddings: Tensor? = nil,
-    steps: Int = 20, guidanceScale: Float = 7.5, guidanceRescale: Float = 0, seed: UInt64 = 0,
+    steps: Int = 20, guidance: Guidance = Guidance(), seed: UInt64 = 0,
     sampler: SchedulerKind? = nil, width: Int? = nil, height: Int? = nil,
     initImage: RGBImage? = nil, strength: Float = 0.8, clipSkip: Int = 0
   ) {
@@ -63,8 +56,7 @@ public struct GenerationRequest: Sendable {
     self.negativePrompt = negativePrompt
     self.negativePromptEmbeddings = negativePromptEmbeddings
     self.steps = steps
-    self.guidanceScale = guidanceScale
-    self.guidanceRescale = guidanceRescale
+    self.guidance = guidance
     self.seed = seed
     self.sampler = sampler
     self.width = width

@@ -125,13 +125,13 @@ public struct StableDiffusionPipeline: Sendable {
     let width = request.width ?? unet.configuration.sampleSize * factor
     let height = request.height ?? unet.configuration.sampleSize * factor
     try validate(request, width: width, height: height)
-    let guidance = try ClassifierFreeGuidance(
-      scale: request.guidanceScale, rescale: request.guidanceRescale)
     let sampler = request.sampler ?? defaultSampler
     var scheduler = try makeScheduler(
       sampler, configuration: schedulerConfiguration, steps: request.steps)
-    let text = try TextRows(
-      request, pipeline: self, usesNegativeBranch: guidance.usesNegativeBranch, options: options)
+    let encoder = try PromptEncoder(
+      tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
+    let prompts = try EncodedPrompts(request, encoder: encoder, options: options)
+    let plan = GuidancePlan(request.guidance, prompts: prompts)
     // Each model's file-backed weights leave resident memory when its phase ends.
     weightStores?.text.releaseResidentPages()
 
@@ -159,13 +159,13 @@ public struct StableDiffusionPipeline: Sendable {
     for index in firstStep..<timesteps.count {
       let t = timesteps[index]
       let step = index - firstStep + 1
-      let rows = text.rows(atStep: step)
+      let rows = plan.batch(atStep: step)
       let batch = concatenate(Array(repeating: latents, count: rows.count), axis: 0)
       let input = scheduler.scaleModelInput(batch, stepIndex: index)
       let prediction = unet(
         input, timesteps: Array(repeating: t, count: rows.count), context: rows.context,
         options: options)
-      let guided = rows.guide(prediction, guidance, rule: request.guidanceRule)
+      let guided = plan.guidedPrediction(prediction, of: rows)
       latents = scheduler.step(
         noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
       let report = GenerationProgress(
@@ -182,7 +182,7 @@ public struct StableDiffusionPipeline: Sendable {
     weightStores?.vae.releaseResidentPages()
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
-      decoded: decoded, sampler: sampler, truncatedTokens: text.cutTokens)
+      decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens)
   }
 
   private func validate(_ request: GenerationRequest, width: Int, height: Int) throws(PipelineError)
@@ -214,9 +214,7 @@ public struct StableDiffusionPipeline: Sendable {
         name: "negativePrompts",
         reason: "weight of '\(negative.text)' must be a positive number, got \(negative.weight)")
     }
-    if let range = request.negativeSteps, range.lowerBound < 1 {
-      throw .invalidArgument(name: "negativeSteps", reason: "steps count from 1, got \(range)")
-    }
+    try request.guidance.validate()
     if let image = request.initImage, image.width != width || image.height != height {
       throw .invalidArgument(
         name: "initImage",

@@ -38,7 +38,7 @@ enum GenerateCommand {
       help: "take ( ) [ ] in prompts literally instead of as (word:1.3) weights"),
     OptionSpec(name: "steps", valueName: "N", defaultValue: "20", help: "denoising steps"),
     OptionSpec(
-      name: "guidance-scale", valueName: "S", defaultValue: "7.5",
+      name: "guidance-scale", valueName: "S", defaultValue: "\(Guidance.defaultScale)",
       help: "classifier-free guidance scale; <= 1 skips the negative branch"),
     OptionSpec(
       name: "guidance-rescale", valueName: "F", defaultValue: "0",
@@ -114,13 +114,14 @@ enum GenerateCommand {
       else {
         throw UsageError("--negative-steps must be A-B with 1 <= A <= B, got '\(range)'")
       }
-      request.negativeSteps = first...last
+      request.guidance.negativeSteps = first...last
     }
     if let rule = arguments.string("guidance") {
       guard let parsed = GuidanceRule(rawValue: rule) else {
-        throw UsageError("--guidance must be cfg or perp-neg, got '\(rule)'")
+        let names = GuidanceRule.allCases.map(\.rawValue).joined(separator: ", ")
+        throw UsageError("--guidance must be one of \(names), got '\(rule)'")
       }
-      request.guidanceRule = parsed
+      request.guidance.rule = parsed
     }
     request.truncatePrompts = arguments.has("truncate")
     request.parsesPromptWeights = !arguments.has("no-weights")
@@ -131,9 +132,12 @@ enum GenerateCommand {
       request.embeddings += try TextualInversion.load(contentsOf: URL(fileURLWithPath: path))
     }
     request.steps = try arguments.int("steps", default: 20, range: 1...1000) ?? 20
-    request.guidanceScale =
-      try arguments.float("guidance-scale", default: 7.5, range: -100...100) ?? 7.5
-    request.guidanceRescale = try arguments.float("guidance-rescale", default: 0, range: 0...1) ?? 0
+    if let scale = try arguments.float("guidance-scale", range: -100...100) {
+      request.guidance.scale = scale
+    }
+    if let rescale = try arguments.float("guidance-rescale", range: 0...1) {
+      request.guidance.rescale = rescale
+    }
     request.seed = try arguments.seed("seed") ?? 0
     request.strength = try arguments.float("strength", default: 0.8, range: 0.000_001...1) ?? 0.8
     request.clipSkip = try arguments.int("clip-skip", default: 0, range: 0...64) ?? 0
@@ -191,7 +195,7 @@ enum GenerateCommand {
       var plain = request
       plain.negativePrompt = nil
       plain.negativePrompts = []
-      plain.negativeSteps = nil
+      plain.guidance.negativeSteps = nil
       reporter.note("rendering without the negative prompt")
       withoutNegative = try pipeline.generate(
         plain, options: options, progress: reporter.callback(cancellation))
@@ -214,7 +218,8 @@ enum GenerateCommand {
       image = RGBImage.sideBySide(
         withoutNegative.image, result.image, leftLabel: "without negative prompt",
         rightLabel: "negative: " + request.allNegativePrompts.map(\.text).joined(separator: " | "),
-        caption: "same seed \(request.seed), \(request.steps) steps, scale \(request.guidanceScale)"
+        caption:
+          "same seed \(request.seed), \(request.steps) steps, scale \(request.guidance.scale)"
       )
     }
     // Both files are on disk before either takes its place; a signal until then means neither.
@@ -264,14 +269,14 @@ enum GenerateCommand {
     }
     var settings = [
       "Steps: \(request.steps)", "Sampler: \(sampler.rawValue)",
-      "CFG scale: \(request.guidanceScale)",
+      "CFG scale: \(request.guidance.scale)",
       "Seed: \(request.seed)", "Model: \(model.lastPathComponent)",
     ]
-    if request.guidanceRescale > 0 { settings.append("CFG rescale: \(request.guidanceRescale)") }
-    if request.guidanceRule != .classifierFree {
-      settings.append("Guidance: \(request.guidanceRule.rawValue)")
+    if request.guidance.rescale > 0 { settings.append("CFG rescale: \(request.guidance.rescale)") }
+    if request.guidance.rule != .classifierFree {
+      settings.append("Guidance: \(request.guidance.rule.rawValue)")
     }
-    if let steps = request.negativeSteps {
+    if let steps = request.guidance.negativeSteps {
       settings.append("Negative steps: \(steps.lowerBound)-\(steps.upperBound)")
     }
     if request.initImage != nil { settings.append("Denoising strength: \(request.strength)") }

@@ -116,7 +116,7 @@ enum VerifyCommand {
     request.negativePrompt = settings["negative_prompt"]?.stringValue
     request.seed = UInt64(settings["seed"]?.intValue ?? 0)
     request.steps = settings["steps"]?.intValue ?? 1
-    request.guidanceScale = Float(settings["guidance_scale"]?.doubleValue ?? 7.5)
+    if let scale = settings["guidance_scale"]?.doubleValue { request.guidance.scale = Float(scale) }
     request.width = settings["width"]?.intValue
     request.height = settings["height"]?.intValue
     if let className = settings["scheduler"]?.stringValue {

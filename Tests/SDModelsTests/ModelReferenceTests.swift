@@ -19,16 +19,6 @@ private func tinyModel(_ variant: String) throws -> ModelFolder {
   try ModelFolder(at: fixturesDirectory.appendingPathComponent("tiny-\(variant)"))
 }
 
-private func expectClose(
-  _ actual: Tensor, _ expected: Tensor, _ name: String,
-  sourceLocation: SourceLocation = #_sourceLocation
-) -> Float {
-  let difference = compare(actual, expected, name: name)
-  #expect(difference.isWithin(referenceTolerance), "\(difference)", sourceLocation: sourceLocation)
-  // Reported relative to the tolerance's scale, max(1, max|ref|), so it reads against 1e-4.
-  return difference.maxAbsolute / difference.scale
-}
-
 @Suite("Models match diffusers/transformers on the tiny fixtures")
 struct ModelReferenceTests {
   @Test("CLIP text encoder: every layer and the last hidden state", arguments: ["sd15", "sd2"])
@@ -166,12 +156,9 @@ extension Float {
     let vae = try tinyModel("sd15").loadVAE()
     let latents = try reference.tensor("latents")
     let options = ComputeOptions(threadCount: 2)
-    let tiled = compare(
-      vae.decodeTiled(latents, tile: 8, options: options), try reference.tensor("tiled"),
-      name: "tiled")
-    #expect(tiled.isWithin(referenceTolerance), "\(tiled)")
-    let untiled = compare(
-      vae.decode(latents, options: options), try reference.tensor("untiled"), name: "untiled")
-    #expect(untiled.isWithin(referenceTolerance), "\(untiled)")
+    expectClose(
+      vae.decodeTiled(latents, tile: 8, options: options), try reference.tensor("tiled"), "tiled")
+    expectClose(
+      vae.decode(latents, options: options), try reference.tensor("untiled"), "untiled")
   }
 }

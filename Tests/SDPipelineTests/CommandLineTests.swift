@@ -45,7 +45,7 @@ import Testing
     ),
     (
       ["--model", tinyModel, "--prompt", "x", "--guidance", "magic"],
-      "--guidance must be cfg or perp-neg"
+      "--guidance must be one of cfg, perp-neg"
     ),
     (
       ["--model", tinyModel, "--prompt", "x", "--negative-prompt", "blur:-1"],

@@ -113,7 +113,7 @@ import Testing
     bad.steps = 0
     cases.append((bad, "steps"))
     bad = request
-    bad.guidanceScale = .infinity
+    bad.guidance.scale = .infinity
     cases.append((bad, "guidanceScale"))
     bad = request
     bad.strength = 0

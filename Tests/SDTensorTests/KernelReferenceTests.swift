@@ -8,14 +8,6 @@ import Testing
 
 private let two = ComputeOptions(threadCount: 2)
 
-private func expectClose(
-  _ actual: Tensor, _ expected: Tensor, _ name: String, tolerance: Float = referenceTolerance,
-  sourceLocation: SourceLocation = #_sourceLocation
-) {
-  let difference = compare(actual, expected, name: name)
-  #expect(difference.isWithin(tolerance), "\(difference)", sourceLocation: sourceLocation)
-}
-
 @Suite("Kernels match PyTorch (ops.safetensors)")
 struct KernelReferenceTests {
   let ops: SafeTensorsFile

@@ -1,8 +1,9 @@
-// Helpers shared by the test targets: locating committed fixtures, the reference tolerance and
-// seeded inputs (tensors are compared with SDTensor's `compare`).
+// Helpers shared by the test targets: locating committed fixtures, the reference tolerance, the
+// one close-comparison expectation and seeded inputs.
 
 import Foundation
 import SDTensor
+import Testing
 
 /// The repository's `weights/fixtures` folder, found relative to this source file so tests need
 /// no resources copied and no working-directory assumptions.
@@ -22,6 +23,19 @@ public func fixture(_ name: String) throws -> SafeTensorsFile {
 
 /// The fp32 reference tolerance of DESIGN.md: max |ours − ref| ≤ 1e-4 · max(1, max|ref|).
 public let referenceTolerance: Float = 1e-4
+
+/// Expects `actual` within `tolerance` of `expected` (max |Δ| ≤ tolerance · max(1, max|ref|)),
+/// the failure naming the tensor, its worst element and the error; returns the error relative
+/// to that scale, so it reads against the tolerance.
+@discardableResult
+public func expectClose(
+  _ actual: Tensor, _ expected: Tensor, _ name: String, tolerance: Float = referenceTolerance,
+  sourceLocation: SourceLocation = #_sourceLocation
+) -> Float {
+  let difference = compare(actual, expected, name: name)
+  #expect(difference.isWithin(tolerance), "\(difference)", sourceLocation: sourceLocation)
+  return difference.maxAbsolute / difference.scale
+}
 
 /// A deterministic pseudo-random tensor for kernel tests (values in [-1, 1)).
 public func seededTensor(_ shape: [Int], seed: UInt64) -> Tensor {

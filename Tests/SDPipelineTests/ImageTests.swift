@@ -1,60 +1,10 @@
-// Classifier-free guidance arithmetic and PNG input/output.
+// PNG input and output: pixels, text chunks, errors.
 
 import Foundation
+import SDPipeline
 import SDTensor
 import SDTestSupport
 import Testing
-
-import SDPipeline
-
-@Suite struct GuidanceTests {
-  @Test func combinesNegativeAndPositiveRows() throws {
-    let guidance = try ClassifierFreeGuidance(scale: 7.5)
-    let negative = seededTensor([2, 3, 4], seed: 1)
-    let positive = seededTensor([2, 3, 4], seed: 2)
-    let guided = guidance.guidedPrediction(concatenate([negative, positive], axis: 0))
-    #expect(guided.shape == [2, 3, 4])
-    for i in 0..<guided.count {
-      let expected = negative.scalars[i] + 7.5 * (positive.scalars[i] - negative.scalars[i])
-      #expect(abs(guided.scalars[i] - expected) <= 1e-5 * max(1, abs(expected)))
-    }
-  }
-
-  @Test func scaleOneSkipsTheNegativeBranch() throws {
-    let guidance = try ClassifierFreeGuidance(scale: 1)
-    let latents = seededTensor([1, 4, 2, 2], seed: 3)
-    #expect(!guidance.usesNegativeBranch)
-    #expect(guidance.modelInput(latents) == latents)
-    #expect(guidance.guidedPrediction(latents) == latents)
-    let guided = try ClassifierFreeGuidance(scale: 2)
-    #expect(guided.modelInput(latents).shape == [2, 4, 2, 2])
-  }
-
-  /// With φ = 1 each item of the result has the positive prediction's standard deviation.
-  @Test func fullRescaleMatchesPositiveStandardDeviation() throws {
-    let guidance = try ClassifierFreeGuidance(scale: 9, rescale: 1)
-    let negative = seededTensor([2, 4, 3, 3], seed: 4)
-    let positive = seededTensor([2, 4, 3, 3], seed: 5)
-    let guided = guidance.combine(negative: negative, positive: positive)
-    let size = 36
-    for item in 0..<2 {
-      let slice = { (t: Tensor) in Array(t.scalars[item * size..<(item + 1) * size]) }
-      #expect(abs(standardDeviation(slice(guided)) - standardDeviation(slice(positive))) < 1e-4)
-    }
-  }
-
-  @Test func rejectsOutOfRangeParameters() {
-    #expect(throws: PipelineError.self) { try ClassifierFreeGuidance(scale: .nan) }
-    #expect(throws: PipelineError.self) { try ClassifierFreeGuidance(scale: 7, rescale: 1.5) }
-    #expect(throws: PipelineError.self) { try ClassifierFreeGuidance(scale: 7, rescale: -0.1) }
-  }
-
-  private func standardDeviation(_ values: [Float]) -> Double {
-    let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
-    let squares = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) }
-    return (squares / Double(values.count - 1)).squareRoot()
-  }
-}
 
 @Suite struct ImageTests {
   private func temporaryURL(_ name: String) -> URL {

@@ -1,0 +1,66 @@
+// The prompts of one generation as text-encoder states: the positive prompt, each negative
+// prompt (or given negative embeddings) with its weight, and the empty prompt where the
+// guidance needs it, all brought to one sequence length with encoded empty chunks.
+
+import SDModels
+import SDTensor
+
+/// The encoded prompts of a request, ready for `GuidancePlan` to lay out as UNet rows.
+struct EncodedPrompts {
+  /// `[1, 77·k, hidden]`.
+  let positive: Tensor
+  /// Each negative's states and weight (empty when the guidance skips the negative branch).
+  let negatives: [(states: Tensor, weight: Float)]
+  /// The empty prompt "" when the guidance needs it (see `Guidance.needsEmptyPrompt`).
+  let empty: Tensor?
+  /// Tokens cut by `truncatePrompts`, per side.
+  let cutTokens: (positive: [String], negative: [String])
+
+  init(_ request: GenerationRequest, encoder: PromptEncoder, options: ComputeOptions)
+    throws(PipelineError)
+  {
+    func encode(_ text: String) -> PromptEncoder.Encoding {
+      encoder.encode(
+        text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,
+        clipSkip: request.clipSkip, options: options)
+    }
+    let positive = encode(request.prompt)
+    guard request.guidance.usesNegativeBranch else {
+      (self.positive, negatives, empty) = (positive.embeddings, [], nil)
+      cutTokens = (positive.cutTokens, [])
+      return
+    }
+    var negatives: [(Tensor, Float)] = []
+    var negativeCut: [String] = []
+    if let embeddings = request.negativePromptEmbeddings {
+      guard embeddings.shape == positive.embeddings.shape else {
+        throw .invalidArgument(
+          name: "negativePromptEmbeddings",
+          reason: "shape \(embeddings.shape), expected \(positive.embeddings.shape)")
+      }
+      negatives.append((embeddings, 1))
+    }
+    for negative in request.allNegativePrompts where !negative.text.isEmpty {
+      let encoded = encode(negative.text)
+      negatives.append((encoded.embeddings, negative.weight))
+      negativeCut += encoded.cutTokens
+    }
+    // The empty prompt's encoding is one empty chunk, which also pads shorter rows to the
+    // longest. It is encoded once, and only when a row needs it.
+    let needsEmpty = request.guidance.needsEmptyPrompt(hasNegatives: !negatives.isEmpty)
+    let lengths = ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }
+    let chunks = lengths.max() ?? CLIPTokenizer.maxLength
+    let emptyChunk =
+      needsEmpty || lengths.contains(where: { $0 < chunks })
+      ? encoder.emptyChunk(clipSkip: request.clipSkip, options: options) : nil
+    func padded(_ states: Tensor) -> Tensor {
+      let missing = (chunks - states.shape[1]) / CLIPTokenizer.maxLength
+      guard missing > 0, let emptyChunk else { return states }
+      return concatenate([states] + Array(repeating: emptyChunk, count: missing), axis: 1)
+    }
+    self.positive = padded(positive.embeddings)
+    self.negatives = negatives.map { (padded($0.0), $0.1) }
+    empty = needsEmpty ? emptyChunk.map(padded) : nil
+    cutTokens = (positive.cutTokens, negativeCut)
+  }
+}

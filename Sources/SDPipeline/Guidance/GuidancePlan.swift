@@ -1,0 +1,68 @@
+// The UNet batch of every step of a generation, laid out from its `Guidance` and its encoded
+// prompts, and the split and combination of the batch's predictions: the path a negative prompt
+// takes from text rows to the guided noise prediction.
+
+import SDModels
+import SDTensor
+
+/// The rows of a generation's UNet calls and how their predictions become the guided one.
+struct GuidancePlan {
+  /// The rows of one UNet call: `[unconditional?, negatives..., positive]`.
+  struct Batch {
+    /// The text states of the rows, `[rows, tokens, hidden]`.
+    let context: CrossAttentionContext
+    /// Whether row 0 is the empty prompt's (ε_∅).
+    let hasUnconditional: Bool
+    /// The weights of the negative rows that follow it.
+    let negativeWeights: [Float]
+    var count: Int { context.states.shape[0] }
+  }
+
+  let guidance: Guidance
+  /// The rows while the negative prompts apply, and outside their steps.
+  let inside: Batch
+  let outside: Batch
+
+  init(_ guidance: Guidance, prompts: EncodedPrompts) {
+    self.guidance = guidance
+    func batch(_ rows: [Tensor], unconditional: Bool, weights: [Float]) -> Batch {
+      Batch(
+        context: CrossAttentionContext(concatenate(rows, axis: 0)),
+        hasUnconditional: unconditional, negativeWeights: weights)
+    }
+    let emptyAndPositive = prompts.empty.map {
+      batch([$0, prompts.positive], unconditional: true, weights: [])
+    }
+    if !guidance.usesNegativeBranch {
+      inside = batch([prompts.positive], unconditional: false, weights: [])
+    } else if prompts.negatives.isEmpty, let emptyAndPositive {
+      inside = emptyAndPositive
+    } else {
+      // Perp-Neg measures every direction from the empty prompt's prediction.
+      let reference = guidance.rule == .perpNeg ? prompts.empty : nil
+      inside = batch(
+        [reference].compactMap { $0 } + prompts.negatives.map(\.states) + [prompts.positive],
+        unconditional: reference != nil, weights: prompts.negatives.map(\.weight))
+    }
+    outside = emptyAndPositive ?? inside
+  }
+
+  /// The rows of 1-based `step`.
+  func batch(atStep step: Int) -> Batch {
+    guard let window = guidance.negativeSteps else { return inside }
+    return window.contains(step) ? inside : outside
+  }
+
+  /// Splits the UNet output of `batch` by row and applies the guidance.
+  func guidedPrediction(_ prediction: Tensor, of batch: Batch) -> Tensor {
+    let parts = chunk(prediction, batch.count, axis: 0)
+    guard batch.count > 1 else { return parts[0] }
+    let negativeStart = batch.hasUnconditional ? 1 : 0
+    let negatives = batch.negativeWeights.enumerated().map {
+      (prediction: parts[negativeStart + $0.offset], weight: $0.element)
+    }
+    return guidance.combine(
+      unconditional: batch.hasUnconditional ? parts[0] : nil, negatives: negatives,
+      positive: parts[batch.count - 1])
+  }
+}
