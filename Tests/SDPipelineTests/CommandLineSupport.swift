@@ -65,3 +65,24 @@ func quick(_ output: URL, _ extra: [String] = []) -> [String] {
     "--quiet", "--output", output.path,
   ] + extra
 }
+
+/// Starts a 500-step `sd` run writing to `output` and returns once it reports its first step,
+/// for the tests that interrupt a run.
+func startLongRun(writing output: URL) throws -> Process {
+  let process = Process()
+  process.executableURL = sdExecutable
+  process.arguments = [
+    "--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "64", "--height", "64",
+    "--output", output.path,
+  ]
+  let error = Pipe()
+  process.standardError = error
+  try process.run()
+  var seen = ""
+  while !seen.contains("step ") {
+    let chunk = error.fileHandleForReading.availableData
+    if chunk.isEmpty { break }
+    seen += String(decoding: chunk, as: UTF8.self)
+  }
+  return process
+}

@@ -273,22 +273,7 @@ import Testing
     let folder = try temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
     let output = folder.appendingPathComponent("out.png")
-    let process = Process()
-    process.executableURL = sdExecutable
-    process.arguments = [
-      "--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "64", "--height", "64",
-      "--output", output.path,
-    ]
-    let error = Pipe()
-    process.standardError = error
-    try process.run()
-    // Wait for the first step line, then interrupt.
-    var seen = ""
-    while !seen.contains("step ") {
-      let chunk = error.fileHandleForReading.availableData
-      if chunk.isEmpty { break }
-      seen += String(decoding: chunk, as: UTF8.self)
-    }
+    let process = try startLongRun(writing: output)
     process.interrupt()
     process.waitUntilExit()
     #expect(process.terminationStatus == 130)
