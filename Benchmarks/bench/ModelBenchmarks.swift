@@ -193,6 +193,10 @@ func runModelBenchmarks(
     report.extra["UNet \(size)x\(size) GFLOP linear"] = flops.linear / 1e9
     report.extra["UNet \(size)x\(size) GFLOP attention"] = flops.attention / 1e9
   }
+  if loaded == nil && !arguments.skipLarge {
+    try runLoRABenchmarks(
+      store: store, unet: unet, context: context, options: options, report: &report)
+  }
 
   if !arguments.skipLarge && !arguments.unetOnly {
     let vae = try vaeModel()

@@ -12,12 +12,16 @@ public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
   case invalidTokenizer(file: String, reason: String)
   /// Weights are left over after building a model: a sign the checkpoint and code disagree.
   case unusedWeights(keys: [String], file: String)
+  /// A LoRA file, or one of its keys, cannot be read or does not fit the model.
+  case invalidLoRA(file: String, key: String, reason: String)
 
   public var description: String {
     switch self {
     case .weights(let error): return error.description
     case .invalidConfiguration(let file, let reason): return "\(file): \(reason)"
     case .invalidTokenizer(let file, let reason): return "tokenizer \(file): \(reason)"
+    case .invalidLoRA(let file, let key, let reason):
+      return key == "-" ? "LoRA \(file): \(reason)" : "LoRA \(file): '\(key)' \(reason)"
     case .unusedWeights(let keys, let file):
       let shown = keys.prefix(5).joined(separator: ", ")
       return

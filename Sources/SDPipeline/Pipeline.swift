@@ -10,8 +10,8 @@ import SDTensor
 /// several generations on different threads.
 public struct StableDiffusionPipeline: Sendable {
   public let tokenizer: CLIPTokenizer
-  public let textEncoder: CLIPTextModel
-  public let unet: UNet2DConditionModel
+  public private(set) var textEncoder: CLIPTextModel
+  public private(set) var unet: UNet2DConditionModel
   public let vae: AutoencoderKL
   /// The scheduler settings of the model (`scheduler/scheduler_config.json`).
   public let schedulerConfiguration: SchedulerConfiguration
@@ -23,9 +23,14 @@ public struct StableDiffusionPipeline: Sendable {
   /// prints them as a warning (a leftover means the checkpoint has parts this runtime ignores).
   public let unusedWeights: [String]
 
+  /// The LoRA adapters merged into this pipeline's weights, in order (see `applying(_:)`).
+  public private(set) var adapters: [ScaledLoRA] = []
+  /// Keys of those adapters that named no layer and were skipped (`ignoringUnknownLayers`).
+  public private(set) var ignoredLoRAKeys: [String] = []
+
   /// The weight stores of a pipeline loaded from files, so that each model's file pages can be
   /// dropped when its phase of a generation ends; nil when assembled from loaded parts.
-  private let weightStores: (text: WeightStore, unet: WeightStore, vae: WeightStore)?
+  private var weightStores: (text: WeightStore, unet: WeightStore, vae: WeightStore)?
 
   /// Assembles a pipeline from loaded parts.
   public init(
@@ -86,6 +91,67 @@ public struct StableDiffusionPipeline: Sendable {
     unusedWeights = folder.unusedWeights()
     weightStores = (folder.textEncoder.weights, folder.unet.weights, folder.vae.weights)
     try Self.checkWidths(textEncoder, unet)
+  }
+
+  /// This pipeline with `adapters` merged into the UNet and text-encoder layers they update,
+  /// W' = W + scale · (α / r) · up · down. Only the touched layers are copied (in the precision
+  /// the weights are kept in); the others, and this pipeline, stay as they are, so several
+  /// variants can share one loaded model.
+  /// - Throws: `PipelineError.model(.invalidLoRA)` naming the file and key of an update that
+  ///   names no layer (unless `ignoringUnknownLayers`) or does not fit it; `.invalidArgument` for
+  ///   a pipeline assembled from parts (it has no weight stores to rebuild from).
+  public func applying(_ adapters: [ScaledLoRA], ignoringUnknownLayers: Bool = false)
+    throws(PipelineError) -> StableDiffusionPipeline
+  {
+    guard let weightStores else {
+      throw .invalidArgument(
+        name: "adapters", reason: "LoRAs apply to a pipeline loaded from model files")
+    }
+    guard adapters.allSatisfy({ $0.scale.isFinite }) else {
+      throw .invalidArgument(name: "adapters", reason: "LoRA scales must be finite numbers")
+    }
+    var result = self
+    do throws(ModelError) {
+      for part in LoRA.Part.allCases {
+        let updates = adapters.filter { $0.lora.updates.contains { $0.part == part } }
+        guard !updates.isEmpty else { continue }
+        if part == .textEncoder2 {
+          // SD 1.x/2.x have one text encoder; these updates are for SDXL's second.
+          let keys = updates.flatMap { adapter in
+            adapter.lora.updates.filter { $0.part == part }.map(\.key)
+          }
+          guard ignoringUnknownLayers else {
+            throw ModelError.invalidLoRA(
+              file: updates[0].lora.path, key: keys[0],
+              reason: "is for a second text encoder (SDXL); this model has one")
+          }
+          result.ignoredLoRAKeys += keys
+          continue
+        }
+        let store = part == .unet ? weightStores.unet : weightStores.text
+        let merge = try LoRAMerge(
+          updates, part: part, into: store, unet: part == .unet ? unet.configuration : nil,
+          ignoringUnknownLayers: ignoringUnknownLayers)
+        result.ignoredLoRAKeys += merge.unknownKeys
+        do throws(WeightError) {
+          if part == .unet {
+            result.unet = try UNet2DConditionModel(
+              configuration: unet.configuration, weights: merge.weights)
+            result.weightStores?.unet = merge.weights
+          } else {
+            result.textEncoder = try CLIPTextModel(
+              configuration: textEncoder.configuration, weights: merge.weights)
+            result.weightStores?.text = merge.weights
+          }
+        } catch {
+          throw ModelError.weights(error)
+        }
+      }
+    } catch {
+      throw .model(error)
+    }
+    result.adapters += adapters
+    return result
   }
 
   /// The UNet cross-attends to the text encoder's output, so their widths must agree.

@@ -6,82 +6,85 @@ import SDPipeline
 import SDTensor
 
 enum GenerateCommand {
-  static let specs: [OptionSpec] = [
-    OptionSpec(
-      name: "model", valueName: "PATH", defaultValue: nil,
-      help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
-    OptionSpec(
-      name: "config", valueName: "DIR", defaultValue: "SD 1.5",
-      help:
-        "single-file checkpoints: take configs, tokenizer and scheduler from this diffusers folder"),
-    OptionSpec(
-      name: "prompt", valueName: "TEXT", defaultValue: nil, help: "what the image should show"),
-    OptionSpec(
-      name: "negative-prompt", valueName: "TEXT[:W]", defaultValue: "\"\"",
-      help:
-        "what the image should not show; repeat for several, each with an optional weight (\"blur:0.5\")",
-      repeatable: true),
-    OptionSpec(
-      name: "negative-steps", valueName: "A-B", defaultValue: "every step",
-      help: "apply the negative prompts only in steps A to B (1-based)"),
-    OptionSpec(
-      name: "guidance", valueName: "RULE", defaultValue: "cfg",
-      help: "how negatives act: cfg, or perp-neg (keeps what they share with the prompt)"),
-    OptionSpec(
-      name: "embedding", valueName: "FILE", defaultValue: nil,
-      help: "textual-inversion .safetensors, used by name in prompts; repeatable", repeatable: true),
-    OptionSpec(
-      name: "truncate", valueName: nil, defaultValue: nil,
-      help: "cut prompts at 75 tokens (warns what was cut) instead of encoding them in chunks"),
-    OptionSpec(
-      name: "no-weights", valueName: nil, defaultValue: nil,
-      help: "take ( ) [ ] in prompts literally instead of as (word:1.3) weights"),
-    OptionSpec(name: "steps", valueName: "N", defaultValue: "20", help: "denoising steps"),
-    OptionSpec(
-      name: "guidance-scale", valueName: "S", defaultValue: "\(Guidance.defaultScale)",
-      help: "classifier-free guidance scale; <= 1 skips the negative branch"),
-    OptionSpec(
-      name: "guidance-rescale", valueName: "F", defaultValue: "0",
-      help: "guidance rescale phi in [0, 1]"),
-    OptionSpec(
-      name: "seed", valueName: "N", defaultValue: "0",
-      help: "seed of the torch-compatible noise generator"),
-    OptionSpec(
-      name: "sampler", valueName: "NAME", defaultValue: "the model's scheduler_config.json",
-      help: samplerNames),
-    OptionSpec(
-      name: "width", valueName: "W", defaultValue: "model size (512 for SD 1.5)",
-      help: "image width, a multiple of 8"),
-    OptionSpec(
-      name: "height", valueName: "H", defaultValue: "model size (512 for SD 1.5)",
-      help: "image height, a multiple of 8"),
-    OptionSpec(
-      name: "init-image", valueName: "PNG", defaultValue: nil,
-      help: "img2img: start from this image; its size is the default width and height"),
-    OptionSpec(
-      name: "strength", valueName: "X", defaultValue: "0.8",
-      help: "img2img: how much to change the image, in (0, 1]"),
-    OptionSpec(
-      name: "clip-skip", valueName: "N", defaultValue: "0",
-      help: "skip the last N text-encoder layers"),
-    .threads,
-    OptionSpec(
-      name: "output", valueName: "FILE.png", defaultValue: "output.png",
-      help: "where to write the image; - for standard output"),
-    OptionSpec(
-      name: "overwrite", valueName: nil, defaultValue: nil, help: "replace an existing output file"),
-    OptionSpec(
-      name: "compare", valueName: nil, defaultValue: nil,
-      help: "write the image without and with the negative prompt side by side"),
-    OptionSpec(
-      name: "negative-effect", valueName: "FILE.png", defaultValue: nil,
-      help: "also write a heat map of where the negative prompt changed the image"),
-    OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
-    OptionSpec(
-      name: "fp16-weights", valueName: nil, defaultValue: nil,
-      help: "keep the weights in half precision in memory (half the memory, a little slower)"),
-    .help,
-  ]
+  static let specs: [OptionSpec] =
+    [
+      OptionSpec(
+        name: "model", valueName: "PATH", defaultValue: nil,
+        help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
+      OptionSpec(
+        name: "config", valueName: "DIR", defaultValue: "SD 1.5",
+        help:
+          "single-file checkpoints: take configs, tokenizer and scheduler from this diffusers folder"
+      ),
+      OptionSpec(
+        name: "prompt", valueName: "TEXT", defaultValue: nil, help: "what the image should show"),
+      OptionSpec(
+        name: "negative-prompt", valueName: "TEXT[:W]", defaultValue: "\"\"",
+        help:
+          "what the image should not show; repeat for several, each with an optional weight (\"blur:0.5\")",
+        repeatable: true),
+      OptionSpec(
+        name: "negative-steps", valueName: "A-B", defaultValue: "every step",
+        help: "apply the negative prompts only in steps A to B (1-based)"),
+      OptionSpec(
+        name: "guidance", valueName: "RULE", defaultValue: "cfg",
+        help: "how negatives act: cfg, or perp-neg (keeps what they share with the prompt)"),
+      OptionSpec(
+        name: "embedding", valueName: "FILE", defaultValue: nil,
+        help: "textual-inversion .safetensors, used by name in prompts; repeatable",
+        repeatable: true),
+      OptionSpec(
+        name: "truncate", valueName: nil, defaultValue: nil,
+        help: "cut prompts at 75 tokens (warns what was cut) instead of encoding them in chunks"),
+      OptionSpec(
+        name: "no-weights", valueName: nil, defaultValue: nil,
+        help: "take ( ) [ ] in prompts literally instead of as (word:1.3) weights"),
+      OptionSpec(name: "steps", valueName: "N", defaultValue: "20", help: "denoising steps"),
+      OptionSpec(
+        name: "guidance-scale", valueName: "S", defaultValue: "\(Guidance.defaultScale)",
+        help: "classifier-free guidance scale; <= 1 skips the negative branch"),
+      OptionSpec(
+        name: "guidance-rescale", valueName: "F", defaultValue: "0",
+        help: "guidance rescale phi in [0, 1]"),
+      OptionSpec(
+        name: "seed", valueName: "N", defaultValue: "0",
+        help: "seed of the torch-compatible noise generator"),
+      OptionSpec(
+        name: "sampler", valueName: "NAME", defaultValue: "the model's scheduler_config.json",
+        help: samplerNames),
+      OptionSpec(
+        name: "width", valueName: "W", defaultValue: "model size (512 for SD 1.5)",
+        help: "image width, a multiple of 8"),
+      OptionSpec(
+        name: "height", valueName: "H", defaultValue: "model size (512 for SD 1.5)",
+        help: "image height, a multiple of 8"),
+      OptionSpec(
+        name: "init-image", valueName: "PNG", defaultValue: nil,
+        help: "img2img: start from this image; its size is the default width and height"),
+      OptionSpec(
+        name: "strength", valueName: "X", defaultValue: "0.8",
+        help: "img2img: how much to change the image, in (0, 1]"),
+      OptionSpec(
+        name: "clip-skip", valueName: "N", defaultValue: "0",
+        help: "skip the last N text-encoder layers"),
+      .threads,
+      OptionSpec(
+        name: "output", valueName: "FILE.png", defaultValue: "output.png",
+        help: "where to write the image; - for standard output"),
+      OptionSpec(
+        name: "overwrite", valueName: nil, defaultValue: nil,
+        help: "replace an existing output file"),
+      OptionSpec(
+        name: "compare", valueName: nil, defaultValue: nil,
+        help: "write the image without and with the negative prompt side by side"),
+      OptionSpec(
+        name: "negative-effect", valueName: "FILE.png", defaultValue: nil,
+        help: "also write a heat map of where the negative prompt changed the image"),
+      OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
+      OptionSpec(
+        name: "fp16-weights", valueName: nil, defaultValue: nil,
+        help: "keep the weights in half precision in memory (half the memory, a little slower)"),
+    ] + LoRAOptions.specs + [.help]
 
   static let usage = "sd --model PATH --prompt TEXT [options]"
   static let samplerNames = SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")
@@ -105,8 +108,18 @@ enum GenerateCommand {
     }
     guard let prompt = arguments.string("prompt") else { throw UsageError("--prompt is required") }
     let threads = try arguments.threadCount()
-    var request = GenerationRequest(prompt: prompt)
-    request.negativePrompts = try arguments.strings("negative-prompt").map(negativePrompt)
+    // `<lora:NAME:SCALE>` tags leave the prompt texts and name LoRAs to apply.
+    let positive = try withoutLoRATags(prompt, option: "prompt")
+    var request = GenerationRequest(prompt: positive.text)
+    var negativeTags: [LoRATag] = []
+    request.negativePrompts = try arguments.strings("negative-prompt").map {
+      value throws(UsageError) in
+      let negative = try withoutLoRATags(value, option: "negative-prompt")
+      negativeTags += negative.tags
+      return try negativePrompt(negative.text)
+    }
+    let loras = try LoRAOptions.requested(
+      arguments, promptTags: positive.tags, negativeTags: negativeTags)
     if let range = arguments.string("negative-steps") {
       let bounds = range.split(separator: "-").map { Int($0) }
       guard bounds.count == 2, let first = bounds[0], let last = bounds[1], first >= 1,
@@ -180,9 +193,12 @@ enum GenerateCommand {
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
     reporter.note("loading \(model.path)")
-    let pipeline = try StableDiffusionPipeline(
+    var pipeline = try StableDiffusionPipeline(
       modelAt: model, configurationsFrom: try arguments.existingPath("config"),
       halfPrecisionWeights: arguments.has("fp16-weights"))
+    pipeline = try LoRAOptions.apply(
+      loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"), reporter: reporter
+    )
     if !pipeline.unusedWeights.isEmpty {
       reporter.warn(
         "\(pipeline.unusedWeights.count) tensors of the model were not used, e.g. \(pipeline.unusedWeights.prefix(3).joined(separator: ", "))"
@@ -211,7 +227,12 @@ enum GenerateCommand {
     }
 
     let parameters = [
-      ("parameters", parametersText(request, sampler: result.sampler, model: model))
+      (
+        "parameters",
+        parametersText(
+          request, prompt: ([prompt] + LoRAOptions.extraPromptTags(loras)).joined(separator: " "),
+          sampler: result.sampler, model: model)
+      )
     ]
     var image = result.image
     if arguments.has("compare"), let withoutNegative {
@@ -242,6 +263,16 @@ enum GenerateCommand {
     return 0
   }
 
+  /// `text` without its `<lora:…>` tags, and the tags.
+  static func withoutLoRATags(_ text: String, option: String) throws(UsageError) -> (
+    text: String, tags: [LoRATag]
+  ) {
+    do { return try LoRATag.extract(from: text) } catch {
+      guard case .invalidArgument(_, let reason) = error else { throw UsageError("\(error)") }
+      throw UsageError("--\(option): \(reason)")
+    }
+  }
+
   /// "text" or "text:weight" (a trailing `:number` is the weight; `(word:1.3)` inside stays
   /// prompt syntax because it ends with ")").
   static func negativePrompt(_ value: String) throws(UsageError) -> NegativePrompt {
@@ -256,10 +287,11 @@ enum GenerateCommand {
   }
 
   /// The generation settings in the "parameters" text format of the common web UIs.
-  static func parametersText(_ request: GenerationRequest, sampler: SchedulerKind, model: URL)
-    -> String
-  {
-    var lines = [request.prompt]
+  static func parametersText(
+    _ request: GenerationRequest, prompt: String, sampler: SchedulerKind, model: URL
+  ) -> String {
+    // The prompt as the user wrote it, LoRA tags included, as the web UIs record it.
+    var lines = [prompt]
     let negatives = request.allNegativePrompts.filter { !$0.text.isEmpty }
     if !negatives.isEmpty {
       lines.append(

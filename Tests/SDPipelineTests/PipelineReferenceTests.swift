@@ -71,10 +71,6 @@ let pipelineCases: [PipelineCase] = [
     guidanceScale: 7.5, guidanceRescale: 0, strength: 0.5),
 ]
 
-/// Latents pass through up to 5 scheduler updates and a 4-layer network each step, so float32
-/// rounding differences of ~1e-7 grow; 1e-4 of the scale is the DESIGN.md bound and holds.
-private let pipelineTolerance = referenceTolerance
-
 @Suite("Pipeline matches diffusers end to end (pipeline-sd15.safetensors)")
 struct PipelineReferenceTests {
   func request(for testCase: PipelineCase) throws -> GenerationRequest {
@@ -97,38 +93,11 @@ struct PipelineReferenceTests {
     return request
   }
 
-  /// Runs `request` and compares the latents after every step and the decoded image with the
-  /// case `name` of the reference file. Returns the number of steps run and the worst
-  /// max |Δ| / scale over the latents.
-  func expectMatchesReference(
-    _ pipeline: StableDiffusionPipeline, _ request: GenerationRequest, name: String
-  ) throws -> (steps: Int, worst: Float) {
-    let reference = try pipelineReference.get()
-    var steps: [Tensor] = []
-    let result = try pipeline.generate(request, options: ComputeOptions(threadCount: 2)) {
-      steps.append($0.latents)
-      return true
-    }
-    let recorded = reference.names.filter { $0.hasPrefix("\(name).latents.") }.count
-    #expect(
-      steps.count == recorded, "\(name): \(steps.count) steps, diffusers recorded \(recorded)")
-    var worst: Float = 0
-    for (index, latents) in steps.enumerated() where index < recorded {
-      let difference = compare(
-        latents, try reference.tensor("\(name).latents.\(index)"), name: "\(name).latents.\(index)")
-      #expect(difference.isWithin(pipelineTolerance), "\(difference)")
-      worst = max(worst, difference.maxAbsolute / difference.scale)
-    }
-    let image = compare(
-      result.decoded, try reference.tensor("\(name).image"), name: "\(name).image")
-    #expect(image.isWithin(pipelineTolerance), "\(image)")
-    return (steps.count, max(worst, image.maxAbsolute / image.scale))
-  }
-
   @Test("latents after every step and the decoded image", arguments: pipelineCases)
   func endToEnd(testCase: PipelineCase) throws {
     let outcome = try expectMatchesReference(
-      try tinyPipeline.get(), try request(for: testCase), name: testCase.name)
+      try tinyPipeline.get(), try request(for: testCase), reference: try pipelineReference.get(),
+      name: testCase.name)
     print("pipeline \(testCase.name): max |Δ|/scale \(outcome.worst)")
   }
 
@@ -145,7 +114,10 @@ struct PipelineReferenceTests {
     request.sampler = sampler
     request.width = 64
     request.height = 64
-    #expect(try expectMatchesReference(pipeline, request, name: name).steps == 4)
+    #expect(
+      try expectMatchesReference(
+        pipeline, request, reference: try pipelineReference.get(), name: name
+      ).steps == 4)
   }
 
   @Test("the negative prompt changes the result, and its embedding row comes first")

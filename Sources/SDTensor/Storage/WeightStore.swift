@@ -24,6 +24,8 @@ public final class WeightStore: Sendable {
   private let files: [SafeTensorsFile]
   private let index: [String: (file: Int, entry: SafeTensorsEntry)]
   private let keyMap: [String: Source]
+  /// Weights that replace what the files hold under these model keys (merged LoRA layers).
+  private let replacements: [String: Weight]
   private let readKeys = Mutex<Set<String>>([])
   /// When set, every key exists and is generated from this seed (see `init(syntheticSeed:)`).
   private let syntheticSeed: UInt64?
@@ -50,8 +52,28 @@ public final class WeightStore: Sendable {
     self.files = files
     self.index = index
     self.keyMap = keyMap
+    replacements = [:]
     syntheticSeed = nil
     self.keepsHalfPrecision = keepsHalfPrecision
+  }
+
+  /// `base` with the weights under the keys of `replacements` replaced (a model rebuilt from it
+  /// reads those, and everything else from `base`'s files, in place as before). Shapes must be
+  /// the ones the model expects; reads are recorded afresh.
+  public init(_ base: WeightStore, replacing replacements: [String: Weight]) {
+    files = base.files
+    index = base.index
+    keyMap = base.keyMap
+    self.replacements = base.replacements.merging(replacements) { $1 }
+    syntheticSeed = base.syntheticSeed
+    keepsHalfPrecision = base.keepsHalfPrecision
+  }
+
+  /// Every model key: the stored names, with those a `keyMap` renames under their model names.
+  public var keys: [String] {
+    guard !keyMap.isEmpty else { return index.keys.sorted() }
+    let renamed = Set(keyMap.values.map(\.storedName))
+    return (Array(keyMap.keys) + index.keys.filter { !renamed.contains($0) }).sorted()
   }
 
   /// A store that has every key and makes each tensor on demand, deterministically from `seed`
@@ -61,6 +83,7 @@ public final class WeightStore: Sendable {
     files = []
     index = [:]
     keyMap = [:]
+    replacements = [:]
     syntheticSeed = seed
     self.keepsHalfPrecision = keepsHalfPrecision
   }
@@ -94,6 +117,9 @@ public final class WeightStore: Sendable {
   /// - Throws: `WeightError.missingTensor` or `WeightError.shapeMismatch`, naming the key as the
   ///   model spells it and the file it was looked up in.
   public func tensor(_ key: String, shape: [Int]) throws(WeightError) -> Tensor {
+    if let replaced = try replacement(key, shape: shape) {
+      return replaced.float(options: ComputeOptions(threadCount: 1))
+    }
     if let syntheticSeed { return synthetic(key, shape: shape, seed: syntheticSeed) }
     let (file, entry, storedName) = try locate(key, shape: shape)
     readKeys.withLock { _ = $0.insert(storedName) }
@@ -106,6 +132,7 @@ public final class WeightStore: Sendable {
   /// (`releaseResidentPages`).
   /// - Throws: as `tensor(_:shape:)`.
   public func weight(_ key: String, shape: [Int]) throws(WeightError) -> Weight {
+    if let replaced = try replacement(key, shape: shape) { return replaced }
     if let syntheticSeed {
       let tensor = synthetic(key, shape: shape, seed: syntheticSeed)
       guard keepsHalfPrecision else { return Weight(tensor) }
@@ -137,6 +164,15 @@ public final class WeightStore: Sendable {
       guard let (fileIndex, entry) = index[name] else { continue }
       files[fileIndex].releasePages(of: entry)
     }
+  }
+
+  /// The replacement weight of `key`, checked against `shape`, or nil.
+  private func replacement(_ key: String, shape: [Int]) throws(WeightError) -> Weight? {
+    guard let replaced = replacements[key] else { return nil }
+    guard replaced.shape == shape else {
+      throw .shapeMismatch(key: key, expected: shape, found: replaced.shape, file: origin)
+    }
+    return replaced
   }
 
   /// The file and entry of `key`, checked against `shape`, and the name it is stored under.
