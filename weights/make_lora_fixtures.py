@@ -20,7 +20,10 @@ decoded image of StableDiffusionPipeline after `load_lora_weights` + `fuse_lora`
   legacy.safetensors  the same tensors in diffusers' older spellings (*.lora.down.weight, text
                       encoder *.lora_linear_layer.down.weight), which carry no alpha (alpha = rank)
 
-Cases (name: LoRAs and scales): kohya_0.7, peft_1, legacy_1, sgm_1, kohya_0.5+peft_1.2.
+  kohya-sd2.safetensors  kohya layout for the tiny SD 2 model (linear proj_in/proj_out)
+
+Cases (name: LoRAs and scales): kohya_0.7, peft_1, legacy_1, sgm_1, kohya_0.5+peft_1.2, and
+sd2_kohya_1 on tiny-sd2 (not in the "cases" metadata: its model differs).
 Every case: prompt "a red apple", negative "blurry", Euler, 3 steps, guidance 7.5, seed 7, 64x64.
 """
 
@@ -36,6 +39,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "fixtures", "tiny-sd15")
+SD2_MODEL = os.path.join(HERE, "fixtures", "tiny-sd2")
 FOLDER = os.path.join(HERE, "fixtures", "loras")
 OUT = os.path.join(HERE, "fixtures", "lora-sd15.safetensors")
 PROMPT, NEGATIVE, SEED, STEPS = "a red apple", "blurry", 7, 3
@@ -48,8 +52,8 @@ CASES = {
 }
 
 
-def load_pipe():
-    pipe = StableDiffusionPipeline.from_pretrained(MODEL, torch_dtype=torch.float32, safety_checker=None,
+def load_pipe(model=MODEL):
+    pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float32, safety_checker=None,
                                                    requires_safety_checker=False)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
@@ -171,8 +175,8 @@ def save(tensors, name):
                                 os.path.join(FOLDER, name), metadata={"format": "pt"})
 
 
-def run(case, loras):
-    pipe = load_pipe()
+def run(case, loras, model=MODEL):
+    pipe = load_pipe(model)
     names = []
     for index, (lora, _) in enumerate(loras):
         pipe.load_lora_weights(os.path.join(FOLDER, f"{lora}.safetensors"), adapter_name=f"a{index}")
@@ -218,6 +222,9 @@ def main():
         tensors.update(result)
     tensors.update(base)
     os.remove(os.path.join(FOLDER, "kohya-attention.safetensors"))
+    # SD 2.x (linear proj_in/proj_out, v-prediction): a kohya file made for the tiny SD 2 model.
+    save(make_kohya(load_pipe(SD2_MODEL), generator), "kohya-sd2.safetensors")
+    tensors.update(run("sd2_kohya_1", [("kohya-sd2", 1.0)], SD2_MODEL))
     metadata = {"command": "python3 weights/make_lora_fixtures.py", "torch": torch.__version__,
                 "diffusers": diffusers.__version__, "peft": peft.__version__,
                 "cases": json.dumps({case: [["sgm" if lora == "kohya-attention" else lora, scale]

@@ -44,7 +44,11 @@ public struct LoRAMerge: Sendable {
         func fail(_ reason: String) -> ModelError {
           .invalidLoRA(file: adapter.lora.path, key: update.key, reason: reason)
         }
-        guard let key = targets.weightKey(of: update), let shape = store.shape(of: key) else {
+        // A store that lists no shapes (synthetic weights) takes the update's own.
+        guard let key = targets.weightKey(of: update),
+          let shape = store.shape(of: key)
+            ?? (store.contains(key) ? [update.up.shape[0]] + update.down.shape.dropFirst() : nil)
+        else {
           if ignoringUnknownLayers {
             unknown.append(update.key)
             continue
@@ -92,8 +96,10 @@ public struct LoRAMerge: Sendable {
 private struct LayerNames {
   private var dotted: [String: String] = [:]
   private var underscored: [String: String] = [:]
+  private let store: WeightStore
 
   init(store: WeightStore, unet: UNetConfiguration?) {
+    self.store = store
     var originals: [String: String] = [:]
     if let unet {
       let prefix = "model.diffusion_model."
@@ -116,7 +122,10 @@ private struct LayerNames {
   func weightKey(of update: LoRA.Update) -> String? {
     let layer = Self.withoutTextModel(update.layer)
     switch update.naming {
-    case .dotted: return dotted[layer]
+    case .dotted:
+      // A store that cannot list its keys (synthetic weights) is asked by name.
+      return dotted[layer]
+        ?? (store.contains(update.layer + ".weight") ? update.layer + ".weight" : nil)
     case .underscored: return underscored[layer]
     }
   }

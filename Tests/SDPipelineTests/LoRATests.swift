@@ -49,6 +49,28 @@ struct LoRATests {
     _ = try expectMatchesReference(pipeline, request, reference: reference, name: name)
   }
 
+  /// SD 2.x (linear projections, v-prediction) takes LoRAs through the same code.
+  @Test func stableDiffusion2() throws {
+    let pipeline = try tinySD2Pipeline.get().applying([ScaledLoRA(try lora("kohya-sd2"))])
+    _ = try expectMatchesReference(
+      pipeline, request, reference: try loraReference.get(), name: "sd2_kohya_1")
+  }
+
+  /// A single-file checkpoint (original key names) takes the same LoRA to the same image as its
+  /// diffusers folder: the layers are matched by model name, whatever the file calls them.
+  @Test func singleFileCheckpoint() throws {
+    let adapters = [ScaledLoRA(try lora("kohya"), scale: 0.7)]
+    let single = try StableDiffusionPipeline(
+      modelAt: fixturesDirectory.appendingPathComponent("tiny-sd15-single-file.safetensors"),
+      configurationsFrom: fixturesDirectory.appendingPathComponent("tiny-sd15")
+    ).applying(adapters)
+    let folder = try tinyPipeline.get().applying(adapters)
+    let options = ComputeOptions(threadCount: 2)
+    #expect(
+      try single.generate(request, options: options).image
+        == folder.generate(request, options: options).image)
+  }
+
   /// Without adapters the run is diffusers' base image, and the base pipeline is left as it was
   /// after a LoRA was applied to a copy of it.
   @Test func baseIsUntouched() throws {
