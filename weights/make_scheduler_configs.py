@@ -17,7 +17,7 @@ import diffusers
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "scheduler-configs")
 CLASSES = ["DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
            "EulerAncestralDiscreteScheduler", "LMSDiscreteScheduler",
-           "DPMSolverMultistepScheduler"]
+           "DPMSolverMultistepScheduler", "LCMScheduler", "TCDScheduler"]
 # stable-diffusion-v1-5's scheduler settings, applied on top of each class's defaults.
 SD15 = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
         "steps_offset": 1, "skip_prk_steps": True, "set_alpha_to_one": False, "clip_sample": False}

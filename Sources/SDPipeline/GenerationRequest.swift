@@ -19,6 +19,11 @@ public struct GenerationRequest: Sendable {
   public var seed: UInt64
   /// The sampler; nil uses the class named in the model's `scheduler_config.json`.
   public var sampler: SchedulerKind?
+  /// How inference timesteps are spread (`timestep_spacing`); nil keeps the model's setting.
+  /// SD-Turbo and most few-step models want `.trailing`.
+  public var timestepSpacing: TimestepSpacing?
+  /// The sampler's η: TCD's γ (diffusers' `eta` argument, default 0; TCD's authors use 0.3).
+  public var eta: Float = 0
   /// Image size in pixels; nil uses the model's native size (UNet sample size × 8).
   public var width: Int?
   public var height: Int?

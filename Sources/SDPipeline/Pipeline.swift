@@ -14,10 +14,10 @@ public struct StableDiffusionPipeline: Sendable {
   public private(set) var unet: UNet2DConditionModel
   public let vae: AutoencoderKL
   /// The scheduler settings of the model (`scheduler/scheduler_config.json`).
-  public let schedulerConfiguration: SchedulerConfiguration
+  public var schedulerConfiguration: SchedulerConfiguration
   /// The sampler the model's scheduler config names (`_class_name`), used when a request names
-  /// none.
-  public let defaultSampler: SchedulerKind
+  /// none; nil when it names a scheduler this runtime does not implement.
+  public let defaultSampler: SchedulerKind?
 
   /// Tensors of the model files that no layer read; empty for a well-formed model. The CLI
   /// prints them as a warning (a leftover means the checkpoint has parts this runtime ignores).
@@ -36,7 +36,7 @@ public struct StableDiffusionPipeline: Sendable {
   public init(
     tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
     vae: AutoencoderKL, schedulerConfiguration: SchedulerConfiguration,
-    defaultSampler: SchedulerKind
+    defaultSampler: SchedulerKind?
   ) throws(PipelineError) {
     try Self.checkWidths(textEncoder, unet)
     self.tokenizer = tokenizer
@@ -83,7 +83,9 @@ public struct StableDiffusionPipeline: Sendable {
     }
     if let file = folder.schedulerConfigurationFile {
       schedulerConfiguration = try SchedulerConfiguration(contentsOf: file)
-      defaultSampler = schedulerConfiguration.kind ?? .pndm
+      // A class this runtime lacks leaves no default: a request must name its sampler.
+      defaultSampler =
+        schedulerConfiguration.kind ?? (schedulerConfiguration.className == nil ? .pndm : nil)
     } else {
       schedulerConfiguration = .stableDiffusion15
       defaultSampler = .pndm
@@ -191,9 +193,17 @@ public struct StableDiffusionPipeline: Sendable {
     let width = request.width ?? unet.configuration.sampleSize * factor
     let height = request.height ?? unet.configuration.sampleSize * factor
     try validate(request, width: width, height: height)
-    let sampler = request.sampler ?? defaultSampler
+    guard let sampler = request.sampler ?? defaultSampler else {
+      throw .invalidSchedulerConfiguration(
+        file: schedulerConfiguration.file,
+        reason:
+          "'_class_name' is \(schedulerConfiguration.className ?? "?"), a scheduler this runtime does not implement (it has \(SchedulerKind.classNames.joined(separator: ", "))); choose a sampler"
+      )
+    }
+    var settings = schedulerConfiguration
+    if let spacing = request.timestepSpacing { settings.timestepSpacing = spacing }
     var scheduler = try makeScheduler(
-      sampler, configuration: schedulerConfiguration, steps: request.steps)
+      sampler, configuration: settings, steps: request.steps, eta: Double(request.eta))
     let encoder = try PromptEncoder(
       tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
     let prompts = try EncodedPrompts(request, encoder: encoder, options: options)

@@ -160,6 +160,14 @@ enum GenerateCommand {
       }
       request.sampler = sampler
     }
+    if let spacing = arguments.string("timestep-spacing") {
+      guard let parsed = TimestepSpacing(rawValue: spacing) else {
+        throw UsageError(
+          "--timestep-spacing must be linspace, leading or trailing, got '\(spacing)'")
+      }
+      request.timestepSpacing = parsed
+    }
+    if let eta = try arguments.float("eta", range: 0...1) { request.eta = eta }
     for name in ["width", "height"] {
       if let value = try arguments.int(name, range: 8...4096) {
         guard value % 8 == 0 else {

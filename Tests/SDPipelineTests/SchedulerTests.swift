@@ -3,6 +3,7 @@
 
 import Foundation
 import SDPipeline
+import SDTensor
 import SDTestSupport
 import Testing
 
@@ -46,7 +47,7 @@ import Testing
   /// SD 1.5's settings (weights/make_scheduler_configs.py): Python's JSON, `-Infinity` included.
   @Test(arguments: [
     "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler",
+    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "LCMScheduler", "TCDScheduler",
   ])
   func readsConfigsAsDiffusersSavesThem(className: String) throws {
     let folder = fixturesDirectory.appendingPathComponent("scheduler-configs")
@@ -64,6 +65,35 @@ import Testing
       }
       #expect(try makeScheduler(kind, configuration: settings, steps: 20).timesteps.count >= 20)
     }
+  }
+
+  /// A model whose scheduler is a class this runtime lacks is not run as another: without a
+  /// sampler the request is refused naming the class and the ones there are; with one it runs.
+  @Test func unknownSchedulerClassIsNamed() throws {
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "unknown-scheduler-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(
+      at: folder.appendingPathComponent("scheduler"), withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let model = fixturesDirectory.appendingPathComponent("tiny-sd15")
+    for part in ["text_encoder", "tokenizer", "unet", "vae"] {
+      try FileManager.default.createSymbolicLink(
+        at: folder.appendingPathComponent(part),
+        withDestinationURL: model.appendingPathComponent(part))
+    }
+    try Data(#"{"_class_name": "UniPCMultistepScheduler", "beta_schedule": "scaled_linear"}"#.utf8)
+      .write(to: folder.appendingPathComponent("scheduler/scheduler_config.json"))
+    let pipeline = try StableDiffusionPipeline(modelAt: folder)
+    #expect(pipeline.defaultSampler == nil)
+    var request = GenerationRequest(prompt: "x", steps: 2, width: 64, height: 64)
+    #expect {
+      _ = try pipeline.generate(request, options: ComputeOptions(threadCount: 1))
+    } throws: { error in
+      "\(error)".contains("UniPCMultistepScheduler") && "\(error)".contains("LCMScheduler")
+    }
+    request.sampler = .euler
+    #expect(
+      try pipeline.generate(request, options: ComputeOptions(threadCount: 1)).image.width == 64)
   }
 
   @Test func finiteLambdaClippingIsRefused() throws {

@@ -52,11 +52,21 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
   /// The stochastic DPM-Solver++(2M) SDE (`algorithm_type="sde-dpmsolver++"`), on Karras σs
   /// as it is usually run.
   case dpmSolverMultistepSDEKarras = "dpm++2m-sde-karras"
+  /// Latent consistency sampling (`LCMScheduler`): LCM models and LCM-LoRA, 2–8 steps.
+  case lcm = "lcm"
+  /// Trajectory consistency sampling (`TCDScheduler`): TCD and Hyper-SD LoRAs, with γ = `eta`.
+  case tcd = "tcd"
 
   /// The sampler named on the command line (`ddim`, `euler-a`, `dpm++2m-karras`, ...).
   public init?(name: String) {
     self.init(rawValue: name.lowercased())
   }
+
+  /// The diffusers classes this runtime implements.
+  public static let classNames = [
+    "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
+    "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "LCMScheduler", "TCDScheduler",
+  ]
 
   /// The sampler of a diffusers `_class_name`, or nil for one this runtime lacks.
   public init?(className: String) {
@@ -67,23 +77,27 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
     case "EulerAncestralDiscreteScheduler": self = .eulerAncestral
     case "LMSDiscreteScheduler": self = .lms
     case "DPMSolverMultistepScheduler": self = .dpmSolverMultistep
+    case "LCMScheduler": self = .lcm
+    case "TCDScheduler": self = .tcd
     default: return nil
     }
   }
 }
 
 /// Builds a sampler of `kind` for `steps` steps from the model's scheduler settings, with the
-/// defaults diffusers' class of that sampler uses for keys the file does not have.
+/// defaults diffusers' class of that sampler uses for keys the file does not have. `eta` is the
+/// pipeline argument of that name: TCD's γ (other samplers ignore it).
 /// - Throws: `PipelineError.invalidSchedulerConfiguration` for settings this runtime does not
 ///   implement, `.invalidArgument` for a step count out of range.
-public func makeScheduler(_ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int)
-  throws(PipelineError) -> any Scheduler
-{
+public func makeScheduler(
+  _ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int, eta: Double = 0
+) throws(PipelineError) -> any Scheduler {
   guard steps >= 1, steps <= configuration.trainTimesteps else {
     throw .invalidArgument(
       name: "steps", reason: "must be in 1...\(configuration.trainTimesteps), got \(steps)")
   }
-  let scheduler = try makeUncheckedScheduler(kind, configuration: configuration, steps: steps)
+  let scheduler = try makeUncheckedScheduler(
+    kind, configuration: configuration, steps: steps, eta: eta)
   // Near the training length, spacing and offset push a timestep past the table (diffusers
   // fails with an IndexError there) or make two steps share a timestep; refuse those counts.
   let timesteps = scheduler.timesteps
@@ -101,7 +115,7 @@ public func makeScheduler(_ kind: SchedulerKind, configuration: SchedulerConfigu
 }
 
 private func makeUncheckedScheduler(
-  _ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int
+  _ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int, eta: Double
 ) throws(PipelineError) -> any Scheduler {
   switch kind {
   case .ddim: return try DDIMScheduler(configuration: configuration, steps: steps)
@@ -121,5 +135,7 @@ private func makeUncheckedScheduler(
     sde.useKarrasSigmas = true
     sde.algorithmType = "sde-dpmsolver++"
     return try DPMSolverMultistepScheduler(configuration: sde, steps: steps)
+  case .lcm: return try LCMScheduler(configuration: configuration, steps: steps)
+  case .tcd: return try TCDScheduler(configuration: configuration, steps: steps, gamma: eta)
   }
 }

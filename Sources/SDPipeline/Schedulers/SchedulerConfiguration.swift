@@ -27,6 +27,8 @@ public enum TimestepSpacing: String, Sendable {
 public struct SchedulerConfiguration: Sendable, Equatable {
   /// The sampler the file names (`_class_name`), nil when absent or not implemented here.
   public var kind: SchedulerKind?
+  /// `_class_name` as the file spells it (nil when absent).
+  public var className: String?
   public var trainTimesteps: Int
   public var betaStart: Double
   public var betaEnd: Double
@@ -53,6 +55,10 @@ public struct SchedulerConfiguration: Sendable, Equatable {
   public var solverType: String
   public var lowerOrderFinal: Bool
   public var eulerAtFinal: Bool
+  /// LCM / TCD: the distillation schedule's step count (`original_inference_steps`, default 50).
+  public var originalInferenceSteps: Int?
+  /// LCM: t's factor in the boundary conditions (`timestep_scaling`, default 10).
+  public var timestepScaling: Double?
   /// The file the settings came from, for error messages.
   public var file: String
 
@@ -79,7 +85,8 @@ public struct SchedulerConfiguration: Sendable, Equatable {
   }
 
   private init(_ reader: ConfigReader) throws(ModelError) {
-    kind = reader.value("_class_name")?.stringValue.flatMap(SchedulerKind.init(className:))
+    className = reader.value("_class_name")?.stringValue
+    kind = className.flatMap(SchedulerKind.init(className:))
     trainTimesteps = try reader.int("num_train_timesteps", in: 2...100_000) ?? 1000
     betaStart = try reader.double("beta_start") ?? 0.0001
     betaEnd = try reader.double("beta_end") ?? 0.02
@@ -120,6 +127,8 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     solverType = try reader.string("solver_type", oneOf: ["midpoint", "heun"]) ?? "midpoint"
     lowerOrderFinal = try reader.bool("lower_order_final") ?? true
     eulerAtFinal = try reader.bool("euler_at_final") ?? false
+    originalInferenceSteps = try reader.int("original_inference_steps", in: 1...trainTimesteps)
+    timestepScaling = try reader.double("timestep_scaling")
     file = reader.file
     // Options that change the maths and that this runtime does not implement are refused
     // rather than ignored.
@@ -148,9 +157,13 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     useKarrasSigmas: Bool,
     rescaleBetasZeroSNR: Bool, finalSigmasType: String, sigmaMin: Double?, sigmaMax: Double?,
     algorithmType: String,
-    solverOrder: Int, solverType: String, lowerOrderFinal: Bool, eulerAtFinal: Bool, file: String
+    solverOrder: Int, solverType: String, lowerOrderFinal: Bool, eulerAtFinal: Bool,
+    originalInferenceSteps: Int? = nil, timestepScaling: Double? = nil, file: String
   ) {
+    self.originalInferenceSteps = originalInferenceSteps
+    self.timestepScaling = timestepScaling
     self.kind = kind
+    className = nil
     self.trainTimesteps = trainTimesteps
     self.betaStart = betaStart
     self.betaEnd = betaEnd
