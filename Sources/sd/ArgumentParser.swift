@@ -115,6 +115,17 @@ struct ParsedArguments {
     return value
   }
 
+  /// `A-B`, 1-based steps with A ≤ B, or nil when the option is absent.
+  func stepRange(_ name: String) throws(UsageError) -> ClosedRange<Int>? {
+    guard let text = string(name) else { return nil }
+    let bounds = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+    guard bounds.count == 2, let first = bounds[0], let last = bounds[1], first >= 1, first <= last
+    else {
+      throw UsageError("--\(name) must be A-B with 1 <= A <= B, got '\(text)'")
+    }
+    return first...last
+  }
+
   /// A path that must exist.
   func existingPath(_ name: String) throws(UsageError) -> URL? {
     guard let text = string(name) else { return nil }

@@ -28,7 +28,21 @@ enum GenerateCommand {
         help: "apply the negative prompts only in steps A to B (1-based)"),
       OptionSpec(
         name: "guidance", valueName: "RULE", defaultValue: "cfg",
-        help: "how negatives act: cfg, or perp-neg (keeps what they share with the prompt)"),
+        help:
+          "how negatives act: cfg, perp-neg (keeps what they share with the prompt), or nag (in attention; works at scale 1 on few-step models)"
+      ),
+      OptionSpec(
+        name: "nag-scale", valueName: "PHI", defaultValue: "\(NormalizedAttentionGuidance().scale)",
+        help: "nag: how far the prompt's attention is pushed from the negative's (1 = off)"),
+      OptionSpec(
+        name: "nag-tau", valueName: "T", defaultValue: "\(NormalizedAttentionGuidance().tau)",
+        help: "nag: the largest L1-norm ratio of the guided attention to the prompt's"),
+      OptionSpec(
+        name: "nag-alpha", valueName: "A", defaultValue: "\(NormalizedAttentionGuidance().alpha)",
+        help: "nag: how much of the guided attention is blended in, in [0, 1]"),
+      OptionSpec(
+        name: "nag-steps", valueName: "A-B", defaultValue: "every step",
+        help: "nag: act only in steps A to B (1-based)"),
       OptionSpec(
         name: "embedding", valueName: "FILE", defaultValue: nil,
         help: "textual-inversion .safetensors, used by name in prompts; repeatable",
@@ -52,6 +66,12 @@ enum GenerateCommand {
       OptionSpec(
         name: "sampler", valueName: "NAME", defaultValue: "the model's scheduler_config.json",
         help: samplerNames),
+      OptionSpec(
+        name: "timestep-spacing", valueName: "S", defaultValue: "the model's",
+        help: "linspace, leading or trailing (SD-Turbo and most few-step models: trailing)"),
+      OptionSpec(
+        name: "eta", valueName: "X", defaultValue: "0",
+        help: "tcd: gamma in [0, 1], the noise of each step (its authors use 0.3)"),
       OptionSpec(
         name: "width", valueName: "W", defaultValue: "model size (512 for SD 1.5)",
         help: "image width, a multiple of 8"),
@@ -120,14 +140,14 @@ enum GenerateCommand {
     }
     let loras = try LoRAOptions.requested(
       arguments, promptTags: positive.tags, negativeTags: negativeTags)
-    if let range = arguments.string("negative-steps") {
-      let bounds = range.split(separator: "-").map { Int($0) }
-      guard bounds.count == 2, let first = bounds[0], let last = bounds[1], first >= 1,
-        first <= last
-      else {
-        throw UsageError("--negative-steps must be A-B with 1 <= A <= B, got '\(range)'")
-      }
-      request.guidance.negativeSteps = first...last
+    request.guidance.negativeSteps = try arguments.stepRange("negative-steps")
+    request.guidance.nag.steps = try arguments.stepRange("nag-steps")
+    if let scale = try arguments.float("nag-scale", range: 0...100) {
+      request.guidance.nag.scale = scale
+    }
+    if let tau = try arguments.float("nag-tau", range: 1...100) { request.guidance.nag.tau = tau }
+    if let alpha = try arguments.float("nag-alpha", range: 0...1) {
+      request.guidance.nag.alpha = alpha
     }
     if let rule = arguments.string("guidance") {
       guard let parsed = GuidanceRule(rawValue: rule) else {
@@ -315,6 +335,13 @@ enum GenerateCommand {
     if request.guidance.rescale > 0 { settings.append("CFG rescale: \(request.guidance.rescale)") }
     if request.guidance.rule != .classifierFree {
       settings.append("Guidance: \(request.guidance.rule.rawValue)")
+    }
+    if request.guidance.rule == .nag {
+      let nag = request.guidance.nag
+      settings.append("NAG scale: \(nag.scale), NAG tau: \(nag.tau), NAG alpha: \(nag.alpha)")
+      if let steps = nag.steps {
+        settings.append("NAG steps: \(steps.lowerBound)-\(steps.upperBound)")
+      }
     }
     if let steps = request.guidance.negativeSteps {
       settings.append("Negative steps: \(steps.lowerBound)-\(steps.upperBound)")

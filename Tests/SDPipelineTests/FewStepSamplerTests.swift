@@ -67,3 +67,28 @@ struct FewStepSamplerTests {
     } throws: { "\($0)".contains("gamma must be in [0, 1]") }
   }
 }
+
+@Suite(.serialized) struct FewStepCommandLineTests {
+  /// `--sampler tcd --eta 0.3` and `--sampler euler-a --timestep-spacing trailing` write the
+  /// library's images for the same settings.
+  @Test func optionsReachTheSampler() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    for (extra, sampler, eta, spacing) in [
+      (["--sampler", "tcd", "--eta", "0.3"], SchedulerKind.tcd, Float(0.3), TimestepSpacing?.none),
+      (["--sampler", "euler-a", "--timestep-spacing", "trailing"], .eulerAncestral, 0, .trailing),
+    ] {
+      let output = folder.appendingPathComponent("\(sampler.rawValue).png")
+      let result = try runSD(quick(output, extra + ["--guidance-scale", "1"]))
+      #expect(result.status == 0, "\(result.error)")
+      var request = GenerationRequest(
+        prompt: "a red apple", steps: 2, guidance: Guidance(scale: 1), sampler: sampler,
+        width: 64, height: 64)
+      request.eta = eta
+      request.timestepSpacing = spacing
+      let expected = try tinyPipeline.get().generate(
+        request, options: ComputeOptions(threadCount: 1))
+      #expect(try RGBImage(contentsOf: output) == expected.image, "\(sampler)")
+    }
+  }
+}

@@ -28,11 +28,33 @@ public struct Attention: Sendable {
     toOut = try Linear(store, "\(key).to_out.0", in: inner, out: queryDim)
   }
 
-  /// Cross-attention of `x` on the text states of `context`.
+  /// Cross-attention of `x` on the text states of `context`. With an attention guidance, its
+  /// rows also attend to each negative context with the same queries, and the guidance
+  /// combines the outputs before `to_out`.
   public func callAsFunction(
     _ x: Tensor, context: CrossAttentionContext, options: ComputeOptions
   ) -> Tensor {
-    self(x, states: context.states, options: options)
+    let query = toQ(x, options: options)
+    var attended = scaledDotProductAttention(
+      query: query, key: toK(context.states, options: options),
+      value: toV(context.states, options: options), heads: heads, options: options)
+    if let guidance = context.guidance {
+      let rows = guidance.rows
+      let before = rows.lowerBound
+      let after = attended.shape[0] - rows.upperBound
+      let sizes = [before, rows.count, after]
+      let guidedQuery = split(query, sizes: sizes, axis: 0)[1]
+      var parts = split(attended, sizes: sizes, axis: 0)
+      let negatives = guidance.negativeStates.map { states in
+        let repeated = concatenate(Array(repeating: states, count: rows.count), axis: 0)
+        return scaledDotProductAttention(
+          query: guidedQuery, key: toK(repeated, options: options),
+          value: toV(repeated, options: options), heads: heads, options: options)
+      }
+      parts[1] = guidance.guide(positive: parts[1], negatives: negatives)
+      attended = concatenate(parts.filter { $0.shape[0] > 0 }, axis: 0)
+    }
+    return toOut(attended, options: options)
   }
 
   /// Self-attention when `states` is nil, attention on `states` `[b, s, contextDim]` otherwise.
@@ -49,12 +71,29 @@ public struct Attention: Sendable {
 }
 
 /// What the UNet's cross-attention layers attend to, passed unchanged through its blocks: the
-/// text states of each batch row `[b, tokens, crossAttentionDim]`.
+/// text states of each batch row `[b, tokens, crossAttentionDim]`, and optionally a guidance that
+/// acts inside every cross-attention layer.
 public struct CrossAttentionContext: Sendable {
   /// The text encoder's output for each row of the UNet batch.
   public var states: Tensor
+  /// A rule that steers some rows in attention space (Normalized Attention Guidance).
+  public var guidance: (any AttentionGuidance)?
 
-  public init(_ states: Tensor) {
+  public init(_ states: Tensor, guidance: (any AttentionGuidance)? = nil) {
     self.states = states
+    self.guidance = guidance
   }
+}
+
+/// A guidance that acts in every cross-attention layer: its rows also attend, with the same
+/// queries, to the states of each negative prompt, and `guide` combines the outputs
+/// (`[rows, tokens, heads·d]`, before `to_out`). The rule itself lives with the other guidance
+/// rules in SDPipeline.
+public protocol AttentionGuidance: Sendable {
+  /// The batch rows it steers.
+  var rows: Range<Int> { get }
+  /// Each negative prompt's states, `[1, tokens, crossAttentionDim]`.
+  var negativeStates: [Tensor] { get }
+  /// The guided attention output of `rows` from their own (`positive`) and one per negative.
+  func guide(positive: Tensor, negatives: [Tensor]) -> Tensor
 }

@@ -9,7 +9,7 @@ import SDTensor
 struct EncodedPrompts {
   /// `[1, 77·k, hidden]`.
   let positive: Tensor
-  /// Each negative's states and weight (empty when the guidance skips the negative branch).
+  /// Each negative's states and weight (empty when the guidance uses no negative prompt).
   let negatives: [(states: Tensor, weight: Float)]
   /// The empty prompt "" when the guidance needs it (see `Guidance.needsEmptyPrompt`).
   let empty: Tensor?
@@ -25,7 +25,7 @@ struct EncodedPrompts {
         clipSkip: request.clipSkip, options: options)
     }
     let positive = encode(request.prompt)
-    guard request.guidance.usesNegativeBranch else {
+    guard request.guidance.usesNegativePrompts else {
       (self.positive, negatives, empty) = (positive.embeddings, [], nil)
       cutTokens = (positive.cutTokens, [])
       return
@@ -47,6 +47,12 @@ struct EncodedPrompts {
     }
     // The empty prompt's encoding is one empty chunk, which also pads shorter rows to the
     // longest. It is encoded once, and only when a row needs it.
+    guard request.guidance.usesNegativeBranch else {
+      // Only NAG uses the negatives, as cross-attention contexts of their own: no row to match.
+      (self.positive, self.negatives, empty) = (positive.embeddings, negatives, nil)
+      cutTokens = (positive.cutTokens, negativeCut)
+      return
+    }
     let needsEmpty = request.guidance.needsEmptyPrompt(hasNegatives: !negatives.isEmpty)
     let lengths = ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }
     let chunks = lengths.max() ?? CLIPTokenizer.maxLength

@@ -29,19 +29,28 @@ public struct Guidance: Sendable, Equatable {
   /// The 1-based steps during which the negative prompts apply; outside them the empty prompt
   /// does (keeps the composition, removes details, or the other way round). nil: every step.
   public var negativeSteps: ClosedRange<Int>?
+  /// The settings of Normalized Attention Guidance, used with `rule == .nag`.
+  public var nag: NormalizedAttentionGuidance
 
   public init(
     scale: Float = Guidance.defaultScale, rescale: Float = 0,
-    rule: GuidanceRule = .classifierFree, negativeSteps: ClosedRange<Int>? = nil
+    rule: GuidanceRule = .classifierFree, negativeSteps: ClosedRange<Int>? = nil,
+    nag: NormalizedAttentionGuidance = NormalizedAttentionGuidance()
   ) {
     self.scale = scale
     self.rescale = rescale
     self.rule = rule
     self.negativeSteps = negativeSteps
+    self.nag = nag
   }
 
-  /// Whether the negative rows are computed at all.
+  /// Whether the negative rows of the UNet batch are computed at all (classifier-free
+  /// guidance and Perp-Neg need them).
   public var usesNegativeBranch: Bool { scale > 1 }
+
+  /// Whether the negative prompts are encoded: for the negative rows, or for NAG, which uses
+  /// them inside cross-attention even when no negative row runs.
+  public var usesNegativePrompts: Bool { usesNegativeBranch || rule == .nag }
 
   /// Whether the rows need the empty prompt's encoding: as the negative when there is none, as
   /// Perp-Neg's reference, and outside the negative-step window.
@@ -60,6 +69,7 @@ public struct Guidance: Sendable, Equatable {
     if let range = negativeSteps, range.lowerBound < 1 {
       throw .invalidArgument(name: "negativeSteps", reason: "steps count from 1, got \(range)")
     }
+    if rule == .nag { try nag.validate() }
   }
 
   /// The guided prediction from one step's predictions: `unconditional` is ε_∅ of the empty
@@ -70,7 +80,8 @@ public struct Guidance: Sendable, Equatable {
   ) -> Tensor {
     let guided: Tensor
     switch negatives.isEmpty ? .classifierFree : rule {
-    case .classifierFree:
+    // NAG acts in attention; in noise space its negative rows (scale > 1) are plain CFG.
+    case .classifierFree, .nag:
       let negative = weightedMean(negatives) ?? unconditional
       precondition(negative != nil, "classifier-free guidance without a negative row")
       guided = classifierFree(negative: negative ?? positive, positive: positive, scale: scale)
@@ -93,6 +104,9 @@ public enum GuidanceRule: String, Sendable, CaseIterable {
   /// Perp-Neg (PerpNeg.swift): each negative direction loses its component along the positive
   /// one before it is subtracted, so what both prompts share is kept.
   case perpNeg = "perp-neg"
+  /// Normalized Attention Guidance (NormalizedAttentionGuidance.swift): the negative prompts act
+  /// in cross-attention, also at scale 1; with scale > 1, classifier-free guidance as well.
+  case nag = "nag"
 }
 
 /// One of several negative prompts and its weight.

@@ -25,6 +25,7 @@ struct GuidancePlan {
 
   init(_ guidance: Guidance, prompts: EncodedPrompts) {
     self.guidance = guidance
+    attentionNegatives = guidance.rule == .nag ? prompts.negatives : []
     func batch(_ rows: [Tensor], unconditional: Bool, weights: [Float]) -> Batch {
       Batch(
         context: CrossAttentionContext(concatenate(rows, axis: 0)),
@@ -47,10 +48,21 @@ struct GuidancePlan {
     outside = emptyAndPositive ?? inside
   }
 
-  /// The rows of 1-based `step`.
+  /// The negatives NAG steers away from, in cross-attention (`rule == .nag`).
+  let attentionNegatives: [(states: Tensor, weight: Float)]
+
+  /// The rows of 1-based `step`, with NAG on the prompt's row where it acts.
   func batch(atStep step: Int) -> Batch {
-    guard let window = guidance.negativeSteps else { return inside }
-    return window.contains(step) ? inside : outside
+    let rows = guidance.negativeSteps.map { $0.contains(step) ? inside : outside } ?? inside
+    guard guidance.rule == .nag, !attentionNegatives.isEmpty, guidance.nag.applies(atStep: step)
+    else { return rows }
+    // NAG steers the positive row, the last; classifier-free rows before it are left as they are.
+    let nag = NAGAttention(
+      settings: guidance.nag, rows: rows.count - 1..<rows.count,
+      negativeStates: attentionNegatives.map(\.states), weights: attentionNegatives.map(\.weight))
+    return Batch(
+      context: CrossAttentionContext(rows.context.states, guidance: nag),
+      hasUnconditional: rows.hasUnconditional, negativeWeights: rows.negativeWeights)
   }
 
   /// Splits the UNet output of `batch` by row and applies the guidance.
