@@ -196,6 +196,33 @@ struct KernelConsistencyTests {
     }
   }
 
+  /// The fused kernel at odd token counts (1, 7, 77, 4095: partial query, key and edge tiles)
+  /// and head sizes 40, 64, 80, 160 (SD 1.x, SD 2.x's 64, SDXL's 80, 160), self- and
+  /// cross-attention, with the causal mask where the counts agree; values scaled ×4 so the
+  /// softmax is not flat.
+  @Test(
+    "fused attention at odd sizes",
+    arguments: [
+      (1, 1, 40), (7, 77, 64), (77, 77, 80), (33, 7, 160), (4095, 9, 40), (130, 4095, 64),
+    ])
+  func attentionShapes(queries: Int, keys: Int, d: Int) {
+    let heads = 2
+    func scaled(_ t: Tensor) -> Tensor { Tensor(shape: t.shape, scalars: t.scalars.map { 4 * $0 }) }
+    let q = scaled(seededTensor([1, queries, heads * d], seed: 11))
+    let k = scaled(seededTensor([1, keys, heads * d], seed: 12))
+    let v = seededTensor([1, keys, heads * d], seed: 13)
+    for causal in queries == keys ? [false, true] : [false] {
+      let fast = scaledDotProductAttention(
+        query: q, key: k, value: v, heads: heads, causal: causal, options: two)
+      let slow = referenceAttention(query: q, key: k, value: v, heads: heads, causal: causal)
+      let difference = compare(
+        fast, slow, name: "attention \(queries)x\(keys) d \(d) causal \(causal)")
+      // The softmax sum over 4095 keys accumulates in float (the reference in double): its
+      // rounding grows with the key count, ~1e-5 at 4095 keys.
+      #expect(difference.isWithin(keys > 1000 ? 3e-5 : 1e-5), "\(difference)")
+    }
+  }
+
   @Test("group norm with fused SiLU equals norm then SiLU; results do not depend on threads")
   func groupNormFusion() {
     let x = seededTensor([2, 64, 3, 5], seed: 9)

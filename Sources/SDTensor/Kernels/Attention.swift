@@ -25,6 +25,77 @@ public func scaledDotProductAttention(
   precondition(!causal || tq == tk, "causal attention needs as many queries as keys")
   let d = channels / heads
   let scale = 1 / Float(d).squareRoot()
+  #if SD_AVX512 || SD_AVX2
+    return fusedAttention(
+      query: query, key: key, value: value, heads: heads, causal: causal, scale: scale,
+      options: options)
+  #else
+    return blockedAttention(
+      query: query, key: key, value: value, heads: heads, causal: causal, scale: scale,
+      options: options)
+  #endif
+}
+
+#if SD_AVX512 || SD_AVX2
+  /// The (batch item, head, query block) tasks of `flashAttentionBlock` on our threads; each
+  /// writes the d columns of its head for its block of query rows.
+  private func fusedAttention(
+    query: Tensor, key: Tensor, value: Tensor, heads: Int, causal: Bool, scale: Float,
+    options: ComputeOptions
+  ) -> Tensor {
+    let (b, tq, channels) = (query.shape[0], query.shape[1], query.shape[2])
+    let tk = key.shape[1]
+    let d = channels / heads
+    let blocks = (tq + flashQueryBlock - 1) / flashQueryBlock
+    let tasks = b * heads * blocks
+    // Chunks of tasks, so a worker allocates its scratch once per chunk, not per task.
+    let grain = Swift.max(1, tasks / 16)
+    return Tensor(shape: [b, tq, channels]) { out in
+      query.scalars.withUnsafeBufferPointer { pq in
+        key.scalars.withUnsafeBufferPointer { pk in
+          value.scalars.withUnsafeBufferPointer { pv in
+            guard let qBase = pq.baseAddress, let kBase = pk.baseAddress,
+              let vBase = pv.baseAddress, let oBase = out.baseAddress
+            else { return }
+            let (q, k, v, o) = (
+              SharedPointer(qBase), SharedPointer(kBase), SharedPointer(vBase),
+              SharedMutablePointer(oBase)
+            )
+            parallelFor(tasks, grain: grain, options: options) { range in
+              withUnsafeTemporaryAllocation(of: Float.self, capacity: flashScratchCount(d: d)) {
+                scratch in
+                guard let scratchBase = scratch.baseAddress else { return }
+                for task in range {
+                  let item = task / (heads * blocks)
+                  let head = (task / blocks) % heads
+                  let q0 = (task % blocks) * flashQueryBlock
+                  let offset = head * d
+                  flashAttentionBlock(
+                    query: q.base + item * tq * channels + offset,
+                    key: k.base + item * tk * channels + offset,
+                    value: v.base + item * tk * channels + offset,
+                    output: o.base + item * tq * channels + offset, channels: channels, d: d,
+                    keys: tk, q0: q0, count: Swift.min(flashQueryBlock, tq - q0), scale: scale,
+                    causal: causal, scratch: scratchBase)
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+#endif
+
+/// The portable builds' attention: per (batch item, head, query block), Q·Kᵀ by `sgemm` into a
+/// block of scores, a softmax pass, and P·V by `sgemm`.
+private func blockedAttention(
+  query: Tensor, key: Tensor, value: Tensor, heads: Int, causal: Bool, scale: Float,
+  options: ComputeOptions
+) -> Tensor {
+  let (b, tq, channels) = (query.shape[0], query.shape[1], query.shape[2])
+  let tk = key.shape[1]
+  let d = channels / heads
   let blockRows = Swift.max(1, Swift.min(tq, attentionScoreBudget / (4 * Swift.max(1, tk))))
   let blocks = (tq + blockRows - 1) / blockRows
   let tasks = b * heads * blocks
