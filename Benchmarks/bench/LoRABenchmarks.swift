@@ -50,7 +50,7 @@ func runLoRABenchmarks(
       up: benchTensor([output, rank]), alpha: Float(rank))
   }
   let lora = LoRA(name: "synthetic-rank32", updates: updates)
-  var start = DispatchTime.now().uptimeNanoseconds
+  let start = DispatchTime.now().uptimeNanoseconds
   let merge = try LoRAMerge([ScaledLoRA(lora, scale: 0.8)], part: .unet, into: store, unet: config)
   report.add(
     "LoRA rank 32, \(merge.mergedLayers) attention layers: merge",
@@ -64,11 +64,11 @@ func runLoRABenchmarks(
   // synthetic weights are generated again here, so only the step after it is timed.
   let merged = try UNet2DConditionModel(configuration: config, weights: merge.weights)
   let sample = benchTensor([2, 4, 64, 64])
-  start = DispatchTime.now().uptimeNanoseconds
-  _ = merged(sample, timesteps: [999, 999], context: context, options: options)
   report.add(
     "LoRA merged: UNet batch 2 latent 64x64",
-    seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    seconds: timeMedian(runs: 2) {
+      _ = merged(sample, timesteps: [999, 999], context: context, options: options)
+    })
 
   // Per call instead: every projection also computes (x·downᵀ)·upᵀ. Timed on the 64×64 level's
   // to_q (2 × 4096 tokens, 320 → 320), and the extra FLOPs of all projections per step.

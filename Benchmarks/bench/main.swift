@@ -76,7 +76,8 @@ do {
 if !arguments.kernelsOnly {
   try runModelBenchmarks(arguments: arguments, options: options, report: &report)
 }
-report.peakResidentBytes = peakResidentBytes()
+// The model benchmarks read the peak before their synthetic LoRA rebuild; kernels-only runs here.
+if report.peakResidentBytes == 0 { report.peakResidentBytes = peakResidentBytes() }
 if let baseline { report.compare(withBaseline: baseline) }
 printError(report.table)
 print(report.json)

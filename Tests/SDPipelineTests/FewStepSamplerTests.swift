@@ -50,7 +50,8 @@ struct FewStepSamplerTests {
       eta: Double(request.eta))
     let expected = try #require(settings["timesteps"]?.arrayValue).compactMap(\.doubleValue)
     #expect(scheduler.timesteps.map(Double.init) == expected, "\(name) timesteps")
-    _ = try expectMatchesReference(pipeline, request, reference: reference, name: name)
+    let outcome = try expectMatchesReference(pipeline, request, reference: reference, name: name)
+    print("few-step \(name): max |Δ|/scale \(outcome.worst)")
   }
 
   @Test func badSettingsAreNamed() throws {

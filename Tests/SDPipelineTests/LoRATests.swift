@@ -46,7 +46,8 @@ struct LoRATests {
     }
     let pipeline = try tinyPipeline.get().applying(adapters)
     #expect(pipeline.adapters.count == adapters.count)
-    _ = try expectMatchesReference(pipeline, request, reference: reference, name: name)
+    let outcome = try expectMatchesReference(pipeline, request, reference: reference, name: name)
+    print("lora \(name): max |Δ|/scale \(outcome.worst)")
   }
 
   /// SD 2.x (linear projections, v-prediction) takes LoRAs through the same code.

@@ -51,8 +51,9 @@ struct NAGTests {
     let settings = try #require(cases[name])
     let pipeline = try (settings["model"]?.stringValue == "sd2" ? tinySD2Pipeline : tinyPipeline)
       .get()
-    _ = try expectMatchesReference(
+    let outcome = try expectMatchesReference(
       pipeline, try request(settings), reference: reference, name: name)
+    print("nag \(name): max |Δ|/scale \(outcome.worst)")
   }
 
   /// At scale 1 NAG still removes what the negative names (the image differs from the plain
