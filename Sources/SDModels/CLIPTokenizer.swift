@@ -56,14 +56,8 @@ public struct CLIPTokenizer: Sendable {
       vocabulary[token] = id
     }
     let mergesFile = directory.appendingPathComponent("merges.txt")
-    let mergeLines: [Substring]
-    do {
-      mergeLines = try String(contentsOf: mergesFile, encoding: .utf8).split(
-        separator: "\n", omittingEmptySubsequences: false)
-    } catch {
-      throw .invalidTokenizer(
-        file: mergesFile.path, reason: "cannot read: \(error.localizedDescription)")
-    }
+    let mergeLines = try Self.readText(mergesFile).split(
+      separator: "\n", omittingEmptySubsequences: false)
     var special = SpecialTokens()
     var addedTokens: [String: Int] = [:]
     for name in ["special_tokens_map.json", "tokenizer_config.json"] {
@@ -94,10 +88,7 @@ public struct CLIPTokenizer: Sendable {
       throw .invalidTokenizer(
         file: "Resources/clip-merges.txt", reason: "missing from the SDModels bundle")
     }
-    let lines: [Substring]
-    do { lines = try String(contentsOf: url, encoding: .utf8).split(separator: "\n") } catch {
-      throw .invalidTokenizer(file: url.path, reason: "cannot read: \(error.localizedDescription)")
-    }
+    let lines = try Self.readText(url).split(separator: "\n")
     // CLIP's vocabulary order: the 256 byte symbols, the same with "</w>", the merge results,
     // then BOS and EOS (ids 49406 and 49407).
     let alphabet = byteAlphabetInVocabularyOrder
@@ -158,11 +149,24 @@ public struct CLIPTokenizer: Sendable {
       .filter { !$0.0.isEmpty }.sorted { $0.0.count > $1.0.count }
   }
 
-  private static func readJSON(_ url: URL) throws(ModelError) -> JSONValue {
-    let data: Data
-    do { data = try Data(contentsOf: url) } catch {
-      throw .invalidTokenizer(file: url.path, reason: "cannot read: \(error.localizedDescription)")
+  /// A tokenizer file's bytes (at most 64 MB: CLIP's vocabulary is 1.5 MB).
+  private static func readBytes(_ url: URL) throws(ModelError) -> [UInt8] {
+    do { return try RegularFile.read(url.path, maximumBytes: 64 << 20) } catch {
+      guard case .unreadableFile(_, let reason) = error else { throw .weights(error) }
+      throw .invalidTokenizer(file: url.path, reason: "cannot read: \(reason)")
     }
+  }
+
+  /// A tokenizer text file as UTF-8.
+  private static func readText(_ url: URL) throws(ModelError) -> String {
+    guard let text = String(validating: try readBytes(url), as: UTF8.self) else {
+      throw .invalidTokenizer(file: url.path, reason: "is not valid UTF-8")
+    }
+    return text
+  }
+
+  private static func readJSON(_ url: URL) throws(ModelError) -> JSONValue {
+    let data = try readBytes(url)
     do { return try JSONValue.parse(data, allowingNonFiniteNumbers: true) } catch {
       throw .invalidTokenizer(file: url.path, reason: error.description)
     }

@@ -18,10 +18,10 @@ public struct ConfigReader: Sendable {
   ///   a JSON object.
   public init(contentsOf url: URL) throws(ModelError) {
     file = url.path
-    let data: Data
-    do { data = try Data(contentsOf: url) } catch {
-      throw .invalidConfiguration(
-        file: url.path, reason: "cannot read: \(error.localizedDescription)")
+    let data: [UInt8]
+    do { data = try RegularFile.read(url.path, maximumBytes: 16 << 20) } catch {
+      guard case .unreadableFile(_, let reason) = error else { throw .weights(error) }
+      throw .invalidConfiguration(file: url.path, reason: "cannot read: \(reason)")
     }
     do { json = try JSONValue.parse(data, allowingNonFiniteNumbers: true) } catch {
       throw .invalidConfiguration(file: url.path, reason: error.description)
@@ -84,6 +84,13 @@ public struct ConfigReader: Sendable {
   /// A finite number; `fallback` when absent.
   public func float(_ key: String, default fallback: Float) throws(ModelError) -> Float {
     try double(key).map { Float($0) } ?? fallback
+  }
+
+  /// A finite number > 0 (an epsilon, a scale); `fallback` when absent.
+  public func positiveFloat(_ key: String, default fallback: Float) throws(ModelError) -> Float {
+    let value = try float(key, default: fallback)
+    guard value > 0 else { throw fail(key, "a number > 0, got \(value)") }
+    return value
   }
 
   /// true or false, or nil when absent.

@@ -52,7 +52,7 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
       throw reader.fail("hidden_act", "one of quick_gelu, gelu, gelu_new (found \(name))")
     }
     self.activation = activation
-    layerNormEps = try reader.float("layer_norm_eps", default: 1e-5)
+    layerNormEps = try reader.positiveFloat("layer_norm_eps", default: 1e-5)
     guard hiddenSize % headCount == 0 else {
       throw reader.fail("num_attention_heads", "a divisor of hidden_size \(hiddenSize)")
     }
@@ -179,7 +179,7 @@ public struct UNetConfiguration: Sendable, Equatable {
     useLinearProjection = try reader.bool("use_linear_projection", default: false)
     upcastAttention = try reader.bool("upcast_attention", default: false)
     normGroups = try reader.int("norm_num_groups", default: 32)
-    normEps = try reader.float("norm_eps", default: 1e-5)
+    normEps = try reader.positiveFloat("norm_eps", default: 1e-5)
     flipSinToCos = try reader.bool("flip_sin_to_cos", default: true)
     freqShift = try reader.float("freq_shift", default: 0)
     transformerLayersPerBlock = try reader.int("transformer_layers_per_block", default: 1)
@@ -244,7 +244,7 @@ public struct AutoencoderConfiguration: Sendable, Equatable {
       default: [64])
     layersPerBlock = try reader.int("layers_per_block", default: 1)
     normGroups = try reader.int("norm_num_groups", default: 32)
-    scalingFactor = try reader.float("scaling_factor", default: 0.18215)
+    scalingFactor = try reader.positiveFloat("scaling_factor", default: 0.18215)
     useQuantConv = try reader.bool("use_quant_conv", default: true)
     usePostQuantConv = try reader.bool("use_post_quant_conv", default: true)
     midBlockAddAttention = try reader.bool("mid_block_add_attention", default: true)

@@ -244,6 +244,12 @@ public struct StableDiffusionPipeline: Sendable {
       let guided = plan.guidedPrediction(prediction, of: rows)
       latents = scheduler.step(
         noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
+      // A NaN or infinity never goes away again; stop at once instead of decoding a black image.
+      guard latents.scalars.allSatisfy(\.isFinite) else {
+        throw .nonFinite(
+          stage: "the latents at step \(step) of \(timesteps.count - firstStep)",
+          suspects: "the UNet's or text encoder's weights, an embedding, a LoRA or a setting")
+      }
       let report = GenerationProgress(
         step: step, totalSteps: timesteps.count - firstStep, timestep: t, latents: latents,
         noisePrediction: guided)
@@ -256,6 +262,9 @@ public struct StableDiffusionPipeline: Sendable {
       request.tiledDecodingAbove.map { latents.shape[2] > $0 || latents.shape[3] > $0 } ?? false
       ? vae.decodeTiled(scaled, tile: 64, options: options) : vae.decode(scaled, options: options)
     weightStores?.vae.releaseResidentPages()
+    guard decoded.scalars.allSatisfy(\.isFinite) else {
+      throw .nonFinite(stage: "the decoded image", suspects: "the VAE's weights")
+    }
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
       decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens)
@@ -270,7 +279,12 @@ public struct StableDiffusionPipeline: Sendable {
           name: name, reason: "must be a positive multiple of \(factor), got \(value)")
       }
       guard value <= 4096 else {
-        throw .invalidArgument(name: name, reason: "at most 4096, got \(value)")
+        // Without a size in the request it came from the model's UNet config.
+        let source =
+          (name == "width" ? request.width : request.height) == nil
+          ? " (the model's size: sample_size \(unet.configuration.sampleSize) × \(factor) in unet/config.json; give a size)"
+          : ""
+        throw .invalidArgument(name: name, reason: "at most 4096, got \(value)\(source)")
       }
     }
     guard request.steps > 0, request.steps <= 1000 else {
@@ -291,6 +305,18 @@ public struct StableDiffusionPipeline: Sendable {
         reason: "weight of '\(negative.text)' must be a positive number, got \(negative.weight)")
     }
     try request.guidance.validate()
+    // A window that starts after the last step would silently apply nothing.
+    for (name, window) in [
+      ("negativeSteps", request.guidance.negativeSteps), ("nag.steps", request.guidance.nag.steps),
+    ] {
+      if let window, window.lowerBound > request.steps {
+        throw .invalidArgument(
+          name: name,
+          reason:
+            "\(window.lowerBound)-\(window.upperBound) starts after the last of the \(request.steps) steps"
+        )
+      }
+    }
     if let image = request.initImage, image.width != width || image.height != height {
       throw .invalidArgument(
         name: "initImage",

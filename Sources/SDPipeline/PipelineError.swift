@@ -18,6 +18,8 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
   case unwritableOutput(path: String, reason: String)
   /// Something exists at an output path that was not to be replaced; it was left as it was.
   case outputExists(path: String)
+  /// A generation produced a NaN or infinity (`stage`); `suspects` names what can cause it.
+  case nonFinite(stage: String, suspects: String)
   /// The progress callback asked to stop.
   case cancelled
 
@@ -30,6 +32,8 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
     case .unreadableImage(let path, let reason): return "cannot read image \(path): \(reason)"
     case .unwritableOutput(let path, let reason): return "cannot write \(path): \(reason)"
     case .outputExists(let path): return "\(path) exists (use --overwrite to replace it)"
+    case .nonFinite(let stage, let suspects):
+      return "\(stage) became NaN or infinite (check \(suspects)); nothing was written"
     case .cancelled: return "cancelled"
     }
   }

@@ -149,3 +149,24 @@ func helpText(usage: String, summary: String, specs: [OptionSpec]) -> String {
   }
   return lines.joined(separator: "\n")
 }
+
+/// The option that sets a `GenerationRequest` field the library names in its errors:
+/// `clipSkip` → `clip-skip`, `nag.tau` → `nag-tau`, `negativePrompts` → `negative-prompt`.
+func optionName(ofRequestField field: String) -> String {
+  let special = [
+    "negativePrompts": "negative-prompt", "negativePromptEmbeddings": "negative-prompt",
+    "adapters": "lora", "model": "model", "embedding": "embedding",
+  ]
+  if let name = special[field] { return name }
+  var name = ""
+  for character in field {
+    if character == "." {
+      name.append("-")
+    } else if character.isUppercase {
+      name += "-" + character.lowercased()
+    } else {
+      name.append(character)
+    }
+  }
+  return name
+}

@@ -2,6 +2,7 @@
 // the same seed with and without the negative prompt side by side.
 
 import Foundation
+import SDModels
 import SDPipeline
 import SDTensor
 
@@ -224,6 +225,7 @@ enum GenerateCommand {
     var pipeline = try StableDiffusionPipeline(
       modelAt: model, configurationsFrom: try arguments.existingPath("config"),
       halfPrecisionWeights: arguments.has("fp16-weights"))
+    warnAboutEmbeddings(request, tokenizer: pipeline.tokenizer, reporter: reporter)
     pipeline = try LoRAOptions.apply(
       loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"), reporter: reporter
     )
@@ -289,6 +291,35 @@ enum GenerateCommand {
       "wrote \(output.displayName) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))"
     )
     return 0
+  }
+
+  /// Embeddings that would act unseen: one used by no prompt (its name is matched as a whole
+  /// word), one named like an ordinary word (every use of the word becomes it), two of one name.
+  static func warnAboutEmbeddings(
+    _ request: GenerationRequest, tokenizer: CLIPTokenizer, reporter: ProgressReporter
+  ) {
+    let texts = ([request.prompt] + request.allNegativePrompts.map(\.text)).map { $0.lowercased() }
+    var seen: Set<String> = []
+    for embedding in request.embeddings {
+      let name = embedding.name.lowercased()
+      if !seen.insert(name).inserted {
+        reporter.warn("two embeddings are named '\(embedding.name)'; the last one is used")
+      }
+      // PromptEncoder's rule: a word is a run of letters, digits, "_" and "-".
+      let used = texts.contains { text in
+        text.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
+          .contains { $0 == Substring(name) }
+      }
+      if !used {
+        reporter.warn(
+          "the embedding '\(embedding.name)' appears in no prompt (write its name, e.g. \(embedding.name))"
+        )
+      } else if tokenizer.tokenize(name).count == 1 {
+        reporter.warn(
+          "the embedding '\(embedding.name)' is named like an ordinary word: every '\(embedding.name)' in the prompts uses it"
+        )
+      }
+    }
   }
 
   /// `text` without its `<lora:…>` tags, and the tags.

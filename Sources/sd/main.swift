@@ -52,11 +52,16 @@ do {
   writeError("\nsd: cancelled; no output written\n")
   status = cancellation.exitStatus
 } catch let error as PipelineError {
-  writeError("sd: \(error.description)\n")
+  // A request field is named as the option that sets it (`clipSkip` → `--clip-skip`).
+  if case .invalidArgument(let name, let reason) = error {
+    writeError("sd: --\(optionName(ofRequestField: name)): \(reason)\n")
+  } else {
+    writeError("sd: \(error.description)\n")
+  }
   // Bad requests and inputs are the user's to fix (2); anything else is a failed run (1).
   switch error {
   case .invalidArgument, .unreadableImage, .model, .invalidSchedulerConfiguration,
-    .unwritableOutput:
+    .unwritableOutput, .outputExists:
     status = 2
   default: status = 1
   }

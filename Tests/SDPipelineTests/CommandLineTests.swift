@@ -90,7 +90,7 @@ import Testing
       ),
       (
         quick(folder.appendingPathComponent("b.png"), ["--init-image", wrongSize.path]),
-        "initImage: is 8x8"
+        "--init-image: is 8x8"
       ),
       (
         ["--model", tinyModel, "--prompt", "x", "--init-image", oddSize.path],

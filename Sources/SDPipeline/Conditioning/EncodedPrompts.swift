@@ -16,9 +16,32 @@ struct EncodedPrompts {
   /// Tokens cut by `truncatePrompts`, per side.
   let cutTokens: (positive: [String], negative: [String])
 
+  /// Longest prompt text read. The text encoder runs once per 75 tokens and the UNet's
+  /// cross-attention grows with them; 50 000 characters (~12 000 tokens, ~170 chunks) is far
+  /// beyond any prompt and still ends in seconds on the tiny model.
+  static let maximumCharacters = 50_000
+
   init(_ request: GenerationRequest, encoder: PromptEncoder, options: ComputeOptions)
     throws(PipelineError)
   {
+    for (name, text) in [("prompt", request.prompt)]
+      + request.allNegativePrompts.map({ ("negativePrompts", $0.text) })
+    {
+      guard text.count <= Self.maximumCharacters else {
+        throw .invalidArgument(
+          name: name,
+          reason: "\(text.count) characters; at most \(Self.maximumCharacters) are encoded")
+      }
+      // Deep nesting multiplies weights past Float's range (1.1^1000 = ∞).
+      if request.parsesPromptWeights,
+        !WeightedPrompt(parsing: text).fragments.allSatisfy({ $0.weight.isFinite })
+      {
+        throw .invalidArgument(
+          name: name,
+          reason: "its bracket weights overflow (brackets nested too deeply, or a weight too large)"
+        )
+      }
+    }
     func encode(_ text: String) -> PromptEncoder.Encoding {
       encoder.encode(
         text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,

@@ -19,14 +19,17 @@ public struct TextualInversion: Sendable {
 
   /// Loads every embedding of a `.safetensors` file.
   /// - Throws: `PipelineError.invalidArgument` for a pickle (`.pt`, `.bin`; loading one can
-  ///   run code), an unreadable file, or tensors that are not `[hidden]` / `[n, hidden]`.
+  ///   run code), an unreadable file, tensors that are not `[hidden]` / `[n, hidden]`, or values
+  ///   that are not finite.
   public static func load(contentsOf url: URL) throws(PipelineError) -> [TextualInversion] {
-    guard url.pathExtension.lowercased() == "safetensors" else {
+    let suffix = url.pathExtension.lowercased()
+    guard suffix == "safetensors" else {
+      let pickle = ["pt", "bin", "ckpt", "pth", "pkl"].contains(suffix)
       throw .invalidArgument(
         name: "embedding",
-        reason:
-          "\(url.path): only .safetensors embeddings are read (a .pt/.bin pickle can run code when loaded)"
-      )
+        reason: pickle
+          ? "\(url.path): only .safetensors embeddings are read (a .pt/.bin pickle can run code when loaded)"
+          : "\(url.path) is not a .safetensors file")
     }
     let file: SafeTensorsFile
     do { file = try SafeTensorsFile(path: url.path) } catch {
@@ -43,6 +46,11 @@ public struct TextualInversion: Sendable {
           name: "embedding",
           reason:
             "\(url.path): '\(key)' has shape \(tensor.shape), expected [hidden] or [n, hidden]")
+      }
+      // A NaN or infinity would turn every image that uses the word black.
+      guard tensor.scalars.allSatisfy(\.isFinite) else {
+        throw .invalidArgument(
+          name: "embedding", reason: "\(url.path): '\(key)' holds a NaN or infinite value")
       }
       let name = key == "emb_params" ? url.deletingPathExtension().lastPathComponent : key
       result.append(

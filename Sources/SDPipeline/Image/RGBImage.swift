@@ -58,31 +58,43 @@ public struct RGBImage: Sendable, Equatable {
     return Tensor(shape: [1, 3, height, width], scalars: values)
   }
 
+  /// The bytes of a PNG file (at most 256 MB), refusing what is not a regular file.
+  static func readFile(_ url: URL) throws(PipelineError) -> [UInt8] {
+    do { return try RegularFile.read(url.path, maximumBytes: 256 << 20) } catch {
+      guard case .unreadableFile(_, let reason) = error else {
+        throw .unreadableImage(path: url.path, reason: error.description)
+      }
+      throw .unreadableImage(path: url.path, reason: reason)
+    }
+  }
+
   /// Reads a PNG (any colour type; alpha is composited on black, palette and 16-bit are
   /// converted by libpng).
   /// - Throws: `PipelineError.unreadableImage` naming the file.
   public init(contentsOf url: URL) throws(PipelineError) {
-    let data: Data
-    do { data = try Data(contentsOf: url) } catch {
-      throw .unreadableImage(path: url.path, reason: error.localizedDescription)
-    }
+    let data = try Self.readFile(url)
     var image = png_image()
     image.version = UInt32(PNG_IMAGE_VERSION)
-    let begun = data.withUnsafeBytes {
-      png_image_begin_read_from_memory(&image, $0.baseAddress, $0.count)
+    var pixels: [UInt8] = []
+    // libpng keeps the pointer from begin to finish: both run while the bytes are pinned.
+    let failure: String? = data.withUnsafeBytes { bytes in
+      guard png_image_begin_read_from_memory(&image, bytes.baseAddress, bytes.count) != 0 else {
+        return PNGMessage(image)
+      }
+      // Checked before anything is decoded: a small, highly compressed file can declare an
+      // image whose pixels would not fit in memory. The pipeline makes at most 4096×4096.
+      guard image.width > 0, image.height > 0, image.width <= 4096, image.height <= 4096 else {
+        png_image_free(&image)
+        return "\(image.width)x\(image.height) pixels; images up to 4096x4096 are read"
+      }
+      image.format = UInt32(PNG_FORMAT_RGB)
+      pixels = [UInt8](repeating: 0, count: Int(image.width) * Int(image.height) * 3)
+      let finished = pixels.withUnsafeMutableBytes {
+        png_image_finish_read(&image, nil, $0.baseAddress, 0, nil)
+      }
+      return finished != 0 ? nil : PNGMessage(image)
     }
-    guard begun != 0 else { throw .unreadableImage(path: url.path, reason: PNGMessage(image)) }
-    guard image.width > 0, image.height > 0, Int(image.width) * Int(image.height) <= 1 << 28 else {
-      png_image_free(&image)
-      throw .unreadableImage(
-        path: url.path, reason: "unsupported size \(image.width)x\(image.height)")
-    }
-    image.format = UInt32(PNG_FORMAT_RGB)
-    var pixels = [UInt8](repeating: 0, count: Int(image.width) * Int(image.height) * 3)
-    let finished = pixels.withUnsafeMutableBytes {
-      png_image_finish_read(&image, nil, $0.baseAddress, 0, nil)
-    }
-    guard finished != 0 else { throw .unreadableImage(path: url.path, reason: PNGMessage(image)) }
+    if let failure { throw .unreadableImage(path: url.path, reason: failure) }
     self.init(width: Int(image.width), height: Int(image.height), pixels: pixels)
   }
 
@@ -205,9 +217,7 @@ public enum PNGText {
   /// The text chunks of the PNG file at `url`.
   /// - Throws: `PipelineError.unreadableImage` when the file cannot be read.
   public static func read(contentsOf url: URL) throws(PipelineError) -> [String: String] {
-    do { return read([UInt8](try Data(contentsOf: url))) } catch {
-      throw .unreadableImage(path: url.path, reason: error.localizedDescription)
-    }
+    read(try RGBImage.readFile(url))
   }
 
   static func bigEndian(_ value: UInt32) -> [UInt8] {

@@ -90,6 +90,13 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     trainTimesteps = try reader.int("num_train_timesteps", in: 2...100_000) ?? 1000
     betaStart = try reader.double("beta_start") ?? 0.0001
     betaEnd = try reader.double("beta_end") ?? 0.02
+    // β is a per-step noise variance: 0 < β_start ≤ β_end < 1, or ᾱ is 0, 1 or negative.
+    guard betaStart > 0, betaStart < 1 else {
+      throw reader.fail("beta_start", "in (0, 1), got \(betaStart)")
+    }
+    guard betaEnd >= betaStart, betaEnd < 1 else {
+      throw reader.fail("beta_end", "in [beta_start, 1), got \(betaEnd)")
+    }
     betaSchedule =
       try reader.string("beta_schedule", oneOf: ["linear", "scaled_linear", "squaredcos_cap_v2"])
       ?? "linear"
@@ -113,6 +120,7 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     setAlphaToOne = try reader.bool("set_alpha_to_one")
     clipSample = try reader.bool("clip_sample")
     clipSampleRange = try reader.double("clip_sample_range") ?? 1
+    guard clipSampleRange > 0 else { throw reader.fail("clip_sample_range", "a number > 0") }
     skipPRKSteps = try reader.bool("skip_prk_steps")
     useKarrasSigmas = try reader.bool("use_karras_sigmas") ?? false
     rescaleBetasZeroSNR = try reader.bool("rescale_betas_zero_snr") ?? false
@@ -129,6 +137,9 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     eulerAtFinal = try reader.bool("euler_at_final") ?? false
     originalInferenceSteps = try reader.int("original_inference_steps", in: 1...trainTimesteps)
     timestepScaling = try reader.double("timestep_scaling")
+    if let timestepScaling, timestepScaling <= 0 {
+      throw reader.fail("timestep_scaling", "a number > 0, got \(timestepScaling)")
+    }
     file = reader.file
     // Options that change the maths and that this runtime does not implement are refused
     // rather than ignored.

@@ -1,0 +1,179 @@
+// Inputs found by probing as a hostile user would: configs with values out of their meaning,
+// non-finite numbers that would end in a black image, prompts that would run for minutes,
+// images too large to decode, and errors that must name the option a user typed.
+
+import Foundation
+import SDModels
+import SDPipeline
+import SDTensor
+import SDTestSupport
+import Testing
+
+/// A copy of tiny-sd15 whose parts are links, with `replacing` files written in.
+private func modifiedModel(_ replacing: [String: String]) throws -> URL {
+  let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+    "hostile-\(UUID().uuidString)")
+  let model = fixturesDirectory.appendingPathComponent("tiny-sd15")
+  for part in ["text_encoder", "tokenizer", "unet", "vae", "scheduler"] {
+    try FileManager.default.createDirectory(
+      at: folder.appendingPathComponent(part), withIntermediateDirectories: true)
+    for file in try FileManager.default.contentsOfDirectory(
+      atPath: model.appendingPathComponent(part).path)
+    {
+      let relative = "\(part)/\(file)"
+      let target = folder.appendingPathComponent(relative)
+      if let text = replacing[relative] {
+        try Data(text.utf8).write(to: target)
+      } else {
+        try FileManager.default.createSymbolicLink(
+          at: target, withDestinationURL: model.appendingPathComponent(relative))
+      }
+    }
+  }
+  return folder
+}
+
+@Suite struct HostileInputTests {
+  let options = ComputeOptions(threadCount: 2)
+  var request: GenerationRequest {
+    GenerationRequest(prompt: "a red apple", steps: 2, width: 64, height: 64)
+  }
+
+  /// β outside (0, 1) or decreasing, a non-positive epsilon or VAE scale: refused naming the
+  /// file and key (they used to run and write a flat image).
+  @Test func configValuesOutOfTheirMeaningAreNamed() throws {
+    let unet = try String(
+      contentsOf: fixturesDirectory.appendingPathComponent("tiny-sd15/unet/config.json"),
+      encoding: .utf8)
+    let vae = try String(
+      contentsOf: fixturesDirectory.appendingPathComponent("tiny-sd15/vae/config.json"),
+      encoding: .utf8)
+    let cases: [(String, String, String)] = [
+      (
+        "scheduler/scheduler_config.json", #"{"_class_name": "DDIMScheduler", "beta_start": 0}"#,
+        "beta_start"
+      ),
+      (
+        "scheduler/scheduler_config.json", #"{"_class_name": "DDIMScheduler", "beta_end": 1.2}"#,
+        "beta_end"
+      ),
+      ("scheduler/scheduler_config.json", #"{"beta_start": 0.01, "beta_end": 0.001}"#, "beta_end"),
+      (
+        "unet/config.json",
+        unet.replacingOccurrences(of: #""norm_eps": 1e-05"#, with: #""norm_eps": -1e-05"#),
+        "norm_eps"
+      ),
+      (
+        "vae/config.json",
+        vae.replacingOccurrences(of: #""scaling_factor": 0.18215"#, with: #""scaling_factor": 0"#),
+        "scaling_factor"
+      ),
+    ]
+    for (file, text, key) in cases {
+      let folder = try modifiedModel([file: text])
+      defer { try? FileManager.default.removeItem(at: folder) }
+      #expect(text.contains(key))
+      #expect {
+        _ = try StableDiffusionPipeline(modelAt: folder)
+      } throws: { error in "\(error)".contains("'\(key)'") && "\(error)".contains(file) }
+    }
+  }
+
+  /// Weights that overflow (here a LoRA of huge values) stop the run at the step where the
+  /// latents stop being finite, naming it, instead of decoding a black image.
+  @Test func nonFiniteLatentsStopTheRun() throws {
+    let huge = Tensor(repeating: 1e30, shape: [4, 32])
+    let lora = LoRA(
+      name: "overflow",
+      updates: [
+        LoRA.Update(
+          part: .unet, layer: "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+          naming: .dotted, key: "x", down: huge, up: Tensor(repeating: 1e30, shape: [32, 4]),
+          alpha: 4)
+      ])
+    let pipeline = try tinyPipeline.get().applying([ScaledLoRA(lora)])
+    #expect {
+      _ = try pipeline.generate(request, options: options)
+    } throws: { error in
+      guard case .nonFinite(let stage, _) = error as? PipelineError else { return false }
+      return stage.contains("step 1 of")
+    }
+  }
+
+  @Test func nonFiniteEmbeddingsAreRefused() throws {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "embedding-\(UUID().uuidString).safetensors")
+    defer { try? FileManager.default.removeItem(at: directory) }
+    try SafeTensorsWriter.write(
+      ["emb_params": Tensor(shape: [1, 32], scalars: [.nan] + Array(repeating: 0, count: 31))],
+      to: directory.path)
+    #expect {
+      _ = try TextualInversion.load(contentsOf: directory)
+    } throws: { "\($0)".contains("NaN") }
+  }
+
+  /// 2000 nested brackets would weight a token by 1.1^2000 = ∞; a prompt of a million
+  /// characters would encode for minutes. Both are refused before any work.
+  @Test func runawayPromptsAreRefused() throws {
+    let pipeline = try tinyPipeline.get()
+    var nested = request
+    nested.prompt = String(repeating: "(", count: 2000) + "apple"
+    #expect {
+      _ = try pipeline.generate(nested, options: options)
+    } throws: { "\($0)".contains("overflow") }
+    var long = request
+    long.prompt = String(repeating: "apple ", count: 10_000)
+    #expect {
+      _ = try pipeline.generate(long, options: options)
+    } throws: { "\($0)".contains("at most 50000") }
+  }
+
+  /// A window past the last step would apply nothing, silently.
+  @Test func stepWindowsPastTheRunAreRefused() throws {
+    var late = request
+    late.negativePrompt = "blurry"
+    late.guidance.negativeSteps = 5...6
+    #expect {
+      _ = try tinyPipeline.get().generate(late, options: options)
+    } throws: { "\($0)".contains("starts after the last of the 2 steps") }
+  }
+}
+
+@Suite(.serialized) struct HostileCommandLineTests {
+  /// Errors name the option the user typed, not the library's field.
+  @Test func errorsNameTheOption() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let output = folder.appendingPathComponent("x.png")
+    let fifo = folder.appendingPathComponent("fifo.safetensors").path
+    try #require(mkfifo(fifo, 0o644) == 0)
+    let huge = folder.appendingPathComponent("huge.png")
+    try RGBImage(width: 8, height: 8, red: 1, green: 2, blue: 3).writePNG(to: huge)
+    // Rewrite the IHDR's size to 5000×5000 (and its CRC), as a decompression bomb declares it.
+    var bytes = [UInt8](try Data(contentsOf: huge))
+    func put(_ value: UInt32, at offset: Int) {
+      for i in 0..<4 { bytes[offset + i] = UInt8(value >> (24 - 8 * UInt32(i)) & 0xFF) }
+    }
+    put(5000, at: 16)
+    put(5000, at: 20)
+    var crc: UInt32 = 0xFFFF_FFFF
+    for byte in bytes[12..<29] {
+      crc ^= UInt32(byte)
+      for _ in 0..<8 { crc = crc & 1 == 1 ? 0xEDB8_8320 ^ (crc >> 1) : crc >> 1 }
+    }
+    put(crc ^ 0xFFFF_FFFF, at: 29)
+    try Data(bytes).write(to: huge)
+    for (extra, message) in [
+      (["--clip-skip", "9"], "--clip-skip: must be in"),
+      (
+        ["--negative-prompt", "x", "--negative-steps", "5-6"], "--negative-steps: 5-6 starts after"
+      ),
+      (["--embedding", fifo], "not a regular file"),
+      (["--init-image", huge.path], "images up to 4096x4096"),
+    ] {
+      let result = try runSD(quick(output, extra))
+      #expect(result.status == 2, "\(extra): \(result.error)")
+      #expect(result.error.contains(message), "\(result.error)")
+    }
+  }
+}
