@@ -186,6 +186,20 @@ import Testing
     #expect(text.contains("Guidance: perp-neg") && text.contains("Negative steps: 1-2"))
   }
 
+  /// An embedding that would act unseen is reported: one used by no prompt, one given twice.
+  @Test func unusedOrRepeatedEmbeddingsAreReported() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let embedding = fixturePath("embeddings/bad-hands.safetensors")
+    let result = try runSD(
+      quick(
+        folder.appendingPathComponent("out.png"),
+        ["--negative-prompt", "blurry", "--embedding", embedding, "--embedding", embedding]))
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.error.contains("two embeddings are named 'bad-hands'"), "\(result.error)")
+    #expect(result.error.contains("the embedding 'bad-hands' appears in no prompt"))
+  }
+
   @Test func truncateWarnsWhatWasCut() throws {
     let folder = try temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
