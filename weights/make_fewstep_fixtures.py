@@ -14,11 +14,11 @@ import json
 import os
 
 import torch
-import diffusers
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, LCMScheduler, LMSDiscreteScheduler, PNDMScheduler,
                        StableDiffusionPipeline, TCDScheduler)
-import safetensors.torch
+
+from recorded_runs import case_tensors, recorded_run, save_fixture
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fixtures", "fewstep-sd15.safetensors")
@@ -61,31 +61,15 @@ def main():
         pipe = pipes[model]
         # Always from the model's own scheduler config, so no case's overrides reach the next.
         pipe.scheduler = cls.from_config(base_configs[model], **overrides)
-        latents_after = []
-
-        def on_step(pipeline, i, t, kwargs):
-            latents_after.append(kwargs["latents"].detach().clone())
-            return kwargs
-
-        with torch.no_grad():
-            latents = pipe(prompt=PROMPT, negative_prompt=negative, num_inference_steps=steps, guidance_scale=scale,
-                           eta=eta, generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent",
-                           height=64, width=64, callback_on_step_end=on_step,
-                           callback_on_step_end_tensor_inputs=["latents"]).images
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-        for i, step in enumerate(latents_after):
-            tensors[f"{case}.latents.{i}"] = step
-        tensors[f"{case}.image"] = image
+        latents_after, image = recorded_run(pipe, SEED, prompt=PROMPT, negative_prompt=negative,
+                                            num_inference_steps=steps, guidance_scale=scale, eta=eta)
+        tensors.update(case_tensors(case, latents_after, image))
         settings[case] = dict(model=model, scheduler=cls.__name__, overrides=overrides, steps=steps,
                               guidance_scale=scale, negative_prompt=negative, eta=eta,
                               timesteps=[int(t) for t in pipe.scheduler.timesteps])
         print(case, [int(t) for t in pipe.scheduler.timesteps], "steps", len(latents_after))
-    metadata = {"command": "python3 weights/make_fewstep_fixtures.py", "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "cases": json.dumps(settings), "prompt": PROMPT,
-                "seed": str(SEED)}
-    safetensors.torch.save_file({k: v.contiguous().float() for k, v in sorted(tensors.items())}, OUT,
-                                metadata=metadata)
-    print("wrote", OUT)
+    save_fixture(tensors, OUT, "python3 weights/make_fewstep_fixtures.py", cases=json.dumps(settings),
+                 prompt=PROMPT, seed=str(SEED))
 
 
 if __name__ == "__main__":

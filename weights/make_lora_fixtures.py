@@ -32,10 +32,11 @@ import os
 import re
 
 import torch
-import diffusers
 import peft
 import safetensors.torch
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+from recorded_runs import case_tensors, recorded_run, save_fixture
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = os.path.join(HERE, "fixtures", "tiny-sd15")
@@ -185,21 +186,9 @@ def run(case, loras, model=MODEL):
         pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
         pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
         pipe.unload_lora_weights()
-    steps = []
-
-    def on_step(pipeline, i, t, kwargs):
-        steps.append(kwargs["latents"].detach().clone())
-        return kwargs
-
-    with torch.no_grad():
-        latents = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=7.5,
-                       generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent", height=64,
-                       width=64, callback_on_step_end=on_step,
-                       callback_on_step_end_tensor_inputs=["latents"]).images
-        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    tensors = {f"{case}.latents.{i}": step for i, step in enumerate(steps)}
-    tensors[f"{case}.image"] = image
-    return tensors
+    steps, image = recorded_run(pipe, SEED, prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS,
+                                guidance_scale=7.5)
+    return case_tensors(case, steps, image)
 
 
 def main():
@@ -225,14 +214,11 @@ def main():
     # SD 2.x (linear proj_in/proj_out, v-prediction): a kohya file made for the tiny SD 2 model.
     save(make_kohya(load_pipe(SD2_MODEL), generator), "kohya-sd2.safetensors")
     tensors.update(run("sd2_kohya_1", [("kohya-sd2", 1.0)], SD2_MODEL))
-    metadata = {"command": "python3 weights/make_lora_fixtures.py", "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "peft": peft.__version__,
-                "cases": json.dumps({case: [["sgm" if lora == "kohya-attention" else lora, scale]
-                                            for lora, scale in loras] for case, loras in CASES.items()}),
-                "prompt": PROMPT, "negative_prompt": NEGATIVE, "seed": str(SEED), "steps": str(STEPS)}
-    safetensors.torch.save_file({k: v.contiguous().float() for k, v in sorted(tensors.items())}, OUT,
-                                metadata=metadata)
-    print("wrote", OUT)
+    cases = {case: [["sgm" if lora == "kohya-attention" else lora, scale] for lora, scale in loras]
+             for case, loras in CASES.items()}
+    save_fixture(tensors, OUT, "python3 weights/make_lora_fixtures.py", peft=peft.__version__,
+                 cases=json.dumps(cases), prompt=PROMPT, negative_prompt=NEGATIVE, seed=str(SEED),
+                 steps=str(STEPS))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import os
 import torch
 import torch.nn.functional as F
 import diffusers
-import safetensors.torch
 from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler, StableDiffusionPipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,34 +92,18 @@ def main():
         pipe.unet.set_attn_processor({name: NAGProcessor(state) if name.endswith("attn2.processor")
                                       else diffusers.models.attention_processor.AttnProcessor2_0()
                                       for name in pipe.unet.attn_processors})
-        latents_after = []
-
-        def on_step(pipeline, i, t, kwargs):
-            latents_after.append(kwargs["latents"].detach().clone())
-            state["step"] = i + 1
-            return kwargs
-
         # With scale > 1, classifier-free guidance uses the (first) negative prompt as well.
-        with torch.no_grad():
-            latents = pipe(prompt=PROMPT, negative_prompt=negatives[0][0] if scale > 1 else None,
-                           num_inference_steps=steps, guidance_scale=scale,
-                           generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent", height=64,
-                           width=64, callback_on_step_end=on_step,
-                           callback_on_step_end_tensor_inputs=["latents"]).images
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-        for i, step in enumerate(latents_after):
-            tensors[f"{case}.latents.{i}"] = step
-        tensors[f"{case}.image"] = image
+        latents_after, image = recorded_run(
+            pipe, SEED, after_step=lambda i: state.update(step=i + 1), prompt=PROMPT,
+            negative_prompt=negatives[0][0] if scale > 1 else None, num_inference_steps=steps,
+            guidance_scale=scale)
+        tensors.update(case_tensors(case, latents_after, image))
         settings[case] = dict(model=model, scheduler=cls.__name__, overrides=overrides, steps=steps,
                               guidance_scale=scale, negatives=negatives, nag_scale=phi, nag_tau=tau,
                               nag_alpha=alpha, nag_steps=window)
         print(case, "image range", float(image.min()), float(image.max()))
-    metadata = {"command": "python3 weights/make_nag_fixtures.py", "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "cases": json.dumps(settings), "prompt": PROMPT,
-                "seed": str(SEED)}
-    safetensors.torch.save_file({k: v.contiguous().float() for k, v in sorted(tensors.items())}, OUT,
-                                metadata=metadata)
-    print("wrote", OUT)
+    save_fixture(tensors, OUT, "python3 weights/make_nag_fixtures.py", cases=json.dumps(settings),
+                 prompt=PROMPT, seed=str(SEED))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Writes weights/fixtures/pipeline-sd15.safetensors. For each case (a sampler and 
 CASES) it stores, all float32:
   <case>.prompt_embeds    [rows, 77, 32]  text embeddings fed to the UNet ([negative, positive]
                                           when guidance > 1, else [positive])
-  <case>.latents.init     [1, 4, 8, 8]    latents before the first step
   <case>.latents.<i>      [1, 4, 8, 8]    latents after step i (0-based)
   <case>.image            [1, 3, 64, 64]  vae.decode(latents / scaling_factor), in about [-1, 1]
   img2img.init_image      [64, 64, 3]     the uint8 RGB start image of the img2img case, as floats
@@ -19,13 +18,13 @@ import json
 import sys
 
 import numpy as np
-import safetensors.torch
 import torch
-import diffusers
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, LMSDiscreteScheduler, PNDMScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 from PIL import Image
+
+from recorded_runs import case_tensors, recorded_run, save_fixture
 
 MODEL = "weights/fixtures/tiny-sd15"
 OUT = "weights/fixtures/pipeline-sd15.safetensors"
@@ -79,12 +78,6 @@ def main():
         pipe_cls = StableDiffusionImg2ImgPipeline if strength is not None else StableDiffusionPipeline
         pipe = pipe_cls(**components)
         pipe.set_progress_bar_config(disable=True)
-        steps = []
-
-        def on_step(pipeline, i, t, kwargs):
-            steps.append(kwargs["latents"].detach().clone())
-            return kwargs
-
         embeds = {}
 
         def capture_unet(module, args, kwargs, output):
@@ -93,21 +86,13 @@ def main():
 
         handle = pipe.unet.register_forward_hook(capture_unet, with_kwargs=True)
         kwargs = dict(prompt=PROMPT, negative_prompt=negative, num_inference_steps=STEPS,
-                      guidance_scale=scale, guidance_rescale=rescale,
-                      generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent",
-                      callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"])
-        if strength is None:
-            kwargs.update(height=64, width=64)
-        else:
+                      guidance_scale=scale, guidance_rescale=rescale)
+        if strength is not None:
             kwargs.update(image=Image.fromarray(init_image()), strength=strength)
-        with torch.no_grad():
-            latents = pipe(**kwargs).images
-            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        steps, image = recorded_run(pipe, SEED, **kwargs)
         handle.remove()
         tensors[f"{case}.prompt_embeds"] = embeds["prompt_embeds"]
-        for i, step in enumerate(steps):
-            tensors[f"{case}.latents.{i}"] = step
-        tensors[f"{case}.image"] = image
+        tensors.update(case_tensors(case, steps, image))
         settings[case] = dict(scheduler=cls.__name__, scheduler_overrides=extra, negative_prompt=negative,
                               guidance_scale=scale, guidance_rescale=rescale, strength=strength,
                               steps=STEPS, seed=SEED, prompt=PROMPT, recorded_steps=len(steps))
@@ -118,30 +103,14 @@ def main():
     for case, negative in SD2_CASES.items():
         if case == "sd2_ddim_v":
             sd2.scheduler = DDIMScheduler.from_config(sd2.scheduler.config)
-        steps = []
-
-        def on_sd2_step(pipeline, i, t, kwargs):
-            steps.append(kwargs["latents"].detach().clone())
-            return kwargs
-
-        with torch.no_grad():
-            latents = sd2(prompt=PROMPT, negative_prompt=negative, num_inference_steps=STEPS, guidance_scale=7.5,
-                          generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent", height=64,
-                          width=64, callback_on_step_end=on_sd2_step,
-                          callback_on_step_end_tensor_inputs=["latents"]).images
-            image = sd2.vae.decode(latents / sd2.vae.config.scaling_factor).sample
-        for i, step in enumerate(steps):
-            tensors[f"{case}.latents.{i}"] = step
-        tensors[f"{case}.image"] = image
+        steps, image = recorded_run(sd2, SEED, prompt=PROMPT, negative_prompt=negative, num_inference_steps=STEPS,
+                                    guidance_scale=7.5)
+        tensors.update(case_tensors(case, steps, image))
         settings[case] = dict(model=SD2_MODEL, scheduler=type(sd2.scheduler).__name__, negative_prompt=negative,
                               guidance_scale=7.5, steps=STEPS, seed=SEED, prompt=PROMPT,
                               recorded_steps=len(steps))
         print(case, "steps", len(steps), "image range", float(image.min()), float(image.max()))
-    tensors = {k: v.contiguous().float() for k, v in tensors.items()}
-    metadata = {"command": " ".join(["python3"] + sys.argv), "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "cases": json.dumps(settings)}
-    safetensors.torch.save_file(tensors, OUT, metadata=metadata)
-    print("wrote", OUT, len(tensors), "tensors")
+    save_fixture(tensors, OUT, " ".join(["python3"] + sys.argv), cases=json.dumps(settings))
 
 
 if __name__ == "__main__":

@@ -243,13 +243,7 @@ func runTextToImage(
   for prompt in [request.prompt, request.negativePrompt ?? ""] {
     _ = pipeline.encode(prompt: prompt, options: options)
   }
-  let start = DispatchTime.now().uptimeNanoseconds
-  var marks: [UInt64] = []
-  _ = try pipeline.generate(request, options: options) { _ in
-    marks.append(DispatchTime.now().uptimeNanoseconds)
-    return true
-  }
-  let end = DispatchTime.now().uptimeNanoseconds
+  let (start, marks, end) = try timedGeneration(pipeline, request, options: options)
   func seconds(_ from: UInt64, _ to: UInt64) -> Double { Double(to - from) / 1e9 }
   let stepTimes = zip(marks, marks.dropFirst()).map { seconds($0, $1) }.sorted()
   let step = stepTimes.isEmpty ? seconds(start, marks[0]) : stepTimes[stepTimes.count / 2]
@@ -261,6 +255,19 @@ func runTextToImage(
   report.add("txt2img \(size) VAE decode", seconds: decode)
   report.add("txt2img \(size) total \(arguments.steps) steps", seconds: seconds(start, end))
   report.add("txt2img \(size) projected 20 steps", seconds: text + 20 * step + decode)
+}
+
+/// One generation's start, the end of each of its steps, and its end, in nanoseconds.
+private func timedGeneration(
+  _ pipeline: StableDiffusionPipeline, _ request: GenerationRequest, options: ComputeOptions
+) throws -> (start: UInt64, stepEnds: [UInt64], end: UInt64) {
+  let start = DispatchTime.now().uptimeNanoseconds
+  var marks: [UInt64] = []
+  _ = try pipeline.generate(request, options: options) { _ in
+    marks.append(DispatchTime.now().uptimeNanoseconds)
+    return true
+  }
+  return (start, marks, DispatchTime.now().uptimeNanoseconds)
 }
 
 /// Seconds per image of the few-step recipes at the txt2img size: LCM (4 steps, guidance 1, as
@@ -285,13 +292,7 @@ func runFewStepRecipes(
   for (name, request) in [
     ("LCM 4 steps", lcm), ("LCM 4 steps + NAG negative", nag), ("Turbo 1 step", turbo),
   ] {
-    let start = DispatchTime.now().uptimeNanoseconds
-    var marks: [UInt64] = []
-    _ = try pipeline.generate(request, options: options) { _ in
-      marks.append(DispatchTime.now().uptimeNanoseconds)
-      return true
-    }
-    let end = DispatchTime.now().uptimeNanoseconds
+    let (start, marks, end) = try timedGeneration(pipeline, request, options: options)
     let steps = zip(marks, marks.dropFirst()).map { Double($1 - $0) / 1e9 }.sorted()
     if !steps.isEmpty { report.add("\(name) \(size): UNet step", seconds: steps[steps.count / 2]) }
     report.add("\(name) \(size): image", seconds: Double(end - start) / 1e9)

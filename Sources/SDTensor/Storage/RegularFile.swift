@@ -8,6 +8,12 @@
   import Darwin
 #endif
 
+// The C calls under other names: inside `RegularFile`, `open` and `read` are its own.
+private func systemOpen(_ path: String, _ flags: Int32) -> Int32 { open(path, flags) }
+private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+  read(fd, buffer, count)
+}
+
 /// Whole reads of regular files.
 public enum RegularFile {
   /// The bytes of the regular file at `path`, at most `maximumBytes` of them.
@@ -16,17 +22,8 @@ public enum RegularFile {
   public static func read(_ path: String, maximumBytes: Int = 1 << 30) throws(WeightError)
     -> [UInt8]
   {
-    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-    guard fd >= 0 else {
-      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
-    }
+    let (fd, size) = try open(path)
     defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else {
-      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
-    }
-    try requireRegular(info, path: path)
-    let size = Int(info.st_size)
     guard size <= maximumBytes else {
       throw .unreadableFile(
         path: path, reason: "\(size) bytes, more than the \(maximumBytes) allowed")
@@ -35,7 +32,7 @@ public enum RegularFile {
     var done = 0
     let failure: String? = bytes.withUnsafeMutableBytes { buffer in
       while done < size, let base = buffer.baseAddress {
-        let count = Glibc.read(fd, base + done, size - done)
+        let count = systemRead(fd, base + done, size - done)
         if count < 0 {
           if errno == EINTR { continue }
           return String(cString: strerror(errno))
@@ -49,8 +46,29 @@ public enum RegularFile {
     return bytes
   }
 
+  /// `path` opened for reading, and its size; the caller closes the descriptor. Non-blocking, so
+  /// that a FIFO is refused instead of hanging in `open`.
+  /// - Throws: `WeightError.unreadableFile` as `read`.
+  static func open(_ path: String) throws(WeightError) -> (descriptor: Int32, size: Int) {
+    let fd = systemOpen(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+    guard fd >= 0 else {
+      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
+    }
+    var info = stat()
+    guard fstat(fd, &info) == 0 else {
+      let reason = String(cString: strerror(errno))
+      close(fd)
+      throw .unreadableFile(path: path, reason: reason)
+    }
+    do { try requireRegular(info, path: path) } catch {
+      close(fd)
+      throw error
+    }
+    return (fd, Int(info.st_size))
+  }
+
   /// Throws unless `info` is a regular file's, naming what it is instead.
-  static func requireRegular(_ info: stat, path: String) throws(WeightError) {
+  private static func requireRegular(_ info: stat, path: String) throws(WeightError) {
     let kind: String? =
       switch info.st_mode & S_IFMT {
       case S_IFREG: nil

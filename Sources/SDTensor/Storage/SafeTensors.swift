@@ -63,18 +63,8 @@ public final class SafeTensorsFile: @unchecked Sendable {
   ///   offsets, or a shape that does not match the byte length; `WeightError.unsupportedDType`.
   public init(path: String) throws(WeightError) {
     self.path = path
-    // Non-blocking, so that a FIFO in place of a checkpoint is refused instead of hanging.
-    let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-    guard fd >= 0 else {
-      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
-    }
+    let (fd, length) = try RegularFile.open(path)
     defer { close(fd) }
-    var info = stat()
-    guard fstat(fd, &info) == 0 else {
-      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
-    }
-    try RegularFile.requireRegular(info, path: path)
-    let length = Int(info.st_size)
     guard length >= 8 else {
       throw .malformedFile(
         path: path, reason: "file is \(length) bytes, shorter than the 8-byte header length")
