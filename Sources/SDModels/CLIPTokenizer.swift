@@ -49,9 +49,17 @@ public struct CLIPTokenizer: Sendable {
     }
     var vocabulary: [String: Int] = [:]
     for (token, value) in entries {
-      guard let id = value.intValue, id >= 0, id < 1 << 24 else {
+      guard let id = value.intValue else {
         throw .invalidTokenizer(
-          file: vocabularyFile.path, reason: "id of '\(token)' is not a non-negative integer")
+          file: vocabularyFile.path,
+          reason: "id of '\(token)' is \(value.serialized), not an integer")
+      }
+      // Ids index the token-embedding table; CLIP's has 49 408 rows.
+      guard (0..<(1 << 24)).contains(id) else {
+        throw .invalidTokenizer(
+          file: vocabularyFile.path,
+          reason: "id \(id) of '\(token)' is outside 0..<16777216 (an index of the embedding table)"
+        )
       }
       vocabulary[token] = id
     }

@@ -206,6 +206,7 @@ public struct StableDiffusionPipeline: Sendable {
       sampler, configuration: settings, steps: request.steps, eta: Double(request.eta))
     let encoder = try PromptEncoder(
       tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
+    try checkUnchanged(weightStores?.text)
     let prompts = try EncodedPrompts(request, encoder: encoder, options: options)
     let plan = GuidancePlan(request.guidance, prompts: prompts)
     // Each model's file-backed weights leave resident memory when its phase ends.
@@ -218,6 +219,7 @@ public struct StableDiffusionPipeline: Sendable {
     var latents: Tensor
     var firstStep = 0
     if let initImage = request.initImage {
+      try checkUnchanged(weightStores?.vae)
       let (mean, logVariance) = vae.encode(initImage.tensor, options: options)
       let sample = generator.randn(mean.shape)
       let imageLatents =
@@ -236,6 +238,7 @@ public struct StableDiffusionPipeline: Sendable {
       let t = timesteps[index]
       let step = index - firstStep + 1
       let rows = plan.batch(atStep: step)
+      try checkUnchanged(weightStores?.unet)
       let batch = concatenate(Array(repeating: latents, count: rows.count), axis: 0)
       let input = scheduler.scaleModelInput(batch, stepIndex: index)
       let prediction = unet(
@@ -257,6 +260,7 @@ public struct StableDiffusionPipeline: Sendable {
     }
     weightStores?.unet.releaseResidentPages()
 
+    try checkUnchanged(weightStores?.vae)
     let scaled = latents * (1 / vae.configuration.scalingFactor)
     let decoded =
       request.tiledDecodingAbove.map { latents.shape[2] > $0 || latents.shape[3] > $0 } ?? false
@@ -268,6 +272,12 @@ public struct StableDiffusionPipeline: Sendable {
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
       decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens)
+  }
+
+  /// Throws if a weights file of `store` was cut short or modified since loading: weights used in
+  /// place are read from the file again in every phase.
+  private func checkUnchanged(_ store: WeightStore?) throws(PipelineError) {
+    do { try store?.checkFilesUnchanged() } catch { throw .model(.weights(error)) }
   }
 
   private func validate(_ request: GenerationRequest, width: Int, height: Int) throws(PipelineError)

@@ -79,5 +79,19 @@ private let bundled = try! CLIPTokenizer.bundled()
       }
       return file.hasSuffix("merges.txt") && reason.contains("line 2")
     }
+    // An id too large to index an embedding table, and one that is not a number.
+    for (entry, expected) in [
+      (#""b": 1000000000000"#, "id 1000000000000 of 'b' is outside 0..<16777216"),
+      (#""b": "one""#, #"id of 'b' is "one", not an integer"#),
+    ] {
+      try Data(#"{"a": 0, \#(entry), "<|startoftext|>": 3, "<|endoftext|>": 4}"#.utf8)
+        .write(to: folder.appendingPathComponent("vocab.json"))
+      #expect {
+        _ = try CLIPTokenizer(directory: folder)
+      } throws: { error in
+        guard case .invalidTokenizer(_, let reason) = error as? ModelError else { return false }
+        return reason.hasPrefix(expected)
+      }
+    }
   }
 }

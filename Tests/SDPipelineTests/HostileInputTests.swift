@@ -100,6 +100,42 @@ private func modifiedModel(_ replacing: [String: String]) throws -> URL {
     }
   }
 
+  /// A weights file cut short or rewritten while a pipeline uses it is named before its pages
+  /// are read again (a shortened mapping would otherwise end the process with SIGBUS).
+  @Test func weightFilesChangedDuringUseAreNamed() throws {
+    func failure(cutting part: String?, touching touched: String?) throws -> (String, String)? {
+      let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "changed-\(UUID().uuidString)")
+      defer { try? FileManager.default.removeItem(at: folder) }
+      try FileManager.default.copyItem(
+        at: fixturesDirectory.appendingPathComponent("tiny-sd15"), to: folder)
+      func file(_ part: String) -> String {
+        folder.appendingPathComponent("\(part)/diffusion_pytorch_model.safetensors").path
+      }
+      let pipeline = try StableDiffusionPipeline(modelAt: folder)
+      _ = try pipeline.generate(request, options: options)
+      if let part { try #require(truncate(file(part), 1000) == 0) }
+      if let touched {
+        var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1, tv_nsec: 0)]
+        try #require(utimensat(AT_FDCWD, file(touched), &times, 0) == 0)
+      }
+      do { _ = try pipeline.generate(request, options: options) } catch {
+        guard case .model(.weights(.unreadableFile(let path, let reason))) = error else {
+          Issue.record("unexpected \(error)")
+          return nil
+        }
+        return (path.replacingOccurrences(of: folder.path + "/", with: ""), reason)
+      }
+      return nil
+    }
+    let cut = try failure(cutting: "unet", touching: nil)
+    #expect(cut?.0 == "unet/diffusion_pytorch_model.safetensors")
+    #expect(cut?.1.contains("to 1000 bytes while in use") == true, "\(String(describing: cut))")
+    let touched = try failure(cutting: nil, touching: "vae")
+    #expect(touched?.0 == "vae/diffusion_pytorch_model.safetensors")
+    #expect(touched?.1.contains("modified while in use") == true)
+  }
+
   @Test func nonFiniteEmbeddingsAreRefused() throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
       "embedding-\(UUID().uuidString).safetensors")

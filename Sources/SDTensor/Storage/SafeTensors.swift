@@ -53,6 +53,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
   private let mapping: UnsafeRawPointer?
   private let mappedLength: Int
   private let dataStart: Int
+  /// Kept open so that `checkUnchanged` sees the mapped file itself, not whatever now has its name.
+  private let descriptor: Int32
+  /// The modification time at opening.
+  private let modified: timespec
 
   /// Names of all tensors, sorted.
   public var names: [String] { entries.keys.sorted() }
@@ -64,13 +68,15 @@ public final class SafeTensorsFile: @unchecked Sendable {
   public init(path: String) throws(WeightError) {
     self.path = path
     let (fd, length) = try RegularFile.open(path)
-    defer { close(fd) }
     guard length >= 8 else {
+      close(fd)
       throw .malformedFile(
         path: path, reason: "file is \(length) bytes, shorter than the 8-byte header length")
     }
     guard let base = mmap(nil, length, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
-      throw .unreadableFile(path: path, reason: "mmap failed: \(String(cString: strerror(errno)))")
+      let reason = "mmap failed: \(String(cString: strerror(errno)))"
+      close(fd)
+      throw .unreadableFile(path: path, reason: reason)
     }
     let raw = UnsafeRawPointer(base)
     do {
@@ -78,14 +84,48 @@ public final class SafeTensorsFile: @unchecked Sendable {
       (entries, metadata, dataStart) = parsed
     } catch {
       munmap(base, length)
+      close(fd)
       throw error
     }
     mapping = raw
     mappedLength = length
+    descriptor = fd
+    modified = Self.status(of: fd)?.st_mtim ?? timespec()
   }
 
   deinit {
     if let mapping { munmap(UnsafeMutableRawPointer(mutating: mapping), mappedLength) }
+    close(descriptor)
+  }
+
+  private static func status(of fd: Int32) -> stat? {
+    var info = stat()
+    return fstat(fd, &info) == 0 ? info : nil
+  }
+
+  /// Throws if the mapped file was cut short or modified since it was opened. Weights used in
+  /// place are read from the mapping again after their pages are dropped; pages past a shortened
+  /// end would kill the process with SIGBUS, and rewritten ones would change the weights halfway
+  /// through a run. The pipeline checks before each phase and each step. A file replaced by a
+  /// new one under its name is no problem: the mapping keeps the old one.
+  /// - Throws: `WeightError.unreadableFile` naming the file and what changed.
+  public func checkUnchanged() throws(WeightError) {
+    guard let now = Self.status(of: descriptor) else {
+      throw .unreadableFile(path: path, reason: String(cString: strerror(errno)))
+    }
+    if Int(now.st_size) < mappedLength {
+      throw .unreadableFile(
+        path: path,
+        reason:
+          "it was cut from \(mappedLength) to \(now.st_size) bytes while in use; its weights are gone"
+      )
+    }
+    if now.st_mtim.tv_sec != modified.tv_sec || now.st_mtim.tv_nsec != modified.tv_nsec {
+      throw .unreadableFile(
+        path: path,
+        reason: "it was modified while in use (replace a checkpoint by renaming a new file over it)"
+      )
+    }
   }
 
   /// Largest header we accept. The reference implementation allows 100 MB, but a 95 MB header of

@@ -166,6 +166,12 @@ public final class WeightStore: Sendable {
     }
   }
 
+  /// Throws if a file of this store was cut short or modified since it was opened
+  /// (`SafeTensorsFile.checkUnchanged`).
+  public func checkFilesUnchanged() throws(WeightError) {
+    for file in files { try file.checkUnchanged() }
+  }
+
   /// The replacement weight of `key`, checked against `shape`, or nil.
   private func replacement(_ key: String, shape: [Int]) throws(WeightError) -> Weight? {
     guard let replaced = replacements[key] else { return nil }
