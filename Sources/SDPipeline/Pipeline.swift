@@ -209,6 +209,10 @@ public struct StableDiffusionPipeline: Sendable {
     try checkUnchanged(weightStores?.text)
     let prompts = try EncodedPrompts(request, encoder: encoder, options: options)
     let plan = GuidancePlan(request.guidance, prompts: prompts)
+    let rows = max(plan.inside.count, plan.outside.count)
+    try requireMemory(
+      workingSetBytes(request, width: width, height: height, rows: rows),
+      for: "a \(width)x\(height) image with \(rows) UNet row\(rows == 1 ? "" : "s")")
     // Each model's file-backed weights leave resident memory when its phase ends.
     weightStores?.text.releaseResidentPages()
 
@@ -226,6 +230,13 @@ public struct StableDiffusionPipeline: Sendable {
         (mean + logVariance.map { Foundation.exp(0.5 * $0) } * sample)
         * vae.configuration.scalingFactor
       firstStep = scheduler.firstStep(strength: request.strength)
+      guard firstStep < scheduler.inferenceSteps else {
+        throw .invalidArgument(
+          name: "strength",
+          reason:
+            "\(request.strength) with \(request.steps) steps runs no step (steps × strength rounds down to 0); raise the steps or the strength"
+        )
+      }
       let noise = generator.randn(latentShape)
       latents = scheduler.addNoise(to: imageLatents, noise: noise, stepIndex: firstStep)
     } else {

@@ -1,5 +1,6 @@
 // The one error type of SDPipeline: bad requests, scheduler configurations, images and outputs.
 
+import Foundation
 import SDModels
 import SDTensor
 
@@ -20,6 +21,9 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
   case outputExists(path: String)
   /// A generation produced a NaN or infinity (`stage`); `suspects` names what can cause it.
   case nonFinite(stage: String, suspects: String)
+  /// The request would need more memory than the process can get (`AvailableMemory`): `what`
+  /// says which request, `needed` and `available` are bytes, `limit` names the bound.
+  case insufficientMemory(what: String, needed: Int, available: Int, limit: String)
   /// The progress callback asked to stop.
   case cancelled
 
@@ -34,6 +38,10 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
     case .outputExists(let path): return "\(path) exists (use --overwrite to replace it)"
     case .nonFinite(let stage, let suspects):
       return "\(stage) became NaN or infinite (check \(suspects)); nothing was written"
+    case .insufficientMemory(let what, let needed, let available, let limit):
+      let gigabytes = { (bytes: Int) in String(format: "%.1f GB", Double(bytes) / 1e9) }
+      return
+        "\(what) needs about \(gigabytes(needed)) of working memory, and \(gigabytes(available)) are left under \(limit); choose a smaller size"
     case .cancelled: return "cancelled"
     }
   }

@@ -61,7 +61,7 @@ do {
   // Bad requests and inputs are the user's to fix (2); anything else is a failed run (1).
   switch error {
   case .invalidArgument, .unreadableImage, .model, .invalidSchedulerConfiguration,
-    .unwritableOutput, .outputExists:
+    .unwritableOutput, .outputExists, .insufficientMemory:
     status = 2
   default: status = 1
   }

@@ -136,6 +136,26 @@ private func modifiedModel(_ replacing: [String: String]) throws -> URL {
     #expect(touched?.1.contains("modified while in use") == true)
   }
 
+  /// Steps × strength that rounds down to no step is refused (it used to index past the
+  /// schedule and trap).
+  @Test func img2imgWithNoStepIsRefused() throws {
+    var request = self.request
+    request.steps = 1
+    request.strength = 0.5
+    request.initImage = RGBImage(width: 64, height: 64, red: 200, green: 10, blue: 10)
+    for sampler in [SchedulerKind.pndm, .ddim, .eulerAncestral] {
+      request.sampler = sampler
+      #expect {
+        _ = try tinyPipeline.get().generate(request, options: options)
+      } throws: { error in
+        guard case .invalidArgument("strength", let reason) = error as? PipelineError else {
+          return false
+        }
+        return reason.contains("runs no step")
+      }
+    }
+  }
+
   @Test func nonFiniteEmbeddingsAreRefused() throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
       "embedding-\(UUID().uuidString).safetensors")
@@ -177,6 +197,29 @@ private func modifiedModel(_ replacing: [String: String]) throws -> URL {
 
 @Suite(.serialized) struct HostileCommandLineTests {
   /// Errors name the option the user typed, not the library's field.
+  /// A request too large for what the process may allocate is refused before it starts, naming
+  /// the need and the limit; an img2img of a 4096×4096 image under `ulimit -v` used to trap in
+  /// the VAE encoder's first allocation.
+  @Test func requestsBeyondTheMemoryLimitAreRefused() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let image = folder.appendingPathComponent("big.png")
+    try RGBImage(width: 4096, height: 4096, red: 9, green: 9, blue: 9).writePNG(to: image)
+    let output = folder.appendingPathComponent("out.png")
+    let result = try runSD(
+      [
+        "--model", tinyModel, "--prompt", "a cat", "--steps", "2", "--init-image", image.path,
+        "--quiet", "--output", output.path,
+      ], shell: #"ulimit -v 4000000; exec "$0" "$@""#)
+    #expect(result.status == 2, "\(result.error)")
+    #expect(
+      result.error.hasPrefix("sd: a 4096x4096 image with 2 UNet rows needs about ")
+        && result.error.contains("GB of working memory")
+        && result.error.contains("left under the address-space limit (ulimit -v)"),
+      "\(result.error)")
+    #expect(!FileManager.default.fileExists(atPath: output.path))
+  }
+
   @Test func errorsNameTheOption() throws {
     let folder = try temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
