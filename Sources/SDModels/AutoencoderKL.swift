@@ -38,11 +38,23 @@ public struct VAEEncoder: Sendable {
     _ image: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil
   ) -> Tensor {
     var hidden = convIn(image, options: options)
-    for block in downBlocks { hidden = block(hidden, options: options) }
+    for block in downBlocks {
+      hidden = block(hidden, options: options)
+      if options.isCancelled { return stopped(image) }
+    }
     hidden = midBlock(hidden, options: options)
+    if options.isCancelled { return stopped(image) }
     observer?("encoder.mid_block", hidden)
     hidden = convOut(convNormOut(hidden, activation: .silu, options: options), options: options)
     return quantConv.map { $0(hidden, options: options) } ?? hidden
+  }
+
+  /// The zeros a cancelled pass returns (the caller discards them): the moments' shape.
+  private func stopped(_ image: Tensor) -> Tensor {
+    let factor = 1 << downBlocks.count { $0.downsampler != nil }
+    return Tensor(zeros: [
+      image.shape[0], convOut.outChannels, image.shape[2] / factor, image.shape[3] / factor,
+    ])
   }
 }
 
@@ -85,12 +97,22 @@ public struct VAEDecoder: Sendable {
     hidden = convIn(hidden, options: options)
     observer?("conv_in", hidden)
     hidden = midBlock(hidden, options: options)
+    if options.isCancelled { return stopped(latents) }
     observer?("mid_block", hidden)
     for (index, block) in upBlocks.enumerated() {
       hidden = block(hidden, options: options)
+      if options.isCancelled { return stopped(latents) }
       observer?("up_blocks.\(index)", hidden)
     }
     return convOut(convNormOut(hidden, activation: .silu, options: options), options: options)
+  }
+
+  /// The zeros a cancelled pass returns (the caller discards them): the image's shape.
+  private func stopped(_ latents: Tensor) -> Tensor {
+    let factor = 1 << upBlocks.count { $0.upsampler != nil }
+    return Tensor(zeros: [
+      latents.shape[0], convOut.outChannels, latents.shape[2] * factor, latents.shape[3] * factor,
+    ])
   }
 }
 

@@ -92,15 +92,21 @@ public struct UNet2DConditionModel: Sendable {
     observer?("time_embedding", timeEmbedding)
     var hidden = convIn(sample, options: options)
     observer?("conv_in", hidden)
+    // Cancelled: the remaining blocks are skipped and the caller discards the zeros.
+    let stopped = {
+      Tensor(zeros: [sample.shape[0], configuration.outChannels, sample.shape[2], sample.shape[3]])
+    }
     var skips = [hidden]
     for (index, block) in downBlocks.enumerated() {
       let (output, states) = block(
         hidden, timeEmbedding: timeEmbedding, context: context, options: options)
       hidden = output
       skips.append(contentsOf: states)
+      if options.isCancelled { return stopped() }
       observer?("down_blocks.\(index)", hidden)
     }
     hidden = midBlock(hidden, timeEmbedding: timeEmbedding, context: context, options: options)
+    if options.isCancelled { return stopped() }
     observer?("mid_block", hidden)
     for (index, block) in upBlocks.enumerated() {
       // After this block consumes its skips, the next skip on the stack has the size to reach.
@@ -110,6 +116,7 @@ public struct UNet2DConditionModel: Sendable {
       hidden = block(
         hidden, skips: &skips, timeEmbedding: timeEmbedding, context: context,
         upsampleSize: upsampleSize, options: options)
+      if options.isCancelled { return stopped() }
       observer?("up_blocks.\(index)", hidden)
     }
     return convOut(convNormOut(hidden, activation: .silu, options: options), options: options)

@@ -183,7 +183,10 @@ public struct StableDiffusionPipeline: Sendable {
   }
 
   /// Runs one generation.
-  /// - Parameter progress: called after every step; return false to cancel.
+  /// - Parameters:
+  ///   - options: threads, and a cancellation flag checked inside every model (between blocks
+  ///     and attention query blocks), so a cancel is answered within a fraction of a step.
+  ///   - progress: called after every step; return false to cancel.
   /// - Throws: `PipelineError.invalidArgument` for a bad request, `.cancelled` when cancelled.
   public func generate(
     _ request: GenerationRequest, options: ComputeOptions,
@@ -225,6 +228,7 @@ public struct StableDiffusionPipeline: Sendable {
     if let initImage = request.initImage {
       try checkUnchanged(weightStores?.vae)
       let (mean, logVariance) = vae.encode(initImage.tensor, options: options)
+      if options.isCancelled { throw .cancelled }
       let sample = generator.randn(mean.shape)
       let imageLatents =
         (mean + logVariance.map { Foundation.exp(0.5 * $0) } * sample)
@@ -255,6 +259,7 @@ public struct StableDiffusionPipeline: Sendable {
       let prediction = unet(
         input, timesteps: Array(repeating: t, count: rows.count), context: rows.context,
         options: options)
+      if options.isCancelled { throw .cancelled }
       let guided = plan.guidedPrediction(prediction, of: rows)
       latents = scheduler.step(
         noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
@@ -277,6 +282,7 @@ public struct StableDiffusionPipeline: Sendable {
       request.tiledDecodingAbove.map { latents.shape[2] > $0 || latents.shape[3] > $0 } ?? false
       ? vae.decodeTiled(scaled, tile: 64, options: options) : vae.decode(scaled, options: options)
     weightStores?.vae.releaseResidentPages()
+    if options.isCancelled { throw .cancelled }
     guard decoded.scalars.allSatisfy(\.isFinite) else {
       throw .nonFinite(stage: "the decoded image", suspects: "the VAE's weights")
     }

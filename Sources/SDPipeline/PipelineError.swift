@@ -24,7 +24,7 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
   /// The request would need more memory than the process can get (`AvailableMemory`): `what`
   /// says which request, `needed` and `available` are bytes, `limit` names the bound.
   case insufficientMemory(what: String, needed: Int, available: Int, limit: String)
-  /// The progress callback asked to stop.
+  /// The progress callback or the options' cancellation flag asked to stop.
   case cancelled
 
   public var description: String {

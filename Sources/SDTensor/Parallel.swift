@@ -1,19 +1,46 @@
-// The one parallel-for of the package, and the options object that carries the thread count.
-// Work is cut into chunks by problem size only, so results are bit-identical for any thread count.
+// The one parallel-for of the package, and the options object that carries the thread count and
+// the cancellation flag. Work is cut into chunks by problem size only, so results are
+// bit-identical for any thread count.
 
 import Dispatch
 import Foundation
+import Synchronization
 
 /// How kernels may use the machine. Passed from the pipeline through the models to each kernel.
 public struct ComputeOptions: Sendable, Equatable {
   /// How many threads our own kernels may run at once (at least 1).
   public var threadCount: Int
+  /// When set and cancelled, long operations (model blocks, attention) stop early and return
+  /// unspecified values of the right shape; whoever set it checks it after the call.
+  public var cancellation: CancellationFlag?
 
   /// - Parameter threadCount: threads for our kernels (default: the cores this process may use);
   ///   values below 1 are treated as 1. Results do not depend on it.
-  public init(threadCount: Int = ProcessInfo.processInfo.activeProcessorCount) {
+  public init(
+    threadCount: Int = ProcessInfo.processInfo.activeProcessorCount,
+    cancellation: CancellationFlag? = nil
+  ) {
     self.threadCount = Swift.max(1, threadCount)
+    self.cancellation = cancellation
   }
+
+  /// Whether the work these options drive has been cancelled.
+  public var isCancelled: Bool { cancellation?.isCancelled ?? false }
+}
+
+/// A request to stop, set from any thread (a signal handler's queue, a Task's cancellation
+/// handler) and read by the running work. A 4096-token attention or a UNet block at 2048x2048
+/// takes seconds to minutes, so checking only between steps would leave Ctrl-C unanswered.
+public final class CancellationFlag: Sendable, Equatable {
+  private let cancelled = Atomic<Bool>(false)
+
+  public init() {}
+
+  public func cancel() { cancelled.store(true, ordering: .relaxed) }
+
+  public var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+
+  public static func == (a: CancellationFlag, b: CancellationFlag) -> Bool { a === b }
 }
 
 /// Runs `body` over `0..<count` cut into chunks of `grain` items (the last may be shorter), on up

@@ -218,7 +218,8 @@ enum GenerateCommand {
       }
     }
 
-    let options = Runtime.configure(threads: threads)
+    var options = Runtime.configure(threads: threads)
+    options.cancellation = cancellation.flag
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
     reporter.note("loading \(model.path)")

@@ -95,21 +95,31 @@ struct OutputFile {
   }
 }
 
-/// An output whose data is ready: `commit` puts it in place, `discard` drops it.
+/// An output whose data is ready: `commitAll` puts it in place, `discard` drops it.
 struct PreparedOutput {
   let output: OutputFile
   fileprivate let pending: AtomicFile.Pending?
   /// The PNG for standard output (files keep theirs on disk).
   fileprivate let bytes: [UInt8]
 
-  func commit() throws(UsageError) {
-    guard let pending else {
-      if let failure = AtomicFile.writeAll(bytes, to: 1, sync: false) {
-        throw UsageError("--\(output.option): cannot write to standard output: \(failure)")
-      }
-      return
+  /// Puts every output in place, or none: files first (taken back if a later one fails), then
+  /// standard output, which cannot be taken back (there is at most one: outputs differ).
+  static func commitAll(_ outputs: [PreparedOutput]) throws(UsageError) {
+    let files = outputs.filter { $0.pending != nil }
+    do { try AtomicFile.commitAll(files.compactMap(\.pending)) } catch {
+      let failedPath: String? =
+        switch error {
+        case .destinationExists(let path), .unwritableFile(let path, _): path
+        default: nil
+        }
+      let owner = files.first { $0.pending?.path == failedPath } ?? files[0]
+      throw owner.output.describe(error)
     }
-    do { try pending.commit() } catch { throw output.describe(error) }
+    for output in outputs where output.pending == nil {
+      if let failure = AtomicFile.writeAll(output.bytes, to: 1, sync: false) {
+        throw UsageError("--\(output.output.option): cannot write to standard output: \(failure)")
+      }
+    }
   }
 
   func discard() { pending?.discard() }

@@ -100,6 +100,45 @@ struct ModelReferenceTests {
     print("VAE max |Δ|/max(1,|ref|) \(worst)")
   }
 
+  /// A cancel during a pass skips the blocks after the one running: the UNet cancelled in its
+  /// first down block, the VAE decoder in its mid block, each return zeros of the output's shape
+  /// without reaching the later blocks; attention cancelled beforehand computes nothing.
+  @Test func cancellationStopsBetweenBlocks() throws {
+    let unet = try tinyModel("sd15").loadUNet()
+    let reference = try fixture("unet-sd15.safetensors")
+    var cancellable = options
+    cancellable.cancellation = CancellationFlag()
+    var reached: [String] = []
+    let sample = try reference.tensor("case0.sample")
+    let out = unet(
+      sample, timesteps: try reference.tensor("case0.timesteps").scalars,
+      context: try reference.tensor("case0.encoder_hidden_states"), options: cancellable
+    ) { name, _ in
+      reached.append(name)
+      if name == "conv_in" { cancellable.cancellation?.cancel() }
+    }
+    #expect(reached == ["time_embedding", "conv_in"])
+    #expect(out.shape == [sample.shape[0], 4, sample.shape[2], sample.shape[3]])
+    #expect(out.scalars.allSatisfy { $0 == 0 })
+
+    let vae = try tinyModel("sd15").loadVAE()
+    let latents = try fixture("vae.safetensors").tensor("decode.latents")
+    cancellable.cancellation = CancellationFlag()
+    reached = []
+    let image = vae.decoder(latents, options: cancellable) { name, _ in
+      reached.append(name)
+      if name == "conv_in" { cancellable.cancellation?.cancel() }
+    }
+    #expect(reached == ["conv_in"])
+    #expect(image.shape == vae.decoder(latents, options: options).shape)
+
+    let tokens = Tensor(shape: [1, 77, 64], scalars: (0..<77 * 64).map { Float($0 % 7) })
+    #expect(
+      scaledDotProductAttention(
+        query: tokens, key: tokens, value: tokens, heads: 2, options: cancellable
+      ).scalars.allSatisfy { $0 == 0 })
+  }
+
   @Test("every tensor of the fixture models is read by some layer")
   func noLeftoverWeights() throws {
     for variant in ["sd15", "sd2"] {

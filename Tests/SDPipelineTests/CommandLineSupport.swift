@@ -66,14 +66,14 @@ func quick(_ output: URL, _ extra: [String] = []) -> [String] {
   ] + extra
 }
 
-/// Starts a 500-step `sd` run writing to `output` and returns once it reports its first step,
-/// for the tests that interrupt a run.
-func startLongRun(writing output: URL) throws -> Process {
+/// Starts a 500-step `sd` run of `size`² pixels writing to `output` and returns once it reports
+/// its first step, for the tests that interrupt a run (its standard error is a `Pipe`).
+func startLongRun(writing output: URL, size: Int = 64) throws -> Process {
   let process = Process()
   process.executableURL = sdExecutable
   process.arguments = [
-    "--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "64", "--height", "64",
-    "--output", output.path,
+    "--model", tinyModel, "--prompt", "x", "--steps", "500", "--width", "\(size)", "--height",
+    "\(size)", "--output", output.path,
   ]
   let error = Pipe()
   process.standardError = error

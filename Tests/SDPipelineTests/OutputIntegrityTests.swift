@@ -149,6 +149,66 @@ private func shell(_ command: String) throws -> Int32 {
     #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
   }
 
+  /// Ctrl-C inside a long step is answered inside it (the models check between blocks and
+  /// between attention query blocks): a 768x768 step of the tiny model takes seconds, and the
+  /// step that was running when the signal came never reports.
+  @Test func interruptStopsInsideAStep() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let process = try startLongRun(writing: folder.appendingPathComponent("out.png"), size: 768)
+    process.interrupt()
+    process.waitUntilExit()
+    let error = try #require(process.standardError as? Pipe)
+    let rest = String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    #expect(process.terminationStatus == 130, "\(rest)")
+    #expect(!rest.contains("step 2/"), "\(rest)")
+    #expect(rest.contains("cancelled; no output written"), "\(rest)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
+  }
+
+  /// Outputs committed together land all or none: when the second cannot take its place (its
+  /// path appeared meanwhile), the first is taken back, whether it was new or replaced a file.
+  @Test func outputsAreCommittedAllOrNone() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let (image, heatMap) = (
+      folder.appendingPathComponent("image.png").path,
+      folder.appendingPathComponent("effect.png").path
+    )
+    for existingImage in [false, true] {
+      if existingImage { try Data("old image".utf8).write(to: URL(fileURLWithPath: image)) }
+      let writes = [
+        try AtomicFile.prepare(
+          Array("new image".utf8), to: image, existing: existingImage ? .replace : .keep),
+        try AtomicFile.prepare(Array("new effect".utf8), to: heatMap, existing: .keep),
+      ]
+      try Data("precious".utf8).write(to: URL(fileURLWithPath: heatMap))
+      #expect(throws: WeightError.destinationExists(path: heatMap)) {
+        try AtomicFile.commitAll(writes)
+      }
+      #expect(try String(contentsOfFile: heatMap, encoding: .utf8) == "precious")
+      let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+      if existingImage {
+        #expect(try String(contentsOfFile: image, encoding: .utf8) == "old image")
+        #expect(names == ["effect.png", "image.png"])
+      } else {
+        #expect(names == ["effect.png"])
+      }
+      try FileManager.default.removeItem(atPath: heatMap)
+    }
+    // Without a competitor both land, and no second name of the replaced file stays behind.
+    try AtomicFile.commitAll([
+      try AtomicFile.prepare(Array("new image".utf8), to: image, existing: .replace),
+      try AtomicFile.prepare(Array("new effect".utf8), to: heatMap, existing: .keep),
+    ])
+    #expect(try String(contentsOfFile: image, encoding: .utf8) == "new image")
+    #expect(try String(contentsOfFile: heatMap, encoding: .utf8) == "new effect")
+    #expect(
+      try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() == [
+        "effect.png", "image.png",
+      ])
+  }
+
   /// --negative-effect naming the --output file is refused before any work.
   @Test func heatMapAndImageMayNotShareAPath() throws {
     let folder = try temporaryFolder()

@@ -12,7 +12,7 @@ private let attentionScoreBudget = 2 << 20
 /// side by side in the channel axis (as diffusers' `Attention` and CLIP produce them) ->
 /// `[b, tq, heads·d]`. `causal` masks key j > query i (CLIP's text model; needs tq == tk).
 /// The (batch item, head, query block) tasks run on our threads, each with single-threaded
-/// GEMMs.
+/// GEMMs; once `options` is cancelled the remaining tasks are skipped and zeros returned.
 public func scaledDotProductAttention(
   query: Tensor, key: Tensor, value: Tensor, heads: Int, causal: Bool = false,
   options: ComputeOptions
@@ -26,14 +26,16 @@ public func scaledDotProductAttention(
   let d = channels / heads
   let scale = 1 / Float(d).squareRoot()
   #if SD_AVX512 || SD_AVX2
-    return fusedAttention(
+    let output = fusedAttention(
       query: query, key: key, value: value, heads: heads, causal: causal, scale: scale,
       options: options)
   #else
-    return blockedAttention(
+    let output = blockedAttention(
       query: query, key: key, value: value, heads: heads, causal: causal, scale: scale,
       options: options)
   #endif
+  // Skipped tasks left their rows unwritten; a cancelled pass returns zeros like the models.
+  return options.isCancelled ? Tensor(zeros: output.shape) : output
 }
 
 #if SD_AVX512 || SD_AVX2
@@ -65,7 +67,7 @@ public func scaledDotProductAttention(
               withUnsafeTemporaryAllocation(of: Float.self, capacity: flashScratchCount(d: d)) {
                 scratch in
                 guard let scratchBase = scratch.baseAddress else { return }
-                for task in range {
+                for task in range where !options.isCancelled {
                   let item = task / (heads * blocks)
                   let head = (task / blocks) % heads
                   let q0 = (task % blocks) * flashQueryBlock
@@ -120,7 +122,7 @@ private func blockedAttention(
             scores.withUnsafeMutableBufferPointer { ps in
               inverseSums.withUnsafeMutableBufferPointer { pi in
                 guard let s = ps.baseAddress, let inverse = pi.baseAddress else { return }
-                for task in range {
+                for task in range where !options.isCancelled {
                   let item = task / (heads * blocks)
                   let head = (task / blocks) % heads
                   let q0 = (task % blocks) * blockRows

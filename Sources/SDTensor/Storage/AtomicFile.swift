@@ -93,7 +93,10 @@ public enum AtomicFile {
 
     /// Puts the file in place. On failure the temporary file is removed and `path` is unchanged.
     /// - Throws: `WeightError.unwritableFile` or `.destinationExists`.
-    public func commit() throws(WeightError) {
+    public func commit() throws(WeightError) { try commitUndoably().finish() }
+
+    /// Commits, keeping what `Committed.undo` needs to put the old state back.
+    fileprivate func commitUndoably() throws(WeightError) -> Committed {
       switch kind {
       case .inPlace(let bytes):
         let fd = open(destination, O_WRONLY | O_CLOEXEC | O_NOCTTY)
@@ -104,12 +107,17 @@ public enum AtomicFile {
         if let failure = writeAll(bytes, to: fd, sync: false) {
           throw .unwritableFile(path: path, reason: failure)
         }
+        return Committed(destination: destination, restoration: .none)
       case .temporary(let temporary, replacing: true):
+        // The old file stays reachable under a second name until every write of a set is in.
+        let backup = AtomicFile.linkBackup(of: destination)
         guard rename(temporary, destination) == 0 else {
           let reason = String(cString: strerror(errno))
           unlink(temporary)
+          if case .restore(let name) = backup { unlink(name) }
           throw .unwritableFile(path: path, reason: reason)
         }
+        return Committed(destination: destination, restoration: backup)
       case .temporary(let temporary, replacing: false):
         // link(2) fails if anything (even a dangling link) now exists at the path: the check
         // and the creation are one step.
@@ -120,6 +128,7 @@ public enum AtomicFile {
           if error == EEXIST { throw .destinationExists(path: path) }
           throw .unwritableFile(path: path, reason: String(cString: strerror(error)))
         }
+        return Committed(destination: destination, restoration: .remove)
       }
     }
 
@@ -129,16 +138,77 @@ public enum AtomicFile {
     }
   }
 
+  /// Commits `writes` in order, all or none: when one fails, those already in place are put
+  /// back (a new file removed, a replaced one restored from a second link kept until all are
+  /// in) and its error is thrown. A write into a FIFO or device cannot be taken back: put those
+  /// last.
+  /// - Throws: the first failing write's `WeightError`, naming its path.
+  public static func commitAll(_ writes: [Pending]) throws(WeightError) {
+    var committed: [Committed] = []
+    for (index, write) in writes.enumerated() {
+      do {
+        committed.append(try write.commitUndoably())
+      } catch {
+        committed.reversed().forEach { $0.undo() }
+        writes[(index + 1)...].forEach { $0.discard() }
+        throw error
+      }
+    }
+    committed.forEach { $0.finish() }
+  }
+
+  /// A committed write that can still be taken back.
+  fileprivate struct Committed {
+    enum Undo {
+      /// Nothing to restore (a FIFO or device), or the old file could not be kept.
+      case none
+      /// The path did not exist before.
+      case remove
+      /// The old file, linked under this name.
+      case restore(String)
+    }
+    let destination: String
+    let restoration: Undo
+
+    func undo() {
+      switch restoration {
+      case .none: break
+      case .remove: unlink(destination)
+      case .restore(let backup): rename(backup, destination)
+      }
+    }
+
+    func finish() {
+      if case .restore(let backup) = restoration { unlink(backup) }
+    }
+  }
+
+  /// A second name for the file at `destination`, beside it (`.remove` if there is none).
+  fileprivate static func linkBackup(of destination: String) -> Committed.Undo {
+    for _ in 0..<16 {
+      let name = temporaryName(besides: destination)
+      if link(destination, name) == 0 { return .restore(name) }
+      if errno == ENOENT { return .remove }
+      guard errno == EEXIST else { return .none }
+    }
+    return .none
+  }
+
+  /// `.<name>.<random>.partial` in `destination`'s folder.
+  private static func temporaryName(besides destination: String) -> String {
+    let slash = destination.lastIndex(of: "/")
+    let folder = slash.map { String(destination[...$0]) } ?? ""
+    let name = slash.map { String(destination[destination.index(after: $0)...]) } ?? destination
+    let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+    return "\(folder).\(name).\(suffix).partial"
+  }
+
   /// A new file beside `destination`, opened for writing: `.<name>.<random>.partial`.
   private static func createTemporary(besides destination: String, reportedAs path: String)
     throws(WeightError) -> (Int32, String)
   {
-    let slash = destination.lastIndex(of: "/")
-    let folder = slash.map { String(destination[...$0]) } ?? ""
-    let name = slash.map { String(destination[destination.index(after: $0)...]) } ?? destination
     for _ in 0..<16 {
-      let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-      let temporary = "\(folder).\(name).\(suffix).partial"
+      let temporary = temporaryName(besides: destination)
       let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
       if fd >= 0 { return (fd, temporary) }
       guard errno == EEXIST else {
