@@ -186,11 +186,13 @@ public struct StableDiffusionPipeline: Sendable {
   /// - Parameters:
   ///   - options: threads, and a cancellation flag checked inside every model (between blocks
   ///     and attention query blocks), so a cancel is answered within a fraction of a step.
+  ///   - promptCache: encodings shared with other generations on this pipeline (grids,
+  ///     batches); nil encodes every prompt afresh.
   ///   - progress: called after every step; return false to cancel.
   /// - Throws: `PipelineError.invalidArgument` for a bad request, `.cancelled` when cancelled.
   public func generate(
     _ request: GenerationRequest, options: ComputeOptions,
-    progress: ((GenerationProgress) -> Bool)? = nil
+    promptCache: PromptEncodingCache? = nil, progress: ((GenerationProgress) -> Bool)? = nil
   ) throws(PipelineError) -> GenerationResult {
     let factor = vaeScaleFactor
     let width = request.width ?? unet.configuration.sampleSize * factor
@@ -210,7 +212,8 @@ public struct StableDiffusionPipeline: Sendable {
     let encoder = try PromptEncoder(
       tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
     try checkUnchanged(weightStores?.text)
-    let prompts = try EncodedPrompts(request, encoder: encoder, options: options)
+    let prompts = try EncodedPrompts(
+      request, encoder: encoder, cache: promptCache, options: options)
     let plan = GuidancePlan(request.guidance, prompts: prompts)
     let rows = max(plan.inside.count, plan.outside.count)
     try requireMemory(

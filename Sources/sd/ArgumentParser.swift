@@ -2,6 +2,7 @@
 // one-line errors naming the option (no network packages are available to the build).
 
 import Foundation
+import SDPipeline
 
 /// A usage error: the CLI prints it on one line and exits with status 2.
 struct UsageError: Error, CustomStringConvertible {
@@ -76,6 +77,27 @@ struct ParsedArguments {
     }
   }
 
+  /// These arguments with every option `overrides` gives replaced by its values there (a batch
+  /// line over the batch's defaults, a grid axis over the grid's settings).
+  func overridden(by overrides: ParsedArguments) -> ParsedArguments {
+    var merged = self
+    for (name, values) in overrides.values { merged.values[name] = values }
+    merged.flags.formUnion(overrides.flags)
+    merged.positional += overrides.positional
+    return merged
+  }
+
+  /// Only the options of `specs` (and no positional arguments).
+  func restricted(to specs: [OptionSpec]) -> ParsedArguments {
+    let names = Set(specs.map(\.name))
+    var kept = self
+    kept.values = values.filter { names.contains($0.key) }
+    kept.flags = flags.filter { names.contains($0) }
+    kept.positional = []
+    return kept
+  }
+
+  /// Whether `name` was given.
   func has(_ name: String) -> Bool { flags.contains(name) || values[name] != nil }
   func string(_ name: String) -> String? { values[name]?.last }
   func strings(_ name: String) -> [String] { values[name] ?? [] }
@@ -169,4 +191,13 @@ func optionName(ofRequestField field: String) -> String {
     }
   }
   return name
+}
+
+/// A library error as the command line says it: a request field is named as the option that
+/// sets it (`clipSkip` → `--clip-skip`).
+func message(for error: PipelineError) -> String {
+  if case .invalidArgument(let name, let reason) = error {
+    return "--\(optionName(ofRequestField: name)): \(reason)"
+  }
+  return error.description
 }

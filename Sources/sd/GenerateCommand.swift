@@ -107,6 +107,15 @@ enum GenerateCommand {
         help: "keep the weights in half precision in memory (half the memory, a little slower)"),
     ] + LoRAOptions.specs + [.help]
 
+  /// The options of one request (what a batch line or a grid axis may set): all but the
+  /// model, output and process ones.
+  static let requestSpecs = specs.filter {
+    ![
+      "model", "config", "threads", "output", "overwrite", "compare", "negative-effect", "quiet",
+      "fp16-weights", "lora-ignore-unknown", "help",
+    ].contains($0.name)
+  }
+
   static let usage = "sd --model PATH --prompt TEXT [options]"
   static let samplerNames = SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")
 
@@ -117,7 +126,7 @@ enum GenerateCommand {
         helpText(
           usage: usage,
           summary:
-            "Generate an image with Stable Diffusion on the CPU. Other commands: sd tokenize, sd verify.",
+            "Generate an image with Stable Diffusion on the CPU. Other commands: sd batch (one image per line of a JSON-lines file), sd grid (a labelled comparison grid), sd tokenize, sd verify.",
           specs: specs))
       return 0
     }
@@ -127,8 +136,107 @@ enum GenerateCommand {
     guard let model = try arguments.existingPath("model") else {
       throw UsageError("--model is required (a diffusers model folder)")
     }
-    guard let prompt = arguments.string("prompt") else { throw UsageError("--prompt is required") }
     let threads = try arguments.threadCount()
+    let job = try job(arguments)
+    let request = job.request
+    let overwrite = arguments.has("overwrite")
+    let output = try OutputFile(
+      option: "output", value: arguments.string("output") ?? "output.png", overwrite: overwrite)
+    let heatMap = try arguments.string("negative-effect").map {
+      try OutputFile(option: "negative-effect", value: $0, overwrite: overwrite)
+    }
+    if let heatMap, heatMap.isSameDestination(as: output) {
+      throw UsageError("--negative-effect: '\(heatMap.displayName)' is also the --output")
+    }
+    var options = Runtime.configure(threads: threads)
+    options.cancellation = cancellation.flag
+    let quiet = arguments.has("quiet")
+    let reporter = ProgressReporter(quiet: quiet)
+    reporter.note("loading \(model.path)")
+    var pipeline = try StableDiffusionPipeline(
+      modelAt: model, configurationsFrom: try arguments.existingPath("config"),
+      halfPrecisionWeights: arguments.has("fp16-weights"))
+    warnAboutEmbeddings(request, tokenizer: pipeline.tokenizer, reporter: reporter)
+    pipeline = try LoRAOptions.apply(
+      job.loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"),
+      reporter: reporter
+    )
+    if !pipeline.unusedWeights.isEmpty {
+      reporter.warn(
+        "\(pipeline.unusedWeights.count) tensors of the model were not used, e.g. \(pipeline.unusedWeights.prefix(3).joined(separator: ", "))"
+      )
+    }
+
+    let compare = arguments.has("compare") || heatMap != nil
+    var withoutNegative: GenerationResult?
+    if compare {
+      var plain = request
+      plain.negativePrompt = nil
+      plain.negativePrompts = []
+      plain.guidance.negativeSteps = nil
+      reporter.note("rendering without the negative prompt")
+      withoutNegative = try pipeline.generate(
+        plain, options: options, progress: reporter.callback(cancellation))
+    }
+    if compare { reporter.note("rendering with the negative prompt") }
+    let result = try pipeline.generate(
+      request, options: options, progress: reporter.callback(cancellation))
+    for (label, cut) in [
+      ("prompt", result.truncatedTokens.positive),
+      ("negative prompt", result.truncatedTokens.negative),
+    ] where !cut.isEmpty {
+      reporter.warn("the \(label) is longer than 75 tokens; dropped: \(cut.joined(separator: " "))")
+    }
+
+    let parameters = [
+      (
+        "parameters",
+        request.parametersText(
+          sampler: result.sampler, modelName: model.lastPathComponent,
+          promptAsWritten: job.promptAsWritten)
+      )
+    ]
+    var image = result.image
+    if arguments.has("compare"), let withoutNegative {
+      image = RGBImage.sideBySide(
+        withoutNegative.image, result.image, leftLabel: "without negative prompt",
+        rightLabel: "negative: " + request.allNegativePrompts.map(\.text).joined(separator: " | "),
+        caption:
+          "same seed \(request.seed), \(request.steps) steps, scale \(request.guidance.scale)"
+      )
+    }
+    // Both files are on disk before either takes its place; a signal until then means neither.
+    var prepared = [try cancellation.prepare(try image.pngData(text: parameters), for: output)]
+    if let heatMap, let withoutNegative {
+      let effect = RGBImage.differenceHeatMap(withoutNegative.image, result.image)
+      do {
+        prepared.append(
+          try cancellation.prepare(try effect.pngData(text: parameters), for: heatMap))
+      } catch {
+        prepared.forEach { $0.discard() }
+        throw error
+      }
+    }
+    try cancellation.commitAll(prepared)
+    if let heatMap { reporter.note("wrote \(heatMap.displayName)") }
+    reporter.finish(
+      "wrote \(output.displayName) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))"
+    )
+    return 0
+  }
+
+  /// What one generation asks for: the request, its LoRAs and the prompt as written.
+  struct Job {
+    var request: GenerationRequest
+    var loras: [LoRAOptions.Requested]
+    /// The prompt as typed plus the tags of `--lora` and the negatives, for the PNG parameters.
+    var promptAsWritten: String
+  }
+
+  /// Reads generate's request options (not the model, output or process ones) from
+  /// `arguments`: the command line, a batch line or a grid cell.
+  static func job(_ arguments: ParsedArguments) throws -> Job {
+    guard let prompt = arguments.string("prompt") else { throw UsageError("--prompt is required") }
     // `<lora:NAME:SCALE>` tags leave the prompt texts and name LoRAs to apply.
     let positive = try withoutLoRATags(prompt, option: "prompt")
     var request = GenerationRequest(prompt: positive.text)
@@ -197,15 +305,6 @@ enum GenerateCommand {
         if name == "width" { request.width = value } else { request.height = value }
       }
     }
-    let overwrite = arguments.has("overwrite")
-    let output = try OutputFile(
-      option: "output", value: arguments.string("output") ?? "output.png", overwrite: overwrite)
-    let heatMap = try arguments.string("negative-effect").map {
-      try OutputFile(option: "negative-effect", value: $0, overwrite: overwrite)
-    }
-    if let heatMap, heatMap.isSameDestination(as: output) {
-      throw UsageError("--negative-effect: '\(heatMap.displayName)' is also the --output")
-    }
     if let initPath = try arguments.existingPath("init-image") {
       let image = try RGBImage(contentsOf: initPath)
       request.initImage = image
@@ -218,80 +317,9 @@ enum GenerateCommand {
       }
     }
 
-    var options = Runtime.configure(threads: threads)
-    options.cancellation = cancellation.flag
-    let quiet = arguments.has("quiet")
-    let reporter = ProgressReporter(quiet: quiet)
-    reporter.note("loading \(model.path)")
-    var pipeline = try StableDiffusionPipeline(
-      modelAt: model, configurationsFrom: try arguments.existingPath("config"),
-      halfPrecisionWeights: arguments.has("fp16-weights"))
-    warnAboutEmbeddings(request, tokenizer: pipeline.tokenizer, reporter: reporter)
-    pipeline = try LoRAOptions.apply(
-      loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"), reporter: reporter
-    )
-    if !pipeline.unusedWeights.isEmpty {
-      reporter.warn(
-        "\(pipeline.unusedWeights.count) tensors of the model were not used, e.g. \(pipeline.unusedWeights.prefix(3).joined(separator: ", "))"
-      )
-    }
-
-    let compare = arguments.has("compare") || heatMap != nil
-    var withoutNegative: GenerationResult?
-    if compare {
-      var plain = request
-      plain.negativePrompt = nil
-      plain.negativePrompts = []
-      plain.guidance.negativeSteps = nil
-      reporter.note("rendering without the negative prompt")
-      withoutNegative = try pipeline.generate(
-        plain, options: options, progress: reporter.callback(cancellation))
-    }
-    if compare { reporter.note("rendering with the negative prompt") }
-    let result = try pipeline.generate(
-      request, options: options, progress: reporter.callback(cancellation))
-    for (label, cut) in [
-      ("prompt", result.truncatedTokens.positive),
-      ("negative prompt", result.truncatedTokens.negative),
-    ] where !cut.isEmpty {
-      reporter.warn("the \(label) is longer than 75 tokens; dropped: \(cut.joined(separator: " "))")
-    }
-
-    let parameters = [
-      (
-        "parameters",
-        parametersText(
-          request, prompt: ([prompt] + LoRAOptions.extraPromptTags(loras)).joined(separator: " "),
-          sampler: result.sampler, model: model)
-      )
-    ]
-    var image = result.image
-    if arguments.has("compare"), let withoutNegative {
-      image = RGBImage.sideBySide(
-        withoutNegative.image, result.image, leftLabel: "without negative prompt",
-        rightLabel: "negative: " + request.allNegativePrompts.map(\.text).joined(separator: " | "),
-        caption:
-          "same seed \(request.seed), \(request.steps) steps, scale \(request.guidance.scale)"
-      )
-    }
-    // Both files are on disk before either takes its place; a signal until then means neither.
-    var prepared = [try cancellation.prepare(try image.pngData(text: parameters), for: output)]
-    if let heatMap, let withoutNegative {
-      let effect = RGBImage.differenceHeatMap(withoutNegative.image, result.image)
-      do {
-        prepared.append(
-          try cancellation.prepare(try effect.pngData(text: parameters), for: heatMap))
-      } catch {
-        prepared.forEach { $0.discard() }
-        throw error
-      }
-    }
-    try cancellation.commitAll(prepared)
-    if let heatMap { reporter.note("wrote \(heatMap.displayName)") }
-    reporter.finish(
-      "wrote \(output.displayName) (\(image.width)x\(image.height), \(result.sampler.rawValue), seed \(request.seed))"
-    )
-    return 0
+    return Job(
+      request: request, loras: loras,
+      promptAsWritten: ([prompt] + LoRAOptions.extraPromptTags(loras)).joined(separator: " "))
   }
 
   /// Embeddings that would act unseen: one used by no prompt (its name is matched as a whole
@@ -344,42 +372,5 @@ enum GenerateCommand {
       return NegativePrompt(String(value[..<colon]), weight: weight)
     }
     return NegativePrompt(value)
-  }
-
-  /// The generation settings in the "parameters" text format of the common web UIs.
-  static func parametersText(
-    _ request: GenerationRequest, prompt: String, sampler: SchedulerKind, model: URL
-  ) -> String {
-    // The prompt as the user wrote it, LoRA tags included, as the web UIs record it.
-    var lines = [prompt]
-    let negatives = request.allNegativePrompts.filter { !$0.text.isEmpty }
-    if !negatives.isEmpty {
-      lines.append(
-        "Negative prompt: "
-          + negatives.map { $0.weight == 1 ? $0.text : "\($0.text):\($0.weight)" }.joined(
-            separator: " | "))
-    }
-    var settings = [
-      "Steps: \(request.steps)", "Sampler: \(sampler.rawValue)",
-      "CFG scale: \(request.guidance.scale)",
-      "Seed: \(request.seed)", "Model: \(model.lastPathComponent)",
-    ]
-    if request.guidance.rescale > 0 { settings.append("CFG rescale: \(request.guidance.rescale)") }
-    if request.guidance.rule != .classifierFree {
-      settings.append("Guidance: \(request.guidance.rule.rawValue)")
-    }
-    if request.guidance.rule == .nag {
-      let nag = request.guidance.nag
-      settings.append("NAG scale: \(nag.scale), NAG tau: \(nag.tau), NAG alpha: \(nag.alpha)")
-      if let steps = nag.steps {
-        settings.append("NAG steps: \(steps.lowerBound)-\(steps.upperBound)")
-      }
-    }
-    if let steps = request.guidance.negativeSteps {
-      settings.append("Negative steps: \(steps.lowerBound)-\(steps.upperBound)")
-    }
-    if request.initImage != nil { settings.append("Denoising strength: \(request.strength)") }
-    lines.append(settings.joined(separator: ", "))
-    return lines.joined(separator: "\n")
   }
 }

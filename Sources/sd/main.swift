@@ -1,4 +1,4 @@
-// The `sd` command line: generate (default), tokenize, verify. Errors are one line on stderr; bad input
+// The `sd` command line: generate (default), batch, grid, tokenize, verify. Errors are one line on stderr; bad input
 // exits with status 2, a failed run with 1, Ctrl-C with 130.
 
 import CPUCompatibility
@@ -41,6 +41,8 @@ do {
   case "--version": print("sd \(version)"); status = 0
   case "tokenize": status = try TokenizeCommand.run(Array(words.dropFirst()))
   case "verify": status = try VerifyCommand.run(Array(words.dropFirst()))
+  case "batch": status = try BatchCommand.run(Array(words.dropFirst()), cancellation: cancellation)
+  case "grid": status = try GridCommand.run(Array(words.dropFirst()), cancellation: cancellation)
   case "generate":
     status = try GenerateCommand.run(Array(words.dropFirst()), cancellation: cancellation)
   default: status = try GenerateCommand.run(words, cancellation: cancellation)
@@ -52,12 +54,7 @@ do {
   writeError("\nsd: cancelled; no output written\n")
   status = cancellation.exitStatus
 } catch let error as PipelineError {
-  // A request field is named as the option that sets it (`clipSkip` → `--clip-skip`).
-  if case .invalidArgument(let name, let reason) = error {
-    writeError("sd: --\(optionName(ofRequestField: name)): \(reason)\n")
-  } else {
-    writeError("sd: \(error.description)\n")
-  }
+  writeError("sd: \(message(for: error))\n")
   // Bad requests and inputs are the user's to fix (2); anything else is a failed run (1).
   switch error {
   case .invalidArgument, .unreadableImage, .model, .invalidSchedulerConfiguration,

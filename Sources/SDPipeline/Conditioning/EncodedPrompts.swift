@@ -21,9 +21,11 @@ struct EncodedPrompts {
   /// beyond any prompt and still ends in seconds on the tiny model.
   static let maximumCharacters = 50_000
 
-  init(_ request: GenerationRequest, encoder: PromptEncoder, options: ComputeOptions)
-    throws(PipelineError)
-  {
+  /// - Parameter cache: where encodings of earlier requests are looked up and kept.
+  init(
+    _ request: GenerationRequest, encoder: PromptEncoder, cache: PromptEncodingCache? = nil,
+    options: ComputeOptions
+  ) throws(PipelineError) {
     for (name, text) in [("prompt", request.prompt)]
       + request.allNegativePrompts.map({ ("negativePrompts", $0.text) })
     {
@@ -43,9 +45,22 @@ struct EncodedPrompts {
       }
     }
     func encode(_ text: String) -> PromptEncoder.Encoding {
-      encoder.encode(
-        text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,
-        clipSkip: request.clipSkip, options: options)
+      let encode = {
+        encoder.encode(
+          text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,
+          clipSkip: request.clipSkip, options: options)
+      }
+      guard let cache else { return encode() }
+      return cache.encoding(PromptEncodingCache.key(text, request), encode: encode)
+    }
+    func encodeEmptyChunk() -> Tensor {
+      let encode = {
+        PromptEncoder.Encoding(
+          embeddings: encoder.emptyChunk(clipSkip: request.clipSkip, options: options),
+          cutTokens: [])
+      }
+      guard let cache else { return encode().embeddings }
+      return cache.encoding(PromptEncodingCache.key(nil, request), encode: encode).embeddings
     }
     let positive = encode(request.prompt)
     guard request.guidance.usesNegativePrompts else {
@@ -81,7 +96,7 @@ struct EncodedPrompts {
     let chunks = lengths.max() ?? CLIPTokenizer.maxLength
     let emptyChunk =
       needsEmpty || lengths.contains(where: { $0 < chunks })
-      ? encoder.emptyChunk(clipSkip: request.clipSkip, options: options) : nil
+      ? encodeEmptyChunk() : nil
     func padded(_ states: Tensor) -> Tensor {
       let missing = (chunks - states.shape[1]) / CLIPTokenizer.maxLength
       guard missing > 0, let emptyChunk else { return states }

@@ -1,5 +1,6 @@
 // Pictures made from generated images: the side-by-side comparison of a run without and with
-// the negative prompt (with a caption strip), and a heat map of where the two differ.
+// the negative prompt (with a caption strip), labelled grids of many runs, and a heat map of
+// where two differ.
 
 /// A 5×7 pixel font for captions: capitals, digits and common punctuation. Lower-case letters
 /// are drawn as capitals and any other character as "?", which keeps the font small and every
@@ -123,15 +124,8 @@ extension RGBImage {
     var canvas = RGBImage(
       width: 2 * left.width, height: left.height + 2 * lineHeight + margin, red: 24, green: 24,
       blue: 24)
-    for row in 0..<left.height {
-      for (image, x) in [(left, 0), (right, left.width)] {
-        let source = row * image.width * 3
-        let target = (row * canvas.width + x) * 3
-        canvas.pixels.replaceSubrange(
-          target..<(target + image.width * 3),
-          with: image.pixels[source..<(source + image.width * 3)])
-      }
-    }
+    canvas.place(left, x: 0, y: 0)
+    canvas.place(right, x: left.width, y: 0)
     let white: (UInt8, UInt8, UInt8) = (240, 240, 240)
     let labelY = left.height + margin + 2 * scale
     canvas.draw(
@@ -144,6 +138,92 @@ extension RGBImage {
       caption, x: margin, y: labelY + lineHeight, maxWidth: canvas.width - 2 * margin, scale: scale,
       color: (170, 170, 170))
     return canvas
+  }
+
+  /// Copies `image` onto this one with its top-left corner at (x, y); it must fit.
+  mutating func place(_ image: RGBImage, x: Int, y: Int) {
+    precondition(x >= 0 && y >= 0 && x + image.width <= width && y + image.height <= height)
+    for row in 0..<image.height {
+      let source = row * image.width * 3
+      let target = ((y + row) * width + x) * 3
+      pixels.replaceSubrange(
+        target..<(target + image.width * 3),
+        with: image.pixels[source..<(source + image.width * 3)])
+    }
+  }
+
+  /// `cells` (rows of equally sized images) as one labelled picture: each column's label above
+  /// it, each row's label to its left (no label column when every row label is empty), and
+  /// `legend` (the settings all cells share) in lines below, wrapped to the width.
+  public static func grid(
+    _ cells: [[RGBImage]], rowLabels: [String], columnLabels: [String], legend: String
+  ) -> RGBImage {
+    let first = cells[0][0]
+    precondition(
+      cells.count == rowLabels.count
+        && cells.allSatisfy {
+          $0.count == columnLabels.count
+            && $0.allSatisfy { $0.width == first.width && $0.height == first.height }
+        }, "grid cells of different sizes or counts")
+    let scale = max(1, first.width / 256)
+    let lineHeight = (CaptionFont.height + 4) * scale
+    let margin = 2 * scale
+    let advance = (CaptionFont.width + 1) * scale
+    let labelWidth =
+      rowLabels.allSatisfy(\.isEmpty)
+      ? 0 : min(first.width, (rowLabels.map(\.count).max() ?? 0) * advance + 2 * margin)
+    let gridWidth = labelWidth + columnLabels.count * first.width
+    let legendLines = wrapped(legend, characters: max(1, (gridWidth - 2 * margin) / advance))
+    var canvas = RGBImage(
+      width: gridWidth,
+      height: lineHeight + cells.count * first.height + legendLines.count * lineHeight + margin,
+      red: 24, green: 24, blue: 24)
+    let white: (UInt8, UInt8, UInt8) = (240, 240, 240)
+    for (column, label) in columnLabels.enumerated() {
+      canvas.draw(
+        label, x: labelWidth + column * first.width + margin, y: 2 * scale,
+        maxWidth: first.width - 2 * margin, scale: scale, color: white)
+    }
+    for (row, images) in cells.enumerated() {
+      let y = lineHeight + row * first.height
+      canvas.draw(
+        rowLabels[row], x: margin, y: y + (first.height - CaptionFont.height * scale) / 2,
+        maxWidth: labelWidth - 2 * margin, scale: scale, color: white)
+      for (column, image) in images.enumerated() {
+        canvas.place(image, x: labelWidth + column * first.width, y: y)
+      }
+    }
+    for (index, line) in legendLines.enumerated() {
+      canvas.draw(
+        line, x: margin, y: lineHeight + cells.count * first.height + margin + index * lineHeight,
+        maxWidth: gridWidth - 2 * margin, scale: scale, color: (170, 170, 170))
+    }
+    return canvas
+  }
+
+  /// `text` in lines of at most `characters`, broken at spaces where possible.
+  static func wrapped(_ text: String, characters: Int) -> [String] {
+    var lines: [String] = []
+    var line = ""
+    for word in text.split(separator: " ", omittingEmptySubsequences: false).map(String.init) {
+      var word = word
+      while word.count > characters {
+        if !line.isEmpty { lines.append(line) }
+        lines.append(String(word.prefix(characters)))
+        word = String(word.dropFirst(characters))
+        line = ""
+      }
+      if line.isEmpty {
+        line = word
+      } else if line.count + 1 + word.count <= characters {
+        line += " " + word
+      } else {
+        lines.append(line)
+        line = word
+      }
+    }
+    if !line.isEmpty || lines.isEmpty { lines.append(line) }
+    return lines
   }
 
   /// Where `a` and `b` differ: the mean absolute channel difference per pixel, scaled so the
