@@ -1,5 +1,6 @@
 // The one error type of SDModels: configurations, tokenizer files and weights that do not fit.
 
+import Foundation
 import SDTensor
 
 /// A problem building a model or tokenizer from the files of a checkpoint.
@@ -28,4 +29,9 @@ public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
         "\(file) has \(keys.count) tensors no layer reads (\(shown)\(keys.count > 5 ? ", ..." : ""))"
     }
   }
+}
+
+extension ModelError: LocalizedError {
+  /// The description, so that `localizedDescription` says what went wrong.
+  public var errorDescription: String? { description }
 }

@@ -46,3 +46,8 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
     }
   }
 }
+
+extension PipelineError: LocalizedError {
+  /// The description, so that `localizedDescription` says what went wrong.
+  public var errorDescription: String? { description }
+}

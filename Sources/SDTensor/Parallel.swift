@@ -33,12 +33,16 @@ public struct ComputeOptions: Sendable, Equatable {
 /// takes seconds to minutes, so checking only between steps would leave Ctrl-C unanswered.
 public final class CancellationFlag: Sendable, Equatable {
   private let cancelled = Atomic<Bool>(false)
+  /// A flag whose cancellation cancels this one too (the caller's, under a Task's own).
+  public let parent: CancellationFlag?
 
-  public init() {}
+  public init(parent: CancellationFlag? = nil) { self.parent = parent }
 
   public func cancel() { cancelled.store(true, ordering: .relaxed) }
 
-  public var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+  public var isCancelled: Bool {
+    cancelled.load(ordering: .relaxed) || (parent?.isCancelled ?? false)
+  }
 
   public static func == (a: CancellationFlag, b: CancellationFlag) -> Bool { a === b }
 }

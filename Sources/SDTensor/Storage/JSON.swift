@@ -4,6 +4,8 @@
 // Config files are read in Python's dialect, which adds NaN, Infinity and -Infinity: diffusers
 // writes them with `json.dump` (DPMSolverMultistepScheduler saves `"lambda_min_clipped": -Infinity`).
 
+import Foundation
+
 /// A parsed JSON value. Integers that fit in `Int` are kept exact; other numbers are `Double`.
 public enum JSONValue: Sendable, Equatable {
   case object([String: JSONValue])
@@ -310,4 +312,9 @@ private struct Parser {
     guard let double = Double(text) else { throw error("unreadable number") }
     return .number(double)
   }
+}
+
+extension JSONValue.ParseError: LocalizedError {
+  /// The description, so that `localizedDescription` says what went wrong.
+  public var errorDescription: String? { description }
 }

@@ -1,6 +1,8 @@
 // The one error type of SDTensor: everything that can go wrong reading weights from a file, or
 // writing a file.
 
+import Foundation
+
 /// A problem with a weights file or with a tensor read from it. Every case names the file.
 public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
   /// The file could not be opened, mapped or read.
@@ -38,4 +40,9 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
       return "\(path) exists and was not replaced"
     }
   }
+}
+
+extension WeightError: LocalizedError {
+  /// The description, so that `localizedDescription` says what went wrong.
+  public var errorDescription: String? { description }
 }
