@@ -10,7 +10,16 @@ import PackageDescription
 /// code, so the build reads that machine's CPU flags and targets the widest vector ISA it has
 /// (the `-march=native` of C builds; the ISA is never hard-coded). `SD_TARGET_CPU=<llvm cpu>`
 /// overrides the choice, e.g. `SD_TARGET_CPU=x86-64` for a binary that must run anywhere.
+///
+/// SwiftPM refuses unsafe flags (`-target-cpu` is one) in a package used as a versioned
+/// dependency, so checked out as one (under a `checkouts` folder) the package adds none and
+/// builds portably: OpenBLAS multiplies, with its own run-time CPU dispatch. A dependent that
+/// wants our kernels passes the same choice itself:
+/// `swift build -c release -Xswiftc -target-cpu -Xswiftc skylake-avx512 -Xswiftc -DSD_AVX512`
+/// (or `haswell` and `-DSD_AVX2`).
+let isCheckedOutDependency = Context.packageDirectory.split(separator: "/").contains("checkouts")
 let targetCPU: String? = {
+  if isCheckedOutDependency { return nil }
   if let chosen = ProcessInfo.processInfo.environment["SD_TARGET_CPU"] {
     return chosen.isEmpty ? nil : chosen
   }
