@@ -24,10 +24,12 @@ public struct GenerationRequest: Sendable {
   public var timestepSpacing: TimestepSpacing?
   /// The sampler's η: TCD's γ (diffusers' `eta` argument, default 0; TCD's authors use 0.3).
   public var eta: Float = 0
-  /// Image size in pixels; nil uses the model's native size (UNet sample size × 8).
+  /// Image size in pixels; nil uses the init image's size for img2img, else the model's
+  /// native size (UNet sample size × 8).
   public var width: Int?
   public var height: Int?
-  /// img2img: the starting image (resized by the caller to width × height).
+  /// img2img: the starting image (its size is the default width × height; another size is
+  /// refused: resize it first).
   public var initImage: RGBImage?
   /// img2img: how much of the schedule to run, in (0, 1]; 1 ignores the image's content.
   public var strength: Float
@@ -51,24 +53,36 @@ public struct GenerationRequest: Sendable {
     (negativePrompt.map { [NegativePrompt($0)] } ?? []) + negativePrompts
   }
 
+  /// Every setting, each defaulted as documented on its property (the guidance rule, NAG and
+  /// the negative-step window are in `guidance`).
   public init(
-    prompt: String, negativePrompt: String? = nil, negativePromptEmbeddings: Tensor? = nil,
-    steps: Int = 20, guidance: Guidance = Guidance(), seed: UInt64 = 0,
-    sampler: SchedulerKind? = nil, width: Int? = nil, height: Int? = nil,
-    initImage: RGBImage? = nil, strength: Float = 0.8, clipSkip: Int = 0
+    prompt: String, negativePrompt: String? = nil, negativePrompts: [NegativePrompt] = [],
+    negativePromptEmbeddings: Tensor? = nil, steps: Int = 20, guidance: Guidance = Guidance(),
+    seed: UInt64 = 0, sampler: SchedulerKind? = nil, timestepSpacing: TimestepSpacing? = nil,
+    eta: Float = 0, width: Int? = nil, height: Int? = nil, initImage: RGBImage? = nil,
+    strength: Float = 0.8, clipSkip: Int = 0, embeddings: [TextualInversion] = [],
+    truncatePrompts: Bool = false, parsesPromptWeights: Bool = true,
+    tiledDecodingAbove: Int? = 96
   ) {
     self.prompt = prompt
     self.negativePrompt = negativePrompt
+    self.negativePrompts = negativePrompts
     self.negativePromptEmbeddings = negativePromptEmbeddings
     self.steps = steps
     self.guidance = guidance
     self.seed = seed
     self.sampler = sampler
+    self.timestepSpacing = timestepSpacing
+    self.eta = eta
     self.width = width
     self.height = height
     self.initImage = initImage
     self.strength = strength
     self.clipSkip = clipSkip
+    self.embeddings = embeddings
+    self.truncatePrompts = truncatePrompts
+    self.parsesPromptWeights = parsesPromptWeights
+    self.tiledDecodingAbove = tiledDecodingAbove
   }
 }
 
@@ -101,4 +115,6 @@ public struct GenerationResult: Sendable {
   /// Tokens that did not fit the 77-token window and were dropped, per prompt (positive,
   /// negative); empty when nothing was cut.
   public var truncatedTokens: (positive: [String], negative: [String])
+  /// What in the request acted unseen (see `StableDiffusionPipeline.warnings(for:)`).
+  public var warnings: [String] = []
 }

@@ -195,8 +195,9 @@ public struct StableDiffusionPipeline: Sendable {
     promptCache: PromptEncodingCache? = nil, progress: ((GenerationProgress) -> Bool)? = nil
   ) throws(PipelineError) -> GenerationResult {
     let factor = vaeScaleFactor
-    let width = request.width ?? unet.configuration.sampleSize * factor
-    let height = request.height ?? unet.configuration.sampleSize * factor
+    let width = request.width ?? request.initImage?.width ?? unet.configuration.sampleSize * factor
+    let height =
+      request.height ?? request.initImage?.height ?? unet.configuration.sampleSize * factor
     try validate(request, width: width, height: height)
     guard let sampler = request.sampler ?? defaultSampler else {
       throw .invalidSchedulerConfiguration(
@@ -291,7 +292,8 @@ public struct StableDiffusionPipeline: Sendable {
     }
     return GenerationResult(
       image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
-      decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens)
+      decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens,
+      warnings: warnings(for: request))
   }
 
   /// Throws if a weights file of `store` was cut short or modified since loading: weights used in

@@ -156,7 +156,7 @@ enum GenerateCommand {
     var pipeline = try StableDiffusionPipeline(
       modelAt: model, configurationsFrom: try arguments.existingPath("config"),
       halfPrecisionWeights: arguments.has("fp16-weights"))
-    warnAboutEmbeddings(request, tokenizer: pipeline.tokenizer, reporter: reporter)
+    pipeline.warnings(for: request).forEach(reporter.warn)
     pipeline = try LoRAOptions.apply(
       job.loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"),
       reporter: reporter
@@ -192,7 +192,8 @@ enum GenerateCommand {
       (
         "parameters",
         request.parametersText(
-          sampler: result.sampler, modelName: model.lastPathComponent,
+          sampler: result.sampler, width: result.image.width, height: result.image.height,
+          modelName: model.lastPathComponent,
           promptAsWritten: job.promptAsWritten)
       )
     ]
@@ -320,35 +321,6 @@ enum GenerateCommand {
     return Job(
       request: request, loras: loras,
       promptAsWritten: ([prompt] + LoRAOptions.extraPromptTags(loras)).joined(separator: " "))
-  }
-
-  /// Embeddings that would act unseen: one used by no prompt (its name is matched as a whole
-  /// word), one named like an ordinary word (every use of the word becomes it), two of one name.
-  static func warnAboutEmbeddings(
-    _ request: GenerationRequest, tokenizer: CLIPTokenizer, reporter: ProgressReporter
-  ) {
-    let texts = ([request.prompt] + request.allNegativePrompts.map(\.text)).map { $0.lowercased() }
-    var seen: Set<String> = []
-    for embedding in request.embeddings {
-      let name = embedding.name.lowercased()
-      if !seen.insert(name).inserted {
-        reporter.warn("two embeddings are named '\(embedding.name)'; the last one is used")
-      }
-      // PromptEncoder's rule: a word is a run of letters, digits, "_" and "-".
-      let used = texts.contains { text in
-        text.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
-          .contains { $0 == Substring(name) }
-      }
-      if !used {
-        reporter.warn(
-          "the embedding '\(embedding.name)' appears in no prompt (write its name, e.g. \(embedding.name))"
-        )
-      } else if tokenizer.tokenize(name).count == 1 {
-        reporter.warn(
-          "the embedding '\(embedding.name)' is named like an ordinary word: every '\(embedding.name)' in the prompts uses it"
-        )
-      }
-    }
   }
 
   /// `text` without its `<lora:…>` tags, and the tags.

@@ -58,7 +58,8 @@ private func files(in folder: URL) throws -> [String: Data] {
     let parameters = try PNGText.read(contentsOf: serial.appendingPathComponent("00004.png"))
     #expect(
       parameters["parameters"]?.hasPrefix(
-        "a cat\nNegative prompt: blurry | hands:0.5\nSteps: 3, ") == true, "\(parameters)")
+        "a cat\nNegative prompt: blurry, hands\nSteps: 3, Sampler: PLMS, CFG scale: 7.5, Seed: 0, Size: 64x64, Model: tiny-sd15, Negative prompts: \"blurry | hands:0.5\""
+      ) == true, "\(parameters)")
 
     let sharded = folder.appendingPathComponent("sharded")
     let processes = try (0..<2).map { index in

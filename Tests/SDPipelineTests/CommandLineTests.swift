@@ -182,7 +182,8 @@ import Testing
     let image = try RGBImage(contentsOf: output)
     #expect(image.width == 128 && image.height > 64)
     let text = String(decoding: try Data(contentsOf: output), as: UTF8.self)
-    #expect(text.contains("Negative prompt: green tones | bad-hands, (blur:1.2):0.5"))
+    #expect(text.contains("Negative prompt: green tones, bad-hands, (blur:1.2)\n"))
+    #expect(text.contains(#"Negative prompts: "green tones | bad-hands, (blur:1.2):0.5""#))
     #expect(text.contains("Guidance: perp-neg") && text.contains("Negative steps: 1-2"))
   }
 
@@ -198,6 +199,17 @@ import Testing
     #expect(result.status == 0, "\(result.error)")
     #expect(result.error.contains("two embeddings are named 'bad-hands'"), "\(result.error)")
     #expect(result.error.contains("the embedding 'bad-hands' appears in no prompt"))
+    let unguided = try runSD(
+      quick(
+        folder.appendingPathComponent("scale1.png"),
+        ["--negative-prompt", "blurry", "--guidance-scale", "1"]))
+    #expect(unguided.status == 0, "\(unguided.error)")
+    #expect(unguided.error.contains("the negative prompt has no effect at guidance scale 1.0"))
+    let nag = try runSD(
+      quick(
+        folder.appendingPathComponent("nag.png"),
+        ["--negative-prompt", "blurry", "--guidance-scale", "1", "--guidance", "nag"]))
+    #expect(!nag.error.contains("no effect"), "\(nag.error)")
   }
 
   @Test func truncateWarnsWhatWasCut() throws {

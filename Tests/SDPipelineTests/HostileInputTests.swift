@@ -156,6 +156,14 @@ private func modifiedModel(_ replacing: [String: String]) throws -> URL {
     }
   }
 
+  /// img2img without a size takes the init image's (as `sd` does), not the model's.
+  @Test func img2imgTakesTheInitImageSize() throws {
+    let start = RGBImage(width: 48, height: 80, red: 200, green: 10, blue: 10)
+    let request = GenerationRequest(prompt: "a red apple", steps: 2, initImage: start)
+    let result = try tinyPipeline.get().generate(request, options: options)
+    #expect(result.image.width == 48 && result.image.height == 80)
+  }
+
   @Test func nonFiniteEmbeddingsAreRefused() throws {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
       "embedding-\(UUID().uuidString).safetensors")

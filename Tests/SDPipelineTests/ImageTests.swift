@@ -32,6 +32,32 @@ import Testing
     #expect(try PNGText.read(contentsOf: url)["parameters"] == "ein Äpfel, 林檎")
   }
 
+  /// The PNG parameters as the web UIs write them: their sampler names, "Size", "Clip skip"
+  /// counted their way, the model without its file extension, values with commas quoted.
+  @Test func parametersFollowTheWebUIFormat() {
+    var request = GenerationRequest(
+      prompt: "a red apple <lora:detail:0.5>", negativePrompt: "blurry, lowres", steps: 20,
+      seed: 42, clipSkip: 1)
+    request.initImage = RGBImage(width: 8, height: 8, red: 0, green: 0, blue: 0)
+    request.strength = 0.6
+    #expect(
+      request.parametersText(
+        sampler: .dpmSolverMultistepKarras, width: 512, height: 768,
+        modelName: "v1-5-pruned-emaonly.safetensors")
+          == """
+          a red apple <lora:detail:0.5>
+          Negative prompt: blurry, lowres
+          Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7.5, Seed: 42, Size: 512x768, \
+          Model: v1-5-pruned-emaonly, Denoising strength: 0.6, Clip skip: 2
+          """)
+    request.negativePrompts = [NegativePrompt("hands", weight: 0.5)]
+    #expect(
+      request.parametersText(sampler: .eulerAncestral, width: 64, height: 64, modelName: "m")
+        .hasSuffix(
+          #"Sampler: Euler a, CFG scale: 7.5, Seed: 42, Size: 64x64, Model: m, Denoising strength: 0.6, Clip skip: 2, Negative prompts: "blurry, lowres | hands:0.5""#
+        ))
+  }
+
   @Test func tensorConversionRoundTrips() {
     let image = RGBImage(width: 4, height: 2, pixels: (0..<24).map { UInt8($0 * 10) })
     let tensor = image.tensor

@@ -100,7 +100,10 @@ struct NAGTests {
     let expected = try tinyPipeline.get().generate(request, options: ComputeOptions(threadCount: 1))
     #expect(try RGBImage(contentsOf: output) == expected.image)
     let parameters = try #require(try PNGText.read(contentsOf: output)["parameters"])
-    #expect(parameters.contains("Guidance: nag, NAG scale: 4.0, NAG tau: 2.5, NAG alpha: 0.25"))
+    #expect(
+      parameters.contains(
+        "Sampler: LCM, CFG scale: 1.0, Seed: 0, Size: 64x64, Model: tiny-sd15, Guidance: nag, NAG scale: 4.0, NAG tau: 2.5, NAG alpha: 0.25"
+      ), "\(parameters)")
     let compare = folder.appendingPathComponent("compare.png")
     #expect(try runSD(quick(compare, options + ["--compare"])).status == 0)
     #expect(try RGBImage(contentsOf: compare).width == 128)

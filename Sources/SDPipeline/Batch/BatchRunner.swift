@@ -145,7 +145,8 @@ public struct BatchRunner: Sendable {
           job.request, options: options, promptCache: adapted.promptCache, progress: progress)
         if let file {
           let parameters = job.request.parametersText(
-            sampler: result.sampler, modelName: modelName, promptAsWritten: job.promptAsWritten)
+            sampler: result.sampler, width: result.image.width, height: result.image.height,
+            modelName: modelName, promptAsWritten: job.promptAsWritten)
           do throws(PipelineError) {
             try result.image.writePNG(
               to: file, text: [("parameters", parameters)], replacing: false,
@@ -161,7 +162,8 @@ public struct BatchRunner: Sendable {
         let seconds = Date().timeIntervalSince(start)
         summary.finished += 1
         summary.seconds += seconds
-        report(position, job, .finished(result, seconds: seconds, warnings: warnings))
+        report(
+          position, job, .finished(result, seconds: seconds, warnings: warnings + result.warnings))
       } catch {
         if case .cancelled = error { throw error }
         summary.failed += 1
