@@ -90,6 +90,11 @@ enum GenerateCommand {
         help: "skip the last N text-encoder layers"),
       .threads,
       OptionSpec(
+        name: "from-png", valueName: "FILE.png", defaultValue: nil,
+        help:
+          "take the prompt and settings from a PNG's parameters (ours or a web UI's); options given here win"
+      ),
+      OptionSpec(
         name: "output", valueName: "FILE.png", defaultValue: "output.png",
         help: "where to write the image; - for standard output"),
       OptionSpec(
@@ -112,7 +117,7 @@ enum GenerateCommand {
   static let requestSpecs = specs.filter {
     ![
       "model", "config", "threads", "output", "overwrite", "compare", "negative-effect", "quiet",
-      "fp16-weights", "lora-ignore-unknown", "help",
+      "fp16-weights", "lora-ignore-unknown", "help", "from-png",
     ].contains($0.name)
   }
 
@@ -120,7 +125,17 @@ enum GenerateCommand {
   static let samplerNames = SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")
 
   static func run(_ words: [String], cancellation: Cancellation) throws -> Int32 {
-    let arguments = try ParsedArguments(words, specs: specs)
+    var arguments = try ParsedArguments(words, specs: specs)
+    if let png = try arguments.existingPath("from-png") {
+      let text: String?
+      do { text = try PNGText.read(contentsOf: png)["parameters"] } catch {
+        throw UsageError("--from-png: \(error)")
+      }
+      guard let text else { throw UsageError("--from-png: '\(png.path)' has no parameters text") }
+      arguments = try ParsedArguments(
+        PNGParameters.words(fromParameters: text), specs: requestSpecs
+      ).overridden(by: arguments)
+    }
     if arguments.has("help") {
       print(
         helpText(

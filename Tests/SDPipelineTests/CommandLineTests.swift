@@ -212,6 +212,62 @@ import Testing
     #expect(!nag.error.contains("no effect"), "\(nag.error)")
   }
 
+  /// `--from-png` repeats a run from its PNG's parameters (ours: the same pixels), reads a web
+  /// UI's parameters (their sampler names, unknown keys skipped), and lets options given on the
+  /// command line win.
+  @Test func fromPNGRepeatsARun() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let first = folder.appendingPathComponent("first.png")
+    let settings = [
+      "--negative-prompt", "green tones", "--negative-prompt", "blurry, lowres:0.5", "--seed", "7",
+      "--sampler", "dpm++2m-karras", "--guidance-scale", "5.5", "--clip-skip",
+      "1", "--negative-steps", "1-2",
+    ]
+    var original = quick(first, settings)
+    original[3] = "a red apple, (shiny:1.2)"
+    #expect(try runSD(original).status == 0)
+    let again = folder.appendingPathComponent("again.png")
+    let repeated = try runSD(
+      ["--model", tinyModel, "--from-png", first.path, "--output", again.path, "--quiet"])
+    #expect(repeated.status == 0, "\(repeated.error)")
+    #expect(try RGBImage(contentsOf: again) == RGBImage(contentsOf: first))
+    #expect(
+      try PNGText.read(contentsOf: again)["parameters"]
+        == PNGText.read(contentsOf: first)["parameters"])
+
+    let reseeded = folder.appendingPathComponent("reseeded.png")
+    #expect(
+      try runSD([
+        "--model", tinyModel, "--from-png", first.path, "--seed", "8", "--output", reseeded.path,
+        "--quiet",
+      ]).status == 0)
+    #expect(try RGBImage(contentsOf: reseeded) != RGBImage(contentsOf: first))
+
+    let webUI = folder.appendingPathComponent("webui.png")
+    let text =
+      "a cat\nNegative prompt: dog\nSteps: 2, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 3, Size: 64x64, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1"
+    try Data(
+      RGBImage(width: 64, height: 64, red: 0, green: 0, blue: 0).pngData(text: [
+        ("parameters", text)
+      ])
+    ).write(to: webUI)
+    let fromWebUI = folder.appendingPathComponent("from-webui.png")
+    let direct = folder.appendingPathComponent("direct.png")
+    #expect(
+      try runSD(["--model", tinyModel, "--from-png", webUI.path, "--output", fromWebUI.path])
+        .status == 0)
+    #expect(
+      try runSD([
+        "--model", tinyModel, "--prompt", "a cat", "--negative-prompt", "dog", "--steps", "2",
+        "--sampler", "euler-a", "--guidance-scale", "7", "--seed", "3", "--width", "64",
+        "--height", "64", "--output", direct.path,
+      ]).status == 0)
+    #expect(try RGBImage(contentsOf: fromWebUI) == RGBImage(contentsOf: direct))
+    let none = try runSD(["--model", tinyModel, "--from-png", direct.path + "x"])
+    #expect(none.status == 2 && none.error.contains("--from-png"), "\(none.error)")
+  }
+
   @Test func truncateWarnsWhatWasCut() throws {
     let folder = try temporaryFolder()
     defer { try? FileManager.default.removeItem(at: folder) }
