@@ -158,6 +158,16 @@ struct ParsedArguments {
   }
 }
 
+/// `words` parsed against `specs`, or nil once `--help` was asked for and the help printed.
+func parsedOrHelp(_ words: [String], specs: [OptionSpec], usage: String, summary: String)
+  throws(UsageError) -> ParsedArguments?
+{
+  let arguments = try ParsedArguments(words, specs: specs)
+  guard arguments.has("help") else { return arguments }
+  print(helpText(usage: usage, summary: summary, specs: specs))
+  return nil
+}
+
 /// The --help text of a command: usage line, then every option with its default.
 func helpText(usage: String, summary: String, specs: [OptionSpec]) -> String {
   var lines = ["usage: \(usage)", "", summary, "", "options:"]

@@ -11,51 +11,37 @@ enum BatchCommand {
   /// The batch's own options; generate's request options are accepted as defaults for every line.
   static let ownSpecs: [OptionSpec] = [
     OptionSpec(
-      name: "model", valueName: "PATH", defaultValue: nil,
-      help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
-    OptionSpec(
-      name: "config", valueName: "DIR", defaultValue: "SD 1.5",
-      help: "single-file checkpoints: take configs, tokenizer and scheduler from this folder"),
-    OptionSpec(
       name: "output-dir", valueName: "DIR", defaultValue: nil,
       help: "where the images go; those already there are not generated again"),
     OptionSpec(
       name: "shard", valueName: "I/N", defaultValue: "0/1",
       help: "run only every N-th job starting at job I (0-based), e.g. a Slurm array task"),
-    OptionSpec(
-      name: "fp16-weights", valueName: nil, defaultValue: nil,
-      help: "keep the weights in half precision in memory"),
-    OptionSpec(
-      name: "lora-ignore-unknown", valueName: nil, defaultValue: nil,
-      help: "skip LoRA layers the model does not have instead of failing the job"),
     .threads,
     OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "only the summary line"),
   ]
 
-  static var specs: [OptionSpec] { ownSpecs + GenerateCommand.requestSpecs + [.help] }
+  static var specs: [OptionSpec] {
+    ModelOptions.specs + ownSpecs + [LoRAOptions.ignoreUnknown] + GenerateCommand.requestSpecs
+      + [.help]
+  }
 
   static let usage = "sd batch JOBS.jsonl --model PATH --output-dir DIR [--shard I/N] [options]"
 
   /// Exit status: 0 when no job failed, else the number of failed jobs (at most 125); problems
   /// before the first job (options, the jobs file, the model) exit 2.
   static func run(_ words: [String], cancellation: Cancellation) throws -> Int32 {
-    let arguments = try ParsedArguments(words, specs: specs)
-    if arguments.has("help") {
-      print(
-        helpText(
-          usage: usage,
-          summary:
-            "Generate one image per line of a JSON-lines file; a line's keys are the generate options below (\"prompt\", \"seed\", \"negative-prompt\": [..]) plus \"name\". Options given here are every line's defaults.",
-          specs: specs))
-      return 0
-    }
+    guard
+      let arguments = try parsedOrHelp(
+        words, specs: specs, usage: usage,
+        summary:
+          "Generate one image per line of a JSON-lines file; a line's keys are the generate options below (\"prompt\", \"seed\", \"negative-prompt\": [..]) plus \"name\". Options given here are every line's defaults."
+      )
+    else { return 0 }
     guard arguments.positional.count == 1 else {
       throw UsageError("give one JOBS.jsonl file (see sd batch --help)")
     }
     let jobsPath = arguments.positional[0]
-    guard let model = try arguments.existingPath("model") else {
-      throw UsageError("--model is required (a diffusers model folder)")
-    }
+    let model = try ModelOptions.model(arguments, allowingPositional: true)
     guard let folderPath = arguments.string("output-dir") else {
       throw UsageError("--output-dir is required")
     }
@@ -95,9 +81,7 @@ enum BatchCommand {
     reporter.note(
       "loading \(model.path); \(jobs.count) jobs of \(lines.count)"
         + (shard.count > 1 ? " (shard \(shard.index)/\(shard.count))" : ""))
-    let pipeline = try StableDiffusionPipeline(
-      modelAt: model, configurationsFrom: try arguments.existingPath("config"),
-      halfPrecisionWeights: arguments.has("fp16-weights"))
+    let pipeline = try ModelOptions.load(model, arguments)
     let runner = BatchRunner(
       pipeline: pipeline, options: options, modelName: model.lastPathComponent,
       ignoringUnknownLoRALayers: arguments.has("lora-ignore-unknown"))

@@ -8,15 +8,7 @@ import SDTensor
 
 enum GenerateCommand {
   static let specs: [OptionSpec] =
-    [
-      OptionSpec(
-        name: "model", valueName: "PATH", defaultValue: nil,
-        help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
-      OptionSpec(
-        name: "config", valueName: "DIR", defaultValue: "SD 1.5",
-        help:
-          "single-file checkpoints: take configs, tokenizer and scheduler from this diffusers folder"
-      ),
+    ModelOptions.specs + [
       OptionSpec(
         name: "prompt", valueName: "TEXT", defaultValue: nil, help: "what the image should show"),
       OptionSpec(
@@ -107,9 +99,6 @@ enum GenerateCommand {
         name: "negative-effect", valueName: "FILE.png", defaultValue: nil,
         help: "also write a heat map of where the negative prompt changed the image"),
       OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
-      OptionSpec(
-        name: "fp16-weights", valueName: nil, defaultValue: nil,
-        help: "keep the weights in half precision in memory (half the memory, a little slower)"),
     ] + LoRAOptions.specs + [.help]
 
   /// The options of one request (what a batch line or a grid axis may set): all but the
@@ -125,7 +114,13 @@ enum GenerateCommand {
   static let samplerNames = SchedulerKind.allCases.map(\.rawValue).joined(separator: ", ")
 
   static func run(_ words: [String], cancellation: Cancellation) throws -> Int32 {
-    var arguments = try ParsedArguments(words, specs: specs)
+    guard
+      var arguments = try parsedOrHelp(
+        words, specs: specs, usage: usage,
+        summary:
+          "Generate an image with Stable Diffusion on the CPU. Other commands: sd batch (one image per line of a JSON-lines file), sd grid (a labelled comparison grid), sd tokenize, sd verify."
+      )
+    else { return 0 }
     if let png = try arguments.existingPath("from-png") {
       let text: String?
       do { text = try PNGText.read(contentsOf: png)["parameters"] } catch {
@@ -136,21 +131,7 @@ enum GenerateCommand {
         PNGParameters.words(fromParameters: text), specs: requestSpecs
       ).overridden(by: arguments)
     }
-    if arguments.has("help") {
-      print(
-        helpText(
-          usage: usage,
-          summary:
-            "Generate an image with Stable Diffusion on the CPU. Other commands: sd batch (one image per line of a JSON-lines file), sd grid (a labelled comparison grid), sd tokenize, sd verify.",
-          specs: specs))
-      return 0
-    }
-    guard arguments.positional.isEmpty else {
-      throw UsageError("unexpected argument '\(arguments.positional[0])' (options start with --)")
-    }
-    guard let model = try arguments.existingPath("model") else {
-      throw UsageError("--model is required (a diffusers model folder)")
-    }
+    let model = try ModelOptions.model(arguments)
     let threads = try arguments.threadCount()
     let job = try job(arguments)
     let request = job.request
@@ -168,9 +149,7 @@ enum GenerateCommand {
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
     reporter.note("loading \(model.path)")
-    var pipeline = try StableDiffusionPipeline(
-      modelAt: model, configurationsFrom: try arguments.existingPath("config"),
-      halfPrecisionWeights: arguments.has("fp16-weights"))
+    var pipeline = try ModelOptions.load(model, arguments)
     pipeline.warnings(for: request).forEach(reporter.warn)
     pipeline = try LoRAOptions.apply(
       job.loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"),

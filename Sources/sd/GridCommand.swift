@@ -9,12 +9,6 @@ import SDTensor
 enum GridCommand {
   static let ownSpecs: [OptionSpec] = [
     OptionSpec(
-      name: "model", valueName: "PATH", defaultValue: nil,
-      help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
-    OptionSpec(
-      name: "config", valueName: "DIR", defaultValue: "SD 1.5",
-      help: "single-file checkpoints: take configs, tokenizer and scheduler from this folder"),
-    OptionSpec(
       name: "columns", valueName: "OPTION=A|B", defaultValue: nil,
       help:
         "the option that varies across columns and its values, e.g. negative-prompt=|blurry|hands"),
@@ -29,17 +23,14 @@ enum GridCommand {
       help: "also write every cell as row<R>-col<C>.png here (cells already there are reused)"),
     OptionSpec(
       name: "overwrite", valueName: nil, defaultValue: nil, help: "replace an existing grid file"),
-    OptionSpec(
-      name: "fp16-weights", valueName: nil, defaultValue: nil,
-      help: "keep the weights in half precision in memory"),
-    OptionSpec(
-      name: "lora-ignore-unknown", valueName: nil, defaultValue: nil,
-      help: "skip LoRA layers the model does not have instead of failing"),
     .threads,
     OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
   ]
 
-  static var specs: [OptionSpec] { ownSpecs + GenerateCommand.requestSpecs + [.help] }
+  static var specs: [OptionSpec] {
+    ModelOptions.specs + ownSpecs + [LoRAOptions.ignoreUnknown] + GenerateCommand.requestSpecs
+      + [.help]
+  }
 
   static let usage =
     "sd grid --model PATH --prompt TEXT --columns OPTION=A|B [--rows OPTION=X|Y] [options]"
@@ -83,22 +74,14 @@ enum GridCommand {
   }
 
   static func run(_ words: [String], cancellation: Cancellation) throws -> Int32 {
-    let arguments = try ParsedArguments(words, specs: specs)
-    if arguments.has("help") {
-      print(
-        helpText(
-          usage: usage,
-          summary:
-            "Generate a labelled grid: every cell uses the options below, with the row's and the column's option set to its value. Values are separated by |.",
-          specs: specs))
-      return 0
-    }
-    guard arguments.positional.isEmpty else {
-      throw UsageError("unexpected argument '\(arguments.positional[0])' (options start with --)")
-    }
-    guard let model = try arguments.existingPath("model") else {
-      throw UsageError("--model is required (a diffusers model folder)")
-    }
+    guard
+      let arguments = try parsedOrHelp(
+        words, specs: specs, usage: usage,
+        summary:
+          "Generate a labelled grid: every cell uses the options below, with the row's and the column's option set to its value. Values are separated by |."
+      )
+    else { return 0 }
+    let model = try ModelOptions.model(arguments)
     guard let columnText = arguments.string("columns") else {
       throw UsageError("--columns OPTION=A|B|... is required")
     }
@@ -148,9 +131,7 @@ enum GridCommand {
     options.cancellation = cancellation.flag
     let reporter = ProgressReporter(quiet: arguments.has("quiet"))
     reporter.note("loading \(model.path); \(cells.count) cells")
-    let pipeline = try StableDiffusionPipeline(
-      modelAt: model, configurationsFrom: try arguments.existingPath("config"),
-      halfPrecisionWeights: arguments.has("fp16-weights"))
+    let pipeline = try ModelOptions.load(model, arguments)
     let runner = BatchRunner(
       pipeline: pipeline, options: options, modelName: model.lastPathComponent,
       ignoringUnknownLoRALayers: arguments.has("lora-ignore-unknown"))

@@ -13,10 +13,13 @@ enum LoRAOptions {
     OptionSpec(
       name: "lora-dir", valueName: "DIR", defaultValue: nil,
       help: "where <lora:NAME:SCALE> tags in the prompts find NAME.safetensors"),
-    OptionSpec(
-      name: "lora-ignore-unknown", valueName: nil, defaultValue: nil,
-      help: "skip LoRA layers the model does not have (with a warning) instead of failing"),
+    ignoreUnknown,
   ]
+
+  /// `--lora-ignore-unknown`, which batch and grid take too.
+  static let ignoreUnknown = OptionSpec(
+    name: "lora-ignore-unknown", valueName: nil, defaultValue: nil,
+    help: "skip LoRA layers the model does not have (with a warning) instead of failing")
 
   /// A LoRA requested on the command line: the file, the scale and the tag that names it in
   /// the PNG parameters.

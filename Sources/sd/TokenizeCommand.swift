@@ -16,14 +16,11 @@ enum TokenizeCommand {
   ]
 
   static func run(_ words: [String]) throws -> Int32 {
-    let arguments = try ParsedArguments(words, specs: specs)
-    if arguments.has("help") {
-      print(
-        helpText(
-          usage: "sd tokenize [--model PATH] [--ids] TEXT",
-          summary: "Show the CLIP tokens of a prompt.", specs: specs))
-      return 0
-    }
+    guard
+      let arguments = try parsedOrHelp(
+        words, specs: specs, usage: "sd tokenize [--model PATH] [--ids] TEXT",
+        summary: "Show the CLIP tokens of a prompt.")
+    else { return 0 }
     guard arguments.positional.count == 1 else {
       throw UsageError(
         "tokenize takes one TEXT argument (quote the prompt), got \(arguments.positional.count)")

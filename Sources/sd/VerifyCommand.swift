@@ -36,16 +36,13 @@ enum VerifyCommand {
   }
 
   static func run(_ words: [String]) throws -> Int32 {
-    let arguments = try ParsedArguments(words, specs: specs)
-    if arguments.has("help") {
-      print(
-        helpText(
-          usage: "sd verify --model PATH --activations FILE [--json]",
-          summary:
-            "Compare this runtime with activations dumped from diffusers (weights/dump_activations.py).",
-          specs: specs))
-      return 0
-    }
+    guard
+      let arguments = try parsedOrHelp(
+        words, specs: specs, usage: "sd verify --model PATH --activations FILE [--json]",
+        summary:
+          "Compare this runtime with activations dumped from diffusers (weights/dump_activations.py)."
+      )
+    else { return 0 }
     guard let model = try arguments.existingPath("model") else {
       throw UsageError("--model is required")
     }
