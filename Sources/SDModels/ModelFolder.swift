@@ -87,7 +87,15 @@ public struct ModelFolder: Sendable {
         path: url.path, textEncoder: textConfiguration, unet: unetConfiguration,
         vae: vaeConfiguration, keepsHalfPrecision: halfPrecisionWeights)
       textEncoder = Part(configuration: textConfiguration, weights: opened.textEncoder)
-      unet = Part(configuration: unetConfiguration, weights: opened.unet)
+      // An inpainting checkpoint (sd-v1-5-inpainting) differs from its base only in conv_in's
+      // input channels; the file says which it is, the configuration folder cannot.
+      var unetFromFile = unetConfiguration
+      if let inputs = opened.unet.shape(of: "conv_in.weight")?.dropFirst().first,
+        inputs == 2 * vaeConfiguration.latentChannels + 1
+      {
+        unetFromFile.inChannels = inputs
+      }
+      unet = Part(configuration: unetFromFile, weights: opened.unet)
       vae = Part(configuration: vaeConfiguration, weights: opened.vae)
       checkpoint = opened
     }

@@ -31,7 +31,13 @@ public struct GenerationRequest: Sendable {
   /// img2img: the starting image (its size is the default width × height; another size is
   /// refused: resize it first).
   public var initImage: RGBImage?
-  /// img2img: how much of the schedule to run, in (0, 1]; 1 ignores the image's content.
+  /// Inpainting: where to repaint `initImage` (its size). nil: img2img of the whole image.
+  public var mask: InpaintingMask?
+  /// Inpainting: put the init image's pixels back outside the mask after decoding, blended by
+  /// the mask's grey levels (the VAE round trip otherwise changes them slightly).
+  public var keepsUnmaskedPixels = false
+  /// img2img: how much of the schedule to run, in (0, 1]; 1 ignores the image's content (with
+  /// a mask: the repainted region starts from pure noise, as diffusers does).
   public var strength: Float
   /// Skip the last k text-encoder layers (diffusers' `clip_skip`).
   public var clipSkip: Int
@@ -60,7 +66,8 @@ public struct GenerationRequest: Sendable {
     negativePromptEmbeddings: Tensor? = nil, steps: Int = 20, guidance: Guidance = Guidance(),
     seed: UInt64 = 0, sampler: SchedulerKind? = nil, timestepSpacing: TimestepSpacing? = nil,
     eta: Float = 0, width: Int? = nil, height: Int? = nil, initImage: RGBImage? = nil,
-    strength: Float = 0.8, clipSkip: Int = 0, embeddings: [TextualInversion] = [],
+    strength: Float = 0.8, mask: InpaintingMask? = nil, keepsUnmaskedPixels: Bool = false,
+    clipSkip: Int = 0, embeddings: [TextualInversion] = [],
     truncatePrompts: Bool = false, parsesPromptWeights: Bool = true,
     tiledDecodingAbove: Int? = 96
   ) {
@@ -78,6 +85,8 @@ public struct GenerationRequest: Sendable {
     self.height = height
     self.initImage = initImage
     self.strength = strength
+    self.mask = mask
+    self.keepsUnmaskedPixels = keepsUnmaskedPixels
     self.clipSkip = clipSkip
     self.embeddings = embeddings
     self.truncatePrompts = truncatePrompts

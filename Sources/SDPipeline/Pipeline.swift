@@ -226,17 +226,20 @@ public struct StableDiffusionPipeline: Sendable {
     // Noise: one generator for everything, drawn in diffusers' order (img2img: the VAE sample
     // first, then the initial noise; ancestral samplers: then one draw per step).
     var generator = TorchGenerator(seed: request.seed)
-    let latentShape = [1, unet.configuration.inChannels, height / factor, width / factor]
-    var latents: Tensor
-    var firstStep = 0
-    if let initImage = request.initImage {
+    let latentShape = [1, vae.configuration.latentChannels, height / factor, width / factor]
+    // A sample of the VAE's latent distribution of `image`, scaled (one generator draw).
+    func encodedSample(_ image: Tensor) throws(PipelineError) -> Tensor {
       try checkUnchanged(weightStores?.vae)
-      let (mean, logVariance) = vae.encode(initImage.tensor, options: options)
+      let (mean, logVariance) = vae.encode(image, options: options)
       if options.isCancelled { throw .cancelled }
       let sample = generator.randn(mean.shape)
-      let imageLatents =
-        (mean + logVariance.map { Foundation.exp(0.5 * $0) } * sample)
+      return (mean + logVariance.map { Foundation.exp(0.5 * $0) } * sample)
         * vae.configuration.scalingFactor
+    }
+    var latents: Tensor
+    var firstStep = 0
+    var inpainting: InpaintingConditions?
+    if let initImage = request.initImage {
       firstStep = scheduler.firstStep(strength: request.strength)
       guard firstStep < scheduler.inferenceSteps else {
         throw .invalidArgument(
@@ -245,8 +248,24 @@ public struct StableDiffusionPipeline: Sendable {
             "\(request.strength) with \(request.steps) steps runs no step (steps × strength rounds down to 0); raise the steps or the strength"
         )
       }
+      // diffusers' order of draws: the image's latents (unless an inpainting UNet starts from
+      // pure noise), the noise, then the masked image's latents.
+      let pureNoise = request.mask != nil && request.strength == 1
+      let imageLatents =
+        pureNoise && unetTakesMask ? nil : try encodedSample(initImage.tensor)
       let noise = generator.randn(latentShape)
-      latents = scheduler.addNoise(to: imageLatents, noise: noise, stepIndex: firstStep)
+      if let imageLatents, !pureNoise {
+        latents = scheduler.addNoise(to: imageLatents, noise: noise, stepIndex: firstStep)
+      } else {
+        latents = noise * scheduler.initNoiseSigma
+      }
+      if let mask = request.mask {
+        inpainting = InpaintingConditions(
+          latentMask: mask.latentMask(factor: factor),
+          maskedImageLatents: try encodedSample(
+            initImage.tensor * mask.binarized.map { $0 < 0.5 ? 1 : 0 }),
+          imageLatents: unetTakesMask ? nil : imageLatents, noise: noise)
+      }
     } else {
       latents = generator.randn(latentShape) * scheduler.initNoiseSigma
     }
@@ -259,7 +278,8 @@ public struct StableDiffusionPipeline: Sendable {
       let rows = plan.batch(atStep: step)
       try checkUnchanged(weightStores?.unet)
       let batch = concatenate(Array(repeating: latents, count: rows.count), axis: 0)
-      let input = scheduler.scaleModelInput(batch, stepIndex: index)
+      var input = scheduler.scaleModelInput(batch, stepIndex: index)
+      if let inpainting, unetTakesMask { input = inpainting.unetInput(input, rows: rows.count) }
       let prediction = unet(
         input, timesteps: Array(repeating: t, count: rows.count), context: rows.context,
         options: options)
@@ -267,6 +287,12 @@ public struct StableDiffusionPipeline: Sendable {
       let guided = plan.guidedPrediction(prediction, of: rows)
       latents = scheduler.step(
         noisePrediction: guided, stepIndex: index, sample: latents, generator: &generator)
+      if let inpainting {
+        latents = inpainting.blended(latents) { [scheduler] known, noise in
+          index + 1 < timesteps.count
+            ? scheduler.addNoise(to: known, noise: noise, stepIndex: index + 1) : nil
+        }
+      }
       // A NaN or infinity never goes away again; stop at once instead of decoding a black image.
       guard latents.scalars.allSatisfy(\.isFinite) else {
         throw .nonFinite(
@@ -290,8 +316,12 @@ public struct StableDiffusionPipeline: Sendable {
     guard decoded.scalars.allSatisfy(\.isFinite) else {
       throw .nonFinite(stage: "the decoded image", suspects: "the VAE's weights")
     }
+    var image = RGBImage(decoded: decoded)
+    if request.keepsUnmaskedPixels, let mask = request.mask, let initImage = request.initImage {
+      image = RGBImage.composite(image, over: initImage, mask: mask)
+    }
     return GenerationResult(
-      image: RGBImage(decoded: decoded), initialLatents: initialLatents, latents: latents,
+      image: image, initialLatents: initialLatents, latents: latents,
       decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens,
       warnings: warnings(for: request))
   }
@@ -354,5 +384,6 @@ public struct StableDiffusionPipeline: Sendable {
         name: "initImage",
         reason: "is \(image.width)x\(image.height), the request is \(width)x\(height)")
     }
+    try validateInpainting(request)
   }
 }

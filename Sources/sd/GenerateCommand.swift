@@ -75,8 +75,19 @@ enum GenerateCommand {
         name: "init-image", valueName: "PNG", defaultValue: nil,
         help: "img2img: start from this image; its size is the default width and height"),
       OptionSpec(
-        name: "strength", valueName: "X", defaultValue: "0.8",
+        name: "strength", valueName: "X", defaultValue: "0.8; 1 with --mask",
         help: "img2img: how much to change the image, in (0, 1]"),
+      OptionSpec(
+        name: "mask", valueName: "PNG", defaultValue: nil,
+        help:
+          "inpainting: repaint where this image (the init image's size) is white, keep where black"),
+      OptionSpec(
+        name: "mask-blur", valueName: "N", defaultValue: "0",
+        help: "inpainting: blur the mask by a Gaussian of N pixels (softens --keep-unmasked's seam)"
+      ),
+      OptionSpec(
+        name: "keep-unmasked", valueName: nil, defaultValue: nil,
+        help: "inpainting: put the init image's pixels back outside the mask, blended by the mask"),
       OptionSpec(
         name: "clip-skip", valueName: "N", defaultValue: "0",
         help: "skip the last N text-encoder layers"),
@@ -276,7 +287,9 @@ enum GenerateCommand {
       request.guidance.rescale = rescale
     }
     request.seed = try arguments.seed("seed") ?? 0
-    request.strength = try arguments.float("strength", default: 0.8, range: 0.000_001...1) ?? 0.8
+    let maskDefault: Float = arguments.has("mask") ? 1 : 0.8
+    request.strength =
+      try arguments.float("strength", default: maskDefault, range: 0.000_001...1) ?? maskDefault
     request.clipSkip = try arguments.int("clip-skip", default: 0, range: 0...64) ?? 0
     if let name = arguments.string("sampler") {
       guard let sampler = SchedulerKind(name: name) else {
@@ -309,6 +322,15 @@ enum GenerateCommand {
         throw UsageError(
           "--init-image: \(image.width)x\(image.height) is not a multiple of 8 in both sides; crop or resize it"
         )
+      }
+    }
+    if let maskPath = try arguments.existingPath("mask") {
+      let blur = try arguments.int("mask-blur", default: 0, range: 0...64) ?? 0
+      request.mask = InpaintingMask(try RGBImage(contentsOf: maskPath)).blurred(radius: blur)
+      request.keepsUnmaskedPixels = arguments.has("keep-unmasked")
+    } else {
+      for option in ["mask-blur", "keep-unmasked"] where arguments.has(option) {
+        throw UsageError("--\(option) needs --mask")
       }
     }
 
