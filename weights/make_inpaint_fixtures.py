@@ -13,6 +13,16 @@ Writes:
   weights/fixtures/inpaint-sd15.safetensors, for each case of CASES, float32:
     <case>.latents.<i>   [1, 4, 8, 8]    latents after step i (after the 4-channel blend)
     <case>.image         [1, 3, 64, 64]  vae.decode(latents / scaling_factor)
+  The web UIs' "only masked" mode (diffusers' `padding_mask_crop`), on a 128x96 image whose
+  mask covers a small region (inpaint/large-image.png, inpaint/large-mask.png), per case of
+  ONLY_MASKED:
+    <case>.latents.<i>   [1, 4, 8, 8]     the 64x64 crop's latents after step i
+    <case>.final         [96, 128, 3]     the PIL image diffusers returns (the crop pasted back)
+  PIL's Lanczos resampling, which that mode resizes with:
+    resize.<w>x<h>       [h, w, 3]        inpaint/large-image.png resized by PIL
+    resize.mask.<w>x<h>  [h, w]           inpaint/large-mask.png (mode L) resized by PIL
+    resize.edge.<w>x<h>  [h, w, 3]        `image.resize((w, h), box=(0, 0, 128, 0))`, the zero-height
+                                          box `_resize_and_fill` fills borders with
 The settings of every case are in the metadata (JSON under "cases").
 """
 
@@ -50,6 +60,23 @@ CASES = {
     "inpaint_euler_a": (INPAINT, "euler_a", NEGATIVE, 1.0),
     "inpaint_ddim_strength": (INPAINT, "ddim", None, 0.6),
 }
+
+
+# name -> (model, scheduler, negative prompt, padding)
+ONLY_MASKED = {
+    "only_masked_plain": (BASE, "pndm", NEGATIVE, 8),
+    "only_masked_inpaint": (INPAINT, "euler_a", NEGATIVE, 4),
+}
+RESIZES = [(64, 64), (50, 37), (200, 150), (64, 48)]
+
+
+def large_image_and_mask():
+    y, x = np.mgrid[0:96, 0:128]
+    rgb = (np.stack([x * 2 + y, y * 3, (x * y) // 7], axis=-1) % 256).astype(np.uint8)
+    mask = np.zeros((96, 128), dtype=np.uint8)
+    mask[40:62, 70:100] = 255
+    mask[60:64, 66:72] = 200
+    return rgb, mask
 
 
 def image_and_mask():
@@ -107,6 +134,37 @@ def main():
         tensors.update(case_tensors(case, steps, image))
         settings[case] = {"model": os.path.basename(model), "sampler": scheduler, "negative": negative,
                           "strength": strength, "steps": STEPS, "seed": SEED, "prompt": PROMPT}
+    rgb, mask = large_image_and_mask()
+    Image.fromarray(rgb).save(f"{IMAGES}/large-image.png")
+    Image.fromarray(mask, mode="L").save(f"{IMAGES}/large-mask.png")
+    image, mask_image = Image.fromarray(rgb), Image.fromarray(mask, mode="L")
+    for w, h in RESIZES:
+        tensors[f"resize.{w}x{h}"] = torch.from_numpy(
+            np.array(image.resize((w, h), resample=Image.LANCZOS)).astype(np.float32))
+        tensors[f"resize.mask.{w}x{h}"] = torch.from_numpy(
+            np.array(mask_image.resize((w, h), resample=Image.LANCZOS)).astype(np.float32))
+        tensors[f"resize.edge.{w}x{h}"] = torch.from_numpy(np.array(
+            image.resize((w, h), resample=Image.LANCZOS, box=(0, 0, 128, 0))).astype(np.float32))
+    for case, (model, scheduler, negative, padding) in ONLY_MASKED.items():
+        pipe = pipes[model]
+        pipe.scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
+        steps = []
+
+        def on_step(pipeline, i, t, step_kwargs):
+            steps.append(step_kwargs["latents"].detach().clone())
+            return step_kwargs
+
+        with torch.no_grad():
+            final = pipe(prompt=PROMPT, negative_prompt=negative, num_inference_steps=STEPS,
+                         guidance_scale=7.5, image=image, mask_image=mask_image, height=64, width=64,
+                         padding_mask_crop=padding, generator=torch.Generator("cpu").manual_seed(SEED),
+                         callback_on_step_end=on_step, callback_on_step_end_tensor_inputs=["latents"]
+                         ).images[0]
+        tensors.update({f"{case}.latents.{i}": step for i, step in enumerate(steps)})
+        tensors[f"{case}.final"] = torch.from_numpy(np.array(final).astype(np.float32))
+        settings[case] = {"model": os.path.basename(model), "sampler": scheduler, "negative": negative,
+                          "padding": padding, "steps": STEPS, "seed": SEED, "prompt": PROMPT,
+                          "crop": list(pipe.mask_processor.get_crop_region(mask_image, 64, 64, pad=padding))}
     save_fixture(tensors, OUT, "python3 weights/make_inpaint_fixtures.py", cases=json.dumps(settings))
 
 

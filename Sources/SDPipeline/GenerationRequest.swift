@@ -33,6 +33,10 @@ public struct GenerationRequest: Sendable {
   public var initImage: RGBImage?
   /// Inpainting: where to repaint `initImage` (its size). nil: img2img of the whole image.
   public var mask: InpaintingMask?
+  /// Inpainting in the web UIs' "only masked" mode with this many pixels of padding around the
+  /// mask (diffusers' `padding_mask_crop`): the region is generated at `width` × `height`
+  /// (default: the model's size) and pasted back through the mask. nil: the whole image.
+  public var onlyMaskedPadding: Int?
   /// Inpainting: put the init image's pixels back outside the mask after decoding, blended by
   /// the mask's grey levels (the VAE round trip otherwise changes them slightly).
   public var keepsUnmaskedPixels = false

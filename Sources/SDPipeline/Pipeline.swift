@@ -194,6 +194,10 @@ public struct StableDiffusionPipeline: Sendable {
     _ request: GenerationRequest, options: ComputeOptions,
     promptCache: PromptEncodingCache? = nil, progress: ((GenerationProgress) -> Bool)? = nil
   ) throws(PipelineError) -> GenerationResult {
+    if let padding = request.onlyMaskedPadding {
+      return try generateOnlyMasked(
+        request, padding: padding, options: options, promptCache: promptCache, progress: progress)
+    }
     let factor = vaeScaleFactor
     let width = request.width ?? request.initImage?.width ?? unet.configuration.sampleSize * factor
     let height =

@@ -86,6 +86,11 @@ enum GenerateCommand {
         help: "inpainting: blur the mask by a Gaussian of N pixels (softens --keep-unmasked's seam)"
       ),
       OptionSpec(
+        name: "only-masked", valueName: "PAD", defaultValue: nil,
+        help:
+          "inpainting: repaint only the region around the mask (PAD pixels around it; the web UIs use 32), generated at --width x --height (default: the model's size) and pasted back"
+      ),
+      OptionSpec(
         name: "keep-unmasked", valueName: nil, defaultValue: nil,
         help: "inpainting: put the init image's pixels back outside the mask, blended by the mask"),
       OptionSpec(
@@ -316,8 +321,11 @@ enum GenerateCommand {
     if let initPath = try arguments.existingPath("init-image") {
       let image = try RGBImage(contentsOf: initPath)
       request.initImage = image
-      request.width = request.width ?? image.width
-      request.height = request.height ?? image.height
+      // "Only masked" generates the crop at the model's size unless a size is given.
+      if !arguments.has("only-masked") {
+        request.width = request.width ?? image.width
+        request.height = request.height ?? image.height
+      }
       guard image.width % 8 == 0, image.height % 8 == 0 else {
         throw UsageError(
           "--init-image: \(image.width)x\(image.height) is not a multiple of 8 in both sides; crop or resize it"
@@ -328,8 +336,9 @@ enum GenerateCommand {
       let blur = try arguments.int("mask-blur", default: 0, range: 0...64) ?? 0
       request.mask = InpaintingMask(try RGBImage(contentsOf: maskPath)).blurred(radius: blur)
       request.keepsUnmaskedPixels = arguments.has("keep-unmasked")
+      request.onlyMaskedPadding = try arguments.int("only-masked", range: 0...4096)
     } else {
-      for option in ["mask-blur", "keep-unmasked"] where arguments.has(option) {
+      for option in ["mask-blur", "keep-unmasked", "only-masked"] where arguments.has(option) {
         throw UsageError("--\(option) needs --mask")
       }
     }
