@@ -192,6 +192,36 @@ struct BenchReport {
     return (lines + notes).joined(separator: "\n")
   }
 
+  /// The few figures a reader looks for first, printed last before the JSON: the machine's
+  /// peak, attention against it, the UNet step, seconds per image, the VAE, and memory; with
+  /// PyTorch's time and the ratio where the baseline ran.
+  var summary: String {
+    let wanted = [
+      "attention 2x8x4096x40", "UNet batch 2 latent 64x64", "VAE decode", "txt2img",
+    ]
+    var lines = [
+      "", "== summary ==",
+      String(format: "sgemm peak %.1f GFLOP/s on %d threads", peakGFLOPS, threads),
+    ]
+    for row in rows where wanted.contains(where: { row.name.hasPrefix($0) }) {
+      guard let seconds = row.seconds,
+        !row.name.contains("text encoding") && !row.name.hasSuffix("VAE decode")
+      else { continue }
+      var line =
+        row.name.padding(toLength: 44, withPad: " ", startingAt: 0)
+        + String(format: " %8.2f s", seconds)
+      if let gflops = row.gflops, peakGFLOPS > 0 {
+        line += String(format: "  %5.1f%% of peak", 100 * gflops / peakGFLOPS)
+      }
+      if let theirs = extra["pytorch seconds \(row.name)"] {
+        line += String(format: "  PyTorch %.2f s, ratio %.2f", theirs, seconds / theirs)
+      }
+      lines.append(line)
+    }
+    lines.append(String(format: "peak resident memory %.2f GB", Double(peakResidentBytes) / 1e9))
+    return lines.joined(separator: "\n")
+  }
+
   /// Adds "ours/PyTorch" ratios for every row the baseline also timed.
   mutating func compare(withBaseline baseline: JSONValue) {
     for row in rows {

@@ -21,6 +21,12 @@ let baseline = arguments.pytorchBaseline.flatMap {
 let options = Runtime.configure(threads: arguments.threads)
 var report = BenchReport(threads: arguments.threads)
 printError("bench: \(arguments.threads) threads, \(Runtime.matrixKernel)")
+printError(
+  "timing: sgemm at the UNet's GEMM shapes (the peak everything is measured against), 3x3 convolutions, attention and softmax at SD 1.5 sizes"
+    + (arguments.kernelsOnly
+      ? ""
+      : "; then full-size SD 1.5 parts on synthetic weights: CLIP, UNet at 32x32 and 64x64 latents, VAE decode and encode, a 512x512 txt2img, LoRA, few-step and NAG recipes (several minutes)")
+    + (baseline != nil ? "; PyTorch's times were taken first" : ""))
 
 // 1. The machine's sgemm peak at the GEMM shapes an SD 1.5 UNet issues (m × k × n): OpenBLAS's
 // sgemm on its own threads, and ours (one thread, then split over our threads as the kernels run
@@ -80,4 +86,5 @@ if !arguments.kernelsOnly {
 if report.peakResidentBytes == 0 { report.peakResidentBytes = peakResidentBytes() }
 if let baseline { report.compare(withBaseline: baseline) }
 printError(report.table)
+printError(report.summary)
 print(report.json)
