@@ -156,6 +156,21 @@ private func modifiedModel(_ replacing: [String: String]) throws -> URL {
     }
   }
 
+  /// An embedding named like a one-token word is warned about (every use of the word becomes
+  /// it); one named like no word is not.
+  @Test func embeddingNamedLikeAWordIsWarnedAbout() throws {
+    let pipeline = try tinyPipeline.get()
+    var request = GenerationRequest(prompt: "a cat on a mat, by qxzvbnwkjh")
+    request.embeddings = [
+      TextualInversion(name: "cat", vectors: Tensor(zeros: [1, 32])),
+      TextualInversion(name: "qxzvbnwkjh", vectors: Tensor(zeros: [1, 32])),
+    ]
+    let warnings = pipeline.warnings(for: request)
+    #expect(
+      warnings.contains { $0.contains("'cat' is named like an ordinary word") }, "\(warnings)")
+    #expect(!warnings.contains { $0.contains("'qxzvbnwkjh'") }, "\(warnings)")
+  }
+
   /// img2img without a size takes the init image's (as `sd` does), not the model's.
   @Test func img2imgTakesTheInitImageSize() throws {
     let start = RGBImage(width: 48, height: 80, red: 200, green: 10, blue: 10)
