@@ -6,7 +6,8 @@ Regenerate (after make_fixtures.py has written weights/fixtures/tiny-sd15):
 
 Writes:
   weights/fixtures/tiny-sd15-inpaint/   tiny-sd15 with an inpainting UNet (in_channels 9: latents,
-                                        mask, masked-image latents; conv_in re-drawn, seed 1003)
+                                        mask, masked-image latents; conv_in re-drawn, seed 1003);
+                                        its other parts link to tiny-sd15's
   weights/fixtures/inpaint/image.png    the 64x64 RGB image to repaint
   weights/fixtures/inpaint/mask.png     its 64x64 grayscale mask: white = repaint; includes the
                                         grey levels 127 (kept: 127/255 < 0.5) and 128 (repainted)
@@ -93,7 +94,11 @@ def write_inpainting_model():
     """tiny-sd15 with a 9-channel UNet: the 4-channel weights, conv_in re-drawn for 9 inputs."""
     if os.path.exists(INPAINT):
         shutil.rmtree(INPAINT)
-    shutil.copytree(BASE, INPAINT, ignore=shutil.ignore_patterns("unet"))
+    # The parts it shares with tiny-sd15 are links, not copies (the fixtures stay small).
+    os.makedirs(INPAINT)
+    for part in ("text_encoder", "tokenizer", "vae", "scheduler"):
+        os.symlink(f"../tiny-sd15/{part}", f"{INPAINT}/{part}")
+    shutil.copy(f"{BASE}/model_index.json", f"{INPAINT}/model_index.json")
     base = UNet2DConditionModel.from_pretrained(f"{BASE}/unet")
     config = dict(base.config)
     config["in_channels"] = 9

@@ -134,7 +134,7 @@ enum GenerateCommand {
       var arguments = try parsedOrHelp(
         words, specs: specs, usage: usage,
         summary:
-          "Generate an image with Stable Diffusion on the CPU. Other commands: sd batch (one image per line of a JSON-lines file), sd grid (a labelled comparison grid), sd tokenize, sd verify."
+          "Generate an image with Stable Diffusion on the CPU (sd generate, the default command). Other commands: sd batch (one image per line of a JSON-lines file), sd grid (a labelled comparison grid), sd tokenize (a prompt's CLIP tokens), sd verify (compare with activations dumped from diffusers); each takes --help."
       )
     else { return 0 }
     if let png = try arguments.existingPath("from-png") {
