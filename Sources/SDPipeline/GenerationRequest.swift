@@ -27,6 +27,7 @@ public struct GenerationRequest: Sendable {
   /// Image size in pixels; nil uses the init image's size for img2img, else the model's
   /// native size (UNet sample size × 8).
   public var width: Int?
+  /// Image height in pixels; nil as for `width`.
   public var height: Int?
   /// img2img: the starting image (its size is the default width × height; another size is
   /// refused: resize it first).

@@ -14,8 +14,11 @@ extension InpaintingMask {
 
 /// A rectangle of pixels: `x0..<x1` × `y0..<y1`.
 public struct PixelRegion: Sendable, Equatable {
+  /// The corners: left, top (inclusive), right, bottom (exclusive).
   public var x0: Int, y0: Int, x1: Int, y1: Int
+  /// Columns in the region.
   public var width: Int { x1 - x0 }
+  /// Rows in the region.
   public var height: Int { y1 - y0 }
 }
 

@@ -12,7 +12,9 @@ import SDTensor
 /// binarized at 0.5, as diffusers does; grey levels (and a blur) shape the final composite of
 /// `GenerationRequest.keepsUnmaskedPixels`.
 public struct InpaintingMask: Sendable, Equatable {
+  /// Pixels per row (the init image's width).
   public let width: Int
+  /// Rows (the init image's height).
   public let height: Int
   /// `width · height` values in [0, 1], row by row.
   public let values: [Float]

@@ -9,9 +9,11 @@ import SDTensor
 /// A loaded Stable Diffusion 1.x/2.x model. Immutable and `Sendable`: one instance can serve
 /// several generations on different threads.
 public struct StableDiffusionPipeline: Sendable {
+  /// The CLIP tokenizer of the model (its `tokenizer/` folder, or the bundled SD 1.x one).
   public let tokenizer: CLIPTokenizer
   public private(set) var textEncoder: CLIPTextModel
   public private(set) var unet: UNet2DConditionModel
+  /// The VAE that encodes init images and decodes the final latents.
   public let vae: AutoencoderKL
   /// The scheduler settings of the model (`scheduler/scheduler_config.json`).
   public var schedulerConfiguration: SchedulerConfiguration

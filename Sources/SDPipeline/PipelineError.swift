@@ -27,6 +27,7 @@ public enum PipelineError: Error, CustomStringConvertible, Sendable, Equatable {
   /// The progress callback or the options' cancellation flag asked to stop.
   case cancelled
 
+  /// The message `sd` prints, naming the file, option or stage.
   public var description: String {
     switch self {
     case .model(let error): return error.description

@@ -9,9 +9,12 @@ import SDTensor
 
 /// A LoRA file and the scale to apply it at.
 public struct LoRAFile: Sendable, Hashable {
+  /// The LoRA's .safetensors file.
   public var url: URL
+  /// The scale it is merged at.
   public var scale: Float
 
+  /// `url` at `scale`.
   public init(url: URL, scale: Float = 1) {
     self.url = url
     self.scale = scale
@@ -22,6 +25,7 @@ public struct LoRAFile: Sendable, Hashable {
 public struct BatchJob: Sendable {
   /// The output file's name without ".png" (unique within a batch).
   public var name: String
+  /// What to generate.
   public var request: GenerationRequest
   /// LoRAs applied for this job; consecutive jobs with the same list share one merge.
   public var loras: [LoRAFile]
@@ -29,6 +33,7 @@ public struct BatchJob: Sendable {
   /// request's prompt.
   public var promptAsWritten: String?
 
+  /// A job writing `<name>.png`.
   public init(
     name: String, request: GenerationRequest, loras: [LoRAFile] = [],
     promptAsWritten: String? = nil
@@ -44,7 +49,9 @@ public struct BatchJob: Sendable {
 /// (`SLURM_ARRAY_TASK_ID`/`SLURM_ARRAY_TASK_COUNT` with `--array=0-(N-1)`) or a Kubernetes indexed
 /// Job (`JOB_COMPLETION_INDEX`) takes of one list.
 public struct BatchShard: Sendable, Equatable {
+  /// Which shard this is, from 0.
   public let index: Int
+  /// How many shards the list is split into.
   public let count: Int
 
   /// The whole list.
@@ -80,25 +87,32 @@ public enum BatchOutcome: Sendable {
 
 /// The counts of a batch run.
 public struct BatchSummary: Sendable, Equatable {
+  /// Jobs generated (and written).
   public var finished = 0
+  /// Jobs whose file was already there.
   public var skipped = 0
+  /// Jobs that failed.
   public var failed = 0
   /// Wall-clock seconds of the finished jobs (LoRA merges included).
   public var seconds = 0.0
 
+  /// All counts zero.
   public init() {}
 }
 
 /// Runs batch jobs on one pipeline, in order, one at a time (each generation uses every thread
 /// of `options`).
 public struct BatchRunner: Sendable {
+  /// The loaded model every job runs on (LoRAs are merged into copies).
   public let pipeline: StableDiffusionPipeline
+  /// Threads and cancellation for every generation.
   public let options: ComputeOptions
   /// Written into the PNG parameters' "Model:".
   public let modelName: String
   /// Skip LoRA layers the model lacks (reported in the outcome's warnings) instead of failing.
   public let ignoringUnknownLoRALayers: Bool
 
+  /// A runner on `pipeline`; `modelName` goes into every PNG's parameters.
   public init(
     pipeline: StableDiffusionPipeline, options: ComputeOptions, modelName: String,
     ignoringUnknownLoRALayers: Bool = false

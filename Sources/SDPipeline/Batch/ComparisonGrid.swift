@@ -6,7 +6,9 @@ import Foundation
 
 /// Cells in rows and columns, each one generation, with the labels that say how they differ.
 public struct ComparisonGrid: Sendable {
+  /// The label left of each row (all empty: no label column).
   public let rowLabels: [String]
+  /// The label above each column.
   public let columnLabels: [String]
   /// Row after row, `rowLabels.count × columnLabels.count` jobs.
   public let cells: [BatchJob]

@@ -7,8 +7,10 @@ import Foundation
 public struct LoRATag: Sendable, Equatable {
   /// The adapter's name: its file name without `.safetensors`.
   public var name: String
+  /// The scale the tag asks for (1 when it gives none).
   public var scale: Float
 
+  /// A tag naming `name` at `scale`.
   public init(name: String, scale: Float = 1) {
     self.name = name
     self.scale = scale

@@ -8,8 +8,11 @@ import SDTensor
 
 /// Encodes prompts with weights, embeddings and chunking for one text encoder.
 public struct PromptEncoder: Sendable {
+  /// Turns text into token ids.
   public let tokenizer: CLIPTokenizer
+  /// Turns token ids into hidden states.
   public let textEncoder: CLIPTextModel
+  /// Textual inversions whose names stand for their vectors.
   public let embeddings: [TextualInversion]
 
   /// Tokens per chunk between BOS and EOS.
@@ -54,6 +57,7 @@ public struct PromptEncoder: Sendable {
     public var embeddings: Tensor
     /// Tokens cut by `truncate` (empty otherwise).
     public var cutTokens: [String]
+    /// How many 77-token chunks the prompt was encoded in.
     public var chunks: Int { embeddings.shape[1] / CLIPTokenizer.maxLength }
   }
 

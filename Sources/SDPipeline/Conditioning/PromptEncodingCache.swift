@@ -29,6 +29,7 @@ public final class PromptEncodingCache: Sendable {
   /// otherwise keep every encoding: ~0.2 MB each for SD 1.5, more with long prompts).
   public let capacity: Int
 
+  /// An empty cache of at most `capacity` encodings.
   public init(capacity: Int = 256) { self.capacity = Swift.max(1, capacity) }
 
   /// Encodings held now.

@@ -9,6 +9,7 @@ public struct WeightedPrompt: Sendable, Equatable {
   /// Consecutive runs with different weights, in order; empty for an empty prompt.
   public var fragments: [(text: String, weight: Float)]
 
+  /// Equal when the fragments have the same texts and weights.
   public static func == (a: WeightedPrompt, b: WeightedPrompt) -> Bool {
     a.fragments.count == b.fragments.count
       && zip(a.fragments, b.fragments).allSatisfy { $0.text == $1.text && $0.weight == $1.weight }

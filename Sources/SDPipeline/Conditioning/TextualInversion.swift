@@ -12,6 +12,7 @@ public struct TextualInversion: Sendable {
   /// `[vectors, hidden]`.
   public let vectors: Tensor
 
+  /// An embedding of `vectors` `[vectors, hidden]` used where a prompt says `name`.
   public init(name: String, vectors: Tensor) {
     self.name = name
     self.vectors = vectors

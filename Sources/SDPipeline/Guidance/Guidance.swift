@@ -32,6 +32,7 @@ public struct Guidance: Sendable, Equatable {
   /// The settings of Normalized Attention Guidance, used with `rule == .nag`.
   public var nag: NormalizedAttentionGuidance
 
+  /// Guidance of `scale` by `rule`; by default no rescale and negatives in every step.
   public init(
     scale: Float = Guidance.defaultScale, rescale: Float = 0,
     rule: GuidanceRule = .classifierFree, negativeSteps: ClosedRange<Int>? = nil,
@@ -111,10 +112,12 @@ public enum GuidanceRule: String, Sendable, CaseIterable {
 
 /// One of several negative prompts and its weight.
 public struct NegativePrompt: Sendable, Equatable {
+  /// The negative prompt's text (weights and embeddings in it as in any prompt).
   public var text: String
   /// Relative weight among the negative prompts (> 0).
   public var weight: Float
 
+  /// A negative prompt of `weight` (1: as diffusers' single negative).
   public init(_ text: String, weight: Float = 1) {
     self.text = text
     self.weight = weight

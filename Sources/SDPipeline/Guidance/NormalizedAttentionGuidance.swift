@@ -24,6 +24,7 @@ public struct NormalizedAttentionGuidance: Sendable, Equatable {
   /// The 1-based steps NAG acts in; nil: every step.
   public var steps: ClosedRange<Int>?
 
+  /// NAG with its scale φ, τ, α and step window (defaults φ 5, τ 2.5, α 0.25, every step).
   public init(
     scale: Float = 5, tau: Float = 2.5, alpha: Float = 0.25, steps: ClosedRange<Int>? = nil
   ) {

@@ -8,7 +8,9 @@ import SDTensor
 
 /// An 8-bit RGB image, rows top to bottom, pixels as r, g, b bytes.
 public struct RGBImage: Sendable, Equatable {
+  /// Pixels per row.
   public let width: Int
+  /// Rows.
   public let height: Int
   /// `width · height · 3` bytes.
   public var pixels: [UInt8]
