@@ -59,6 +59,7 @@ extension GenerationRequest {
     // The web UIs count the last layer as 1: diffusers' clip_skip k is their k + 1.
     if clipSkip > 0 { settings.append(("Clip skip", "\(clipSkip + 1)")) }
     if guidance.rescale > 0 { settings.append(("CFG rescale", "\(guidance.rescale)")) }
+    if let cutoff = guidance.cutoff { settings.append(("CFG cutoff", "\(cutoff)")) }
     if negatives.count > 1 || negatives.contains(where: { $0.weight != 1 }) {
       settings.append(
         (

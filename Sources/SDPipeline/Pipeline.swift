@@ -281,7 +281,7 @@ public struct StableDiffusionPipeline: Sendable {
     for index in firstStep..<timesteps.count {
       let t = timesteps[index]
       let step = index - firstStep + 1
-      let rows = plan.batch(atStep: step)
+      let rows = plan.batch(atStep: step, of: timesteps.count - firstStep)
       try checkUnchanged(weightStores?.unet)
       let batch = concatenate(Array(repeating: latents, count: rows.count), axis: 0)
       var input = scheduler.scaleModelInput(batch, stepIndex: index)

@@ -188,7 +188,7 @@ func optionName(ofRequestField field: String) -> String {
   let special = [
     "negativePrompts": "negative-prompt", "negativePromptEmbeddings": "negative-prompt",
     "adapters": "lora", "model": "model", "embedding": "embedding",
-    "onlyMaskedPadding": "only-masked",
+    "onlyMaskedPadding": "only-masked", "guidance.cutoff": "cfg-cutoff",
   ]
   if let name = special[field] { return name }
   var name = ""

@@ -54,6 +54,11 @@ enum GenerateCommand {
         name: "guidance-rescale", valueName: "F", defaultValue: "0",
         help: "guidance rescale phi in [0, 1]"),
       OptionSpec(
+        name: "cfg-cutoff", valueName: "F", defaultValue: "off",
+        help:
+          "stop guidance after this fraction of the steps: the rest run the prompt's row alone, ~45 % faster each"
+      ),
+      OptionSpec(
         name: "seed", valueName: "N", defaultValue: "0",
         help: "seed of the torch-compatible noise generator"),
       OptionSpec(
@@ -291,6 +296,7 @@ enum GenerateCommand {
     if let rescale = try arguments.float("guidance-rescale", range: 0...1) {
       request.guidance.rescale = rescale
     }
+    request.guidance.cutoff = try arguments.float("cfg-cutoff", range: 0...1)
     request.seed = try arguments.seed("seed") ?? 0
     let maskDefault: Float = arguments.has("mask") ? 1 : 0.8
     request.strength =

@@ -29,6 +29,7 @@ enum PNGParameters {
     let options = [
       ("Steps", "steps"), ("CFG scale", "guidance-scale"), ("Seed", "seed"),
       ("Denoising strength", "strength"), ("CFG rescale", "guidance-rescale"),
+      ("CFG cutoff", "cfg-cutoff"),
       ("Guidance", "guidance"), ("NAG scale", "nag-scale"), ("NAG tau", "nag-tau"),
       ("NAG alpha", "nag-alpha"), ("NAG steps", "nag-steps"), ("Negative steps", "negative-steps"),
     ]

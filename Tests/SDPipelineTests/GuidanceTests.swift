@@ -81,3 +81,27 @@ import Testing
     return (squares / Double(values.count - 1)).squareRoot()
   }
 }
+
+/// CFG cutoff against diffusers' SDCFGCutoffCallback (weights/make_guidance_fixtures.py): the
+/// guided steps, then the positive row alone.
+@Suite struct CFGCutoffTests {
+  @Test(arguments: [
+    ("cutoff_euler", SchedulerKind.euler, 6, Float(0.5)),
+    ("cutoff_euler_a", .eulerAncestral, 5, 0.4),
+  ])
+  func matchesDiffusers(name: String, sampler: SchedulerKind, steps: Int, cutoff: Float) throws {
+    var request = GenerationRequest(
+      prompt: "a red apple on a wooden table", negativePrompt: "green tones", steps: steps,
+      seed: 42, sampler: sampler, width: 64, height: 64)
+    request.guidance.cutoff = cutoff
+    let pipeline = try tinyPipeline.get()
+    let outcome = try expectMatchesReference(
+      pipeline, request, reference: try fixture("guidance-sd15.safetensors"), name: name)
+    print("cfg cutoff \(name): max |Δ|/scale \(outcome.worst)")
+    // The same run without the cutoff differs: the cutoff really acted.
+    request.guidance.cutoff = nil
+    let plain = try pipeline.generate(request, options: ComputeOptions(threadCount: 2))
+    let cut = try fixture("guidance-sd15.safetensors").tensor("\(name).latents.\(steps - 1)")
+    #expect(compare(plain.latents, cut).maxAbsolute > 1e-3)
+  }
+}

@@ -31,18 +31,24 @@ public struct Guidance: Sendable, Equatable {
   public var negativeSteps: ClosedRange<Int>?
   /// The settings of Normalized Attention Guidance, used with `rule == .nag`.
   public var nag: NormalizedAttentionGuidance
+  /// CFG cutoff: the fraction of the steps after which only the positive row runs, unguided
+  /// (diffusers' `SDCFGCutoffCallback(cutoff_step_ratio:)`: with N steps, steps after
+  /// ⌊N · cutoff⌋ + 1 run one row instead of two; Castillo et al. 2023 report the late steps
+  /// barely need guidance). nil: guidance in every step.
+  public var cutoff: Float?
 
   /// Guidance of `scale` by `rule`; by default no rescale and negatives in every step.
   public init(
     scale: Float = Guidance.defaultScale, rescale: Float = 0,
     rule: GuidanceRule = .classifierFree, negativeSteps: ClosedRange<Int>? = nil,
-    nag: NormalizedAttentionGuidance = NormalizedAttentionGuidance()
+    nag: NormalizedAttentionGuidance = NormalizedAttentionGuidance(), cutoff: Float? = nil
   ) {
     self.scale = scale
     self.rescale = rescale
     self.rule = rule
     self.negativeSteps = negativeSteps
     self.nag = nag
+    self.cutoff = cutoff
   }
 
   /// Whether the negative rows of the UNet batch are computed at all (classifier-free
@@ -69,6 +75,9 @@ public struct Guidance: Sendable, Equatable {
     }
     if let range = negativeSteps, range.lowerBound < 1 {
       throw .invalidArgument(name: "negativeSteps", reason: "steps count from 1, got \(range)")
+    }
+    if let cutoff, !(cutoff.isFinite && cutoff >= 0 && cutoff <= 1) {
+      throw .invalidArgument(name: "guidance.cutoff", reason: "must be in [0, 1], got \(cutoff)")
     }
     if rule == .nag { try nag.validate() }
   }

@@ -22,6 +22,8 @@ struct GuidancePlan {
   /// The rows while the negative prompts apply, and outside their steps.
   let inside: Batch
   let outside: Batch
+  /// The positive row alone: after the CFG cutoff.
+  let positiveOnly: Batch
 
   init(_ guidance: Guidance, prompts: EncodedPrompts) {
     self.guidance = guidance
@@ -34,8 +36,9 @@ struct GuidancePlan {
     let emptyAndPositive = prompts.empty.map {
       batch([$0, prompts.positive], unconditional: true, weights: [])
     }
+    positiveOnly = batch([prompts.positive], unconditional: false, weights: [])
     if !guidance.usesNegativeBranch {
-      inside = batch([prompts.positive], unconditional: false, weights: [])
+      inside = positiveOnly
     } else if prompts.negatives.isEmpty, let emptyAndPositive {
       inside = emptyAndPositive
     } else {
@@ -51,9 +54,15 @@ struct GuidancePlan {
   /// The negatives NAG steers away from, in cross-attention (`rule == .nag`).
   let attentionNegatives: [(states: Tensor, weight: Float)]
 
-  /// The rows of 1-based `step`, with NAG on the prompt's row where it acts.
-  func batch(atStep step: Int) -> Batch {
-    let rows = guidance.negativeSteps.map { $0.contains(step) ? inside : outside } ?? inside
+  /// The rows of 1-based `step` of `totalSteps`, with NAG on the prompt's row where it acts.
+  func batch(atStep step: Int, of totalSteps: Int) -> Batch {
+    var rows = guidance.negativeSteps.map { $0.contains(step) ? inside : outside } ?? inside
+    // diffusers' callback drops the guidance after 0-based step int(N · ratio) has run; the
+    // ratio is read as the decimal the user wrote (Float 0.7 is 0.69999999), as Python has it.
+    if let cutoff = guidance.cutoff {
+      let ratio = Double("\(cutoff)") ?? Double(cutoff)
+      if step > Int(Double(totalSteps) * ratio) + 1 { rows = positiveOnly }
+    }
     guard guidance.rule == .nag, !attentionNegatives.isEmpty, guidance.nag.applies(atStep: step)
     else { return rows }
     // NAG steers the positive row, the last; classifier-free rows before it are left as they are.
