@@ -150,10 +150,7 @@ enum BatchCommand {
     }
     let settings = try GenerateCommand.job(
       defaults.overridden(by: try ParsedArguments(words, specs: GenerateCommand.requestSpecs)))
-    return BatchJob(
-      name: name, request: settings.request,
-      loras: settings.loras.map { LoRAFile(url: $0.url, scale: $0.tag.scale) },
-      promptAsWritten: settings.promptAsWritten)
+    return settings.batchJob(named: name)
   }
 
   /// A name safe in a file name on every system: no separators, no leading dot, not too long.

@@ -247,6 +247,14 @@ enum GenerateCommand {
     var loras: [LoRAOptions.Requested]
     /// The prompt as typed plus the tags of `--lora` and the negatives, for the PNG parameters.
     var promptAsWritten: String
+
+    /// The job for the library's batch runner (a batch line, a grid cell).
+    func batchJob(named name: String) -> BatchJob {
+      BatchJob(
+        name: name, request: request,
+        loras: loras.map { LoRAFile(url: $0.url, scale: $0.tag.scale) },
+        promptAsWritten: promptAsWritten)
+    }
   }
 
   /// Reads generate's request options (not the model, output or process ones) from

@@ -114,11 +114,7 @@ enum GridCommand {
         do { settings = try GenerateCommand.job(cell) } catch let error as UsageError {
           throw UsageError("cell \(rows?.label(row) ?? "") \(columns.label(column)): \(error)")
         }
-        cells.append(
-          BatchJob(
-            name: "row\(row + 1)-col\(column + 1)", request: settings.request,
-            loras: settings.loras.map { LoRAFile(url: $0.url, scale: $0.tag.scale) },
-            promptAsWritten: settings.promptAsWritten))
+        cells.append(settings.batchJob(named: "row\(row + 1)-col\(column + 1)"))
       }
     }
     let grid = try ComparisonGrid(
