@@ -85,12 +85,12 @@ enum BatchCommand {
     let runner = BatchRunner(
       pipeline: pipeline, options: options, modelName: model.lastPathComponent,
       ignoringUnknownLoRALayers: arguments.has("lora-ignore-unknown"))
-    var summary = try runner.run(
-      jobs, into: folder, progress: reporter.callback(cancellation)
-    ) { position, job, outcome in
+    var written = 0
+    let report = { (position: Int, job: BatchJob, outcome: BatchOutcome) in
       let where_ = "[\(position + 1)/\(jobs.count)] line \(lineNumbers[position])"
       switch outcome {
       case .finished(_, let seconds, let warnings):
+        written += 1
         warnings.forEach { reporter.warn("line \(lineNumbers[position]): \($0)") }
         reporter.note(String(format: "%@: wrote %@.png in %.1f s", where_, job.name, seconds))
       case .skipped: reporter.note("\(where_): \(job.name).png is there already; skipped")
@@ -98,6 +98,17 @@ enum BatchCommand {
         writeError("sd: \(jobsPath):\(lineNumbers[position]): \(message(for: error))\n")
       }
     }
+    let outcome = Result { () throws(PipelineError) in
+      try runner.run(
+        jobs, into: folder, progress: reporter.callback(cancellation), report: report)
+    }
+    if case .failure(.cancelled) = outcome {
+      writeError(
+        "\nsd: batch cancelled; the \(written) images written this run stay in \(folderPath), the running job wrote nothing (rerun to go on)\n"
+      )
+      return cancellation.exitStatus
+    }
+    var summary = try outcome.get()
     summary.failed += failed
     let perImage = summary.finished > 0 ? summary.seconds / Double(summary.finished) : 0
     writeError(

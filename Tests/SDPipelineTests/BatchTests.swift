@@ -113,6 +113,36 @@ private func files(in folder: URL) throws -> [String: Data] {
     }
   }
 
+  /// Ctrl-C stops a batch inside its running job: exit 130, a line saying what stays, and no
+  /// file for the job that was running.
+  @Test func interruptedBatchSaysWhatStays() throws {
+    let folder = try temporaryFolder()
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let jobs = try writeJobs([#"{"prompt": "x", "steps": 500}"#, jobLines[0]], in: folder)
+    let output = folder.appendingPathComponent("out")
+    let process = Process()
+    process.executableURL = sdExecutable
+    process.arguments = [
+      "batch", jobs, "--model", tinyModel, "--output-dir", output.path, "--width", "64",
+      "--height", "64",
+    ]
+    let error = Pipe()
+    process.standardError = error
+    try process.run()
+    var seen = ""
+    while !seen.contains("step ") {
+      let chunk = error.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += String(decoding: chunk, as: UTF8.self)
+    }
+    process.interrupt()
+    seen += String(decoding: error.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(process.terminationStatus == 130, "\(seen)")
+    #expect(seen.contains("batch cancelled; the 0 images written this run stay"), "\(seen)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: output.path).isEmpty)
+  }
+
   /// Every cell of `sd grid` is the image `sd` makes with the cell's settings, and the grid is
   /// the cells under column labels, beside row labels, above the legend.
   @Test func gridCellsAreSingleRuns() throws {
