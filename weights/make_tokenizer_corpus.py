@@ -9,6 +9,7 @@ Writes weights/fixtures/tokenizer-corpus.json: for every prompt of PROMPTS, the 
 transformers.CLIPTokenizer (the class diffusers loads) gives with the SD 1.x tokenizer
 (pads with <|endoftext|>) and the SD 2.x one (pads with "!", id 0):
   "ids":        tokenizer(prompt).input_ids           (BOS ... EOS, not truncated)
+  "tokens":     tokenizer.tokenize(prompt)            (token strings, no BOS/EOS)
   "sd15"/"sd2": tokenizer(prompt, padding="max_length", max_length=77, truncation=True).input_ids
 """
 import json
@@ -206,6 +207,7 @@ def main():
         cases.append({
             "prompt": prompt,
             "ids": sd15(prompt).input_ids,
+            "tokens": sd15.tokenize(prompt),
             "sd15": sd15(prompt, **padded).input_ids,
             "sd2": sd2(prompt, **padded).input_ids,
         })

@@ -30,9 +30,13 @@ public struct CLIPTokenizer: Sendable {
   let merges: [UInt64: (rank: Int, merged: Int)]
   /// Tokens cut out of the raw text before BPE, longest first.
   let addedTokens: [(text: [Unicode.Scalar], id: Int)]
+  /// Id of the begin-of-text token `bos_token` ("<|startoftext|>", 49406 in SD's vocabulary).
   public let bosID: Int
+  /// Id of the end-of-text token `eos_token` ("<|endoftext|>", 49407).
   public let eosID: Int
+  /// Id that fills `inputIDs` to 77 (`pad_token`: "<|endoftext|>" in SD 1.x, "!" = 0 in SD 2.x).
   public let padID: Int
+  /// Id given to a byte symbol missing from the vocabulary (`unk_token`, "<|endoftext|>").
   public let unknownID: Int
 
   // MARK: Loading
@@ -182,15 +186,21 @@ public struct CLIPTokenizer: Sendable {
 
   // MARK: Tokenizing
 
-  /// The 77 ids the text encoder takes: BOS, the first 75 token ids, EOS, padding.
-  public func tokenize(_ text: String) -> [Int] {
-    let ids = encode(text).prefix(Self.maxLength - 2)
+  // The names and meanings follow transformers' `CLIPTokenizer`, so code ported from Python
+  // reads the same: `tokenize` gives token strings, `encode` ids with BOS/EOS, and `inputIDs`
+  // what `tokenizer(text, padding="max_length", truncation=True).input_ids` gives.
+
+  /// The 77 ids the text encoder takes: BOS, the first 75 token ids, EOS, padding (transformers'
+  /// `tokenizer(text, padding="max_length", max_length=77, truncation=True).input_ids`).
+  public func inputIDs(_ text: String) -> [Int] {
+    let ids = encode(text, addSpecialTokens: false).prefix(Self.maxLength - 2)
     let framed = [bosID] + ids + [eosID]
     return framed + Array(repeating: padID, count: Self.maxLength - framed.count)
   }
 
-  /// The token ids of `text` without BOS/EOS, not truncated.
-  public func encode(_ text: String) -> [Int] {
+  /// The token ids of `text`, neither truncated nor padded, as transformers' `encode`: framed by
+  /// BOS and EOS when `addSpecialTokens` (the default), bare otherwise.
+  public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
     var ids: [Int] = []
     for segment in splitAddedTokens(Array(text.unicodeScalars)) {
       switch segment {
@@ -199,11 +209,18 @@ public struct CLIPTokenizer: Sendable {
         for piece in Self.preTokenize(Self.normalize(scalars)) { ids += bytePairEncode(piece) }
       }
     }
-    return ids
+    return addSpecialTokens ? [bosID] + ids + [eosID] : ids
   }
 
-  /// The token strings of `ids` ("</w>" marks a word end; bytes are in GPT-2's alphabet).
-  public func tokenStrings(_ ids: [Int]) -> [String] {
+  /// The token strings of `text` without BOS/EOS, not truncated, as transformers' `tokenize`
+  /// ("</w>" marks a word end; bytes are in GPT-2's alphabet).
+  public func tokenize(_ text: String) -> [String] {
+    convertIDsToTokens(encode(text, addSpecialTokens: false))
+  }
+
+  /// The token strings of `ids`, as transformers' `convert_ids_to_tokens`; an id outside the
+  /// vocabulary shows as "<unknown ID>".
+  public func convertIDsToTokens(_ ids: [Int]) -> [String] {
     ids.map { $0 >= 0 && $0 < tokens.count ? tokens[$0] : "<unknown \($0)>" }
   }
 

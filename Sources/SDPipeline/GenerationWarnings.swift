@@ -26,7 +26,7 @@ extension StableDiffusionPipeline {
         warnings.append(
           "the embedding '\(embedding.name)' appears in no prompt (write its name, e.g. \(embedding.name))"
         )
-      } else if tokenizer.encode(name).count == 1 {
+      } else if tokenizer.encode(name, addSpecialTokens: false).count == 1 {
         warnings.append(
           "the embedding '\(embedding.name)' is named like an ordinary word: every '\(embedding.name)' in the prompts uses it"
         )

@@ -33,13 +33,13 @@ enum TokenizeCommand {
       tokenizer = try CLIPTokenizer.bundled()
     }
     if arguments.has("ids") {
-      print(tokenizer.tokenize(text).map(String.init).joined(separator: " "))
+      print(tokenizer.inputIDs(text).map(String.init).joined(separator: " "))
       return 0
     }
-    let ids = tokenizer.encode(text)
+    let ids = tokenizer.encode(text, addSpecialTokens: false)
     let window = CLIPTokenizer.maxLength - 2
     print("\(ids.count) tokens (the window holds \(window))")
-    for (index, (id, token)) in zip(ids, tokenizer.tokenStrings(ids)).enumerated() {
+    for (index, (id, token)) in zip(ids, tokenizer.convertIDsToTokens(ids)).enumerated() {
       let marker = index >= window ? "  (cut)" : ""
       print(
         "\(String(index + 1).padding(toLength: 4, withPad: " ", startingAt: 0)) \(String(id).padding(toLength: 6, withPad: " ", startingAt: 0)) \(token)\(marker)"

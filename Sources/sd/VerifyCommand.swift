@@ -79,7 +79,7 @@ enum VerifyCommand {
     // Tokenizer and text encoder, on both prompts.
     for (label, key) in [("prompt", "prompt"), ("negative_prompt", "negative")] {
       let text = settings[label]?.stringValue ?? ""
-      let ids = pipeline.tokenizer.tokenize(text)
+      let ids = pipeline.tokenizer.inputIDs(text)
       try check(
         "tokenizer", "inputs.\(key)_ids", Tensor(shape: [ids.count], scalars: ids.map(Float.init)))
       let states = pipeline.textEncoder.hiddenStates([ids], options: options)

@@ -11,6 +11,7 @@ import Testing
 private struct CorpusCase: Sendable, CustomStringConvertible {
   let prompt: String
   let ids: [Int]
+  let tokens: [String]
   let sd15: [Int]
   let sd2: [Int]
   var description: String { prompt.debugDescription }
@@ -23,7 +24,8 @@ private let corpus: [CorpusCase] = {
   func ids(_ value: JSONValue?) -> [Int] { value!.arrayValue!.map { $0.intValue! } }
   return json["cases"]!.arrayValue!.map {
     CorpusCase(
-      prompt: $0["prompt"]!.stringValue!, ids: ids($0["ids"]), sd15: ids($0["sd15"]),
+      prompt: $0["prompt"]!.stringValue!, ids: ids($0["ids"]),
+      tokens: $0["tokens"]!.arrayValue!.map { $0.stringValue! }, sd15: ids($0["sd15"]),
       sd2: ids($0["sd2"]))
   }
 }()
@@ -41,20 +43,23 @@ private let bundled = try! CLIPTokenizer.bundled()
 
   @Test(arguments: corpus)
   fileprivate func matchesTransformers(_ entry: CorpusCase) {
-    #expect([sd15.bosID] + sd15.encode(entry.prompt) + [sd15.eosID] == entry.ids)
-    #expect(sd15.tokenize(entry.prompt) == entry.sd15)
-    #expect(sd2.tokenize(entry.prompt) == entry.sd2)
-    #expect(bundled.tokenize(entry.prompt) == entry.sd15)
+    #expect(sd15.encode(entry.prompt) == entry.ids)
+    #expect(sd15.tokenize(entry.prompt) == entry.tokens)
+    #expect(sd15.inputIDs(entry.prompt) == entry.sd15)
+    #expect(sd2.inputIDs(entry.prompt) == entry.sd2)
+    #expect(bundled.inputIDs(entry.prompt) == entry.sd15)
   }
 
   @Test func specialIDs() {
     #expect((sd15.bosID, sd15.eosID, sd15.padID) == (49406, 49407, 49407))
     #expect(sd2.padID == 0)
-    #expect(try! CLIPTokenizer.bundled(padToken: "!").tokenize("a!") == sd2.tokenize("a!"))
+    #expect(try! CLIPTokenizer.bundled(padToken: "!").inputIDs("a!") == sd2.inputIDs("a!"))
   }
 
   @Test func tokenStringsShowWordEnds() {
-    #expect(sd15.tokenStrings(sd15.encode("green tones")) == ["green</w>", "tones</w>"])
+    #expect(sd15.tokenize("green tones") == ["green</w>", "tones</w>"])
+    #expect(sd15.encode("green tones", addSpecialTokens: false) == [1901, 14744])
+    #expect(sd15.convertIDsToTokens([49406, 49407, 1 << 20]).last == "<unknown 1048576>")
   }
 
   @Test func missingOrBrokenFilesAreNamed() throws {

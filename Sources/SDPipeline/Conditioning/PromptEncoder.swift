@@ -100,8 +100,8 @@ public struct PromptEncoder: Sendable {
       for piece in splitEmbeddingNames(text) {
         switch piece {
         case .text(let text):
-          let ids = tokenizer.encode(text)
-          for (id, label) in zip(ids, tokenizer.tokenStrings(ids)) {
+          let ids = tokenizer.encode(text, addSpecialTokens: false)
+          for (id, label) in zip(ids, tokenizer.convertIDsToTokens(ids)) {
             tokens.append(Token(id: id, vector: nil, weight: weight, label: label))
           }
         case .embedding(let embedding):
