@@ -7,11 +7,17 @@ import SDTensor
 
 /// The encoder half: image `[n, 3, H, W]` -> moments `[n, 2·latent, H/8, W/8]` (after quant_conv).
 public struct VAEEncoder: Sendable {
+  /// `encoder.conv_in`: 3×3, image channels -> the first block's channels.
   public let convIn: Conv2D
+  /// `encoder.down_blocks.<i>`, one per `blockOutChannels` entry; all but the last halve the size.
   public let downBlocks: [DownEncoderBlock2D]
+  /// `encoder.mid_block`: resnet, attention, resnet at the last block's channels.
   public let midBlock: UNetMidBlock2D
+  /// `encoder.conv_norm_out`: group norm (SiLU follows) before `convOut`.
   public let convNormOut: GroupNorm
+  /// `encoder.conv_out`: 3×3, last block's channels -> 2 · latent (mean and log-variance).
   public let convOut: Conv2D
+  /// `quant_conv`: 1×1 on the moments; nil when `useQuantConv` is false.
   public let quantConv: Conv2D?
 
   init(_ store: WeightStore, _ config: AutoencoderConfiguration) throws(WeightError) {
@@ -34,6 +40,8 @@ public struct VAEEncoder: Sendable {
       ? try Conv2D(store, "quant_conv", in: moments, out: moments, kernel: 1) : nil
   }
 
+  /// Encodes `image` `[n, 3, H, W]` -> moments `[n, 2·latent, H/8, W/8]`; `observer` sees
+  /// `encoder.mid_block`. Zeros of that shape when `options` is cancelled.
   public func callAsFunction(
     _ image: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil
   ) -> Tensor {
@@ -61,11 +69,17 @@ public struct VAEEncoder: Sendable {
 /// The decoder half: latents `[n, latent, h, w]` (already divided by the scaling factor) ->
 /// image `[n, 3, 8h, 8w]` in about [-1, 1].
 public struct VAEDecoder: Sendable {
+  /// `post_quant_conv`: 1×1 on the latents; nil when `usePostQuantConv` is false.
   public let postQuantConv: Conv2D?
+  /// `decoder.conv_in`: 3×3, latent channels -> the last block's channels.
   public let convIn: Conv2D
+  /// `decoder.mid_block`: resnet, attention, resnet at the last block's channels.
   public let midBlock: UNetMidBlock2D
+  /// `decoder.up_blocks.<i>`, deepest first; all but the last double the size.
   public let upBlocks: [UpDecoderBlock2D]
+  /// `decoder.conv_norm_out`: group norm (SiLU follows) before `convOut`.
   public let convNormOut: GroupNorm
+  /// `decoder.conv_out`: 3×3, the first block's channels -> image channels.
   public let convOut: Conv2D
 
   init(_ store: WeightStore, _ config: AutoencoderConfiguration) throws(WeightError) {
@@ -90,6 +104,8 @@ public struct VAEDecoder: Sendable {
       store, "decoder.conv_out", in: channels[0], out: config.outChannels, kernel: 3, padding: 1)
   }
 
+  /// Decodes `latents` `[n, latent, h, w]` -> image `[n, 3, 8h, 8w]`; `observer` sees `conv_in`,
+  /// `mid_block`, `up_blocks.<i>`. Zeros of that shape when `options` is cancelled.
   public func callAsFunction(
     _ latents: Tensor, options: ComputeOptions, observer: UNet2DConditionModel.Observer? = nil
   ) -> Tensor {
@@ -118,8 +134,11 @@ public struct VAEDecoder: Sendable {
 
 /// The KL autoencoder: encodes images to latent distributions and decodes latents to images.
 public struct AutoencoderKL: Sendable {
+  /// The architecture it was built with (`vae/config.json`).
   public let configuration: AutoencoderConfiguration
+  /// Image -> latent moments (diffusers' `vae.encoder` plus `quant_conv`).
   public let encoder: VAEEncoder
+  /// Latents -> image (`post_quant_conv` plus diffusers' `vae.decoder`).
   public let decoder: VAEDecoder
 
   /// Builds encoder and decoder from `store` by diffusers key.

@@ -7,15 +7,25 @@ import SDTensor
 
 /// One pre-LN encoder layer (`CLIPEncoderLayer`): x + attn(ln1(x)), then x + mlp(ln2(x)).
 public struct CLIPEncoderLayer: Sendable {
+  /// `layer_norm1`: before self-attention.
   public let layerNorm1: LayerNorm
+  /// `self_attn.q_proj`: hidden -> hidden.
   public let qProj: Linear
+  /// `self_attn.k_proj`: hidden -> hidden.
   public let kProj: Linear
+  /// `self_attn.v_proj`: hidden -> hidden.
   public let vProj: Linear
+  /// `self_attn.out_proj`: hidden -> hidden, added to the input.
   public let outProj: Linear
+  /// `layer_norm2`: before the MLP.
   public let layerNorm2: LayerNorm
+  /// `mlp.fc1`: hidden -> intermediateSize, then `activation`.
   public let fc1: Linear
+  /// `mlp.fc2`: intermediateSize -> hidden, added to the residual.
   public let fc2: Linear
+  /// Attention heads (`num_attention_heads`); attention is causal.
   public let heads: Int
+  /// The MLP's activation (`hidden_act`: quick-GELU for SD 1.x, GELU for SD 2.x).
   public let activation: Activation
 
   init(_ store: WeightStore, _ key: String, _ config: CLIPTextConfiguration) throws(WeightError) {
@@ -52,12 +62,16 @@ public struct CLIPEncoderLayer: Sendable {
 
 /// The CLIP text transformer: token ids `[b, t]` -> hidden states `[b, t, hidden]`.
 public struct CLIPTextModel: Sendable {
+  /// The architecture it was built with (`text_encoder/config.json`).
   public let configuration: CLIPTextConfiguration
   /// `[vocabulary, hidden]`; a layer weight (half precision when the store keeps it) since only
   /// the rows of a prompt's tokens are read: 152 MB in Float32 for SD's 49 408 tokens.
   public let tokenEmbedding: Weight
+  /// `embeddings.position_embedding.weight`: `[maxPositions, hidden]`, one row per position.
   public let positionEmbedding: Tensor
+  /// `encoder.layers.<i>`: `layerCount` of them.
   public let layers: [CLIPEncoderLayer]
+  /// `final_layer_norm`: applied to the last layer's output (also after a clip skip).
   public let finalLayerNorm: LayerNorm
 
   /// Builds the model from `store`. Released SD checkpoints prefix every key with `text_model.`;

@@ -9,9 +9,12 @@ import SDTensor
 
 /// A LoRA and the scale it is applied with (the web UIs' `<lora:name:0.8>`).
 public struct ScaledLoRA: Sendable {
+  /// The adapter.
   public let lora: LoRA
+  /// The multiplier of each update: W' = W + scale · (α / r) · up · down (1 = as trained).
   public let scale: Float
 
+  /// `lora` applied with `scale` (default 1, the web UIs' `<lora:name>`).
   public init(_ lora: LoRA, scale: Float = 1) {
     self.lora = lora
     self.scale = scale

@@ -20,8 +20,11 @@ import SDTensor
 public struct LoRA: Sendable {
   /// The model part an update belongs to.
   public enum Part: String, Sendable, CaseIterable {
+    /// The UNet (`lora_unet_`, `unet.`).
     case unet
+    /// The (first) CLIP text encoder (`lora_te_`, `lora_te1_`, `text_encoder.`).
     case textEncoder = "text_encoder"
+    /// SDXL's second text encoder (`lora_te2_`, `text_encoder_2.`); SD 1.x/2.x models have none.
     case textEncoder2 = "text_encoder_2"
   }
 
@@ -35,9 +38,11 @@ public struct LoRA: Sendable {
 
   /// One layer's update: ΔW = (α / r) · up · down, r = down's first dimension.
   public struct Update: Sendable {
+    /// The model part the layer is in, from the key's prefix.
     public let part: Part
     /// The layer as the file names it, without the part prefix (`down_blocks_0_..._to_q`).
     public let layer: String
+    /// Whether `layer` is written with underscores (kohya) or dots (diffusers / PEFT).
     public let naming: Naming
     /// The key of its down half in the file, for messages.
     public let key: String
@@ -45,10 +50,13 @@ public struct LoRA: Sendable {
     public let down: Tensor
     /// `[out, r]` or `[out, r, 1, 1]`.
     public let up: Tensor
+    /// α of ΔW = (α / r) · up · down: the file's `.alpha`, else the PEFT metadata's, else r.
     public let alpha: Float
 
+    /// r, the inner dimension of the update (down's first extent).
     public var rank: Int { down.shape[0] }
 
+    /// An update of exactly these fields, as the file reader builds it (no checks).
     public init(
       part: Part, layer: String, naming: Naming, key: String, down: Tensor, up: Tensor,
       alpha: Float
@@ -67,6 +75,7 @@ public struct LoRA: Sendable {
   public let path: String
   /// Its name in prompts and in PNG parameters: the file name without `.safetensors`.
   public let name: String
+  /// One update per layer the file changes, sorted by part and layer name.
   public let updates: [Update]
 
   /// Reads a LoRA safetensors file.

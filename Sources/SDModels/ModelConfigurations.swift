@@ -7,13 +7,21 @@ import SDTensor
 
 /// The CLIP text encoder's architecture (transformers `CLIPTextConfig`, `text_encoder/config.json`).
 public struct CLIPTextConfiguration: Sendable, Equatable {
+  /// `vocab_size`: rows of the token embedding (49 408 for CLIP's BPE vocabulary).
   public var vocabularySize: Int
+  /// `hidden_size`: width of every token state (768 in SD 1.x, 1024 in SD 2.x).
   public var hiddenSize: Int
+  /// `intermediate_size`: width of each layer's MLP (4 × `hiddenSize` in SD).
   public var intermediateSize: Int
+  /// `num_hidden_layers`: encoder layers (12 in SD 1.x, 23 in SD 2.x's `text_encoder/`).
   public var layerCount: Int
+  /// `num_attention_heads`: heads of each layer's self-attention; divides `hiddenSize`.
   public var headCount: Int
+  /// `max_position_embeddings`: rows of the position embedding, the longest token row (77).
   public var maxPositions: Int
+  /// `hidden_act`: the MLP's activation.
   public var activation: Activation
+  /// `layer_norm_eps`: epsilon of every layer norm (1e-5).
   public var layerNormEps: Float
 
   /// SD 1.x: OpenAI CLIP ViT-L/14's text tower.
@@ -21,6 +29,8 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
     vocabularySize: 49408, hiddenSize: 768, intermediateSize: 3072, layerCount: 12, headCount: 12,
     maxPositions: 77, activation: .quickGELU, layerNormEps: 1e-5)
 
+  /// A configuration of exactly these values, not checked as `init(contentsOf:)` checks a file
+  /// (the presets are built so).
   public init(
     vocabularySize: Int, hiddenSize: Int, intermediateSize: Int, layerCount: Int, headCount: Int,
     maxPositions: Int, activation: Activation, layerNormEps: Float
@@ -61,25 +71,45 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
 
 /// The denoising UNet's architecture (diffusers `UNet2DConditionModel`, `unet/config.json`).
 public struct UNetConfiguration: Sendable, Equatable {
+  /// `in_channels`: channels of the noisy latents (4; 9 for inpainting UNets, which also take
+  /// the masked image's latents and the mask).
   public var inChannels: Int
+  /// `out_channels`: channels of the prediction (4).
   public var outChannels: Int
+  /// `block_out_channels`: channels of each down block, shallowest first ([320, 640, 1280, 1280]).
   public var blockOutChannels: [Int]
+  /// `layers_per_block`: resnets per down block; each up block has one more.
   public var layersPerBlock: Int
   /// true for `CrossAttnDownBlock2D`, false for `DownBlock2D`, per down block.
   public var downBlockHasAttention: [Bool]
   /// true for `CrossAttnUpBlock2D`, false for `UpBlock2D`, per up block.
   public var upBlockHasAttention: [Bool]
+  /// `cross_attention_dim`: width of the text states the UNet attends to (768 in SD 1.x, 1024 in
+  /// SD 2.x).
   public var crossAttentionDim: Int
   /// Attention heads per down block (diffusers' `attention_head_dim` is really a head count for
   /// SD 1.x/2.x configs; `num_attention_heads` wins when given).
   public var headCounts: [Int]
+  /// `use_linear_projection`: the transformers' proj_in/proj_out are linear layers (SD 2.x)
+  /// rather than 1×1 convolutions.
   public var useLinearProjection: Bool
+  /// `upcast_attention` (true in SD 2.1): diffusers computes attention in Float32 for fp16
+  /// models; read but unused here, where attention always runs in Float32.
   public var upcastAttention: Bool
+  /// `norm_num_groups`: groups of every group norm (32).
   public var normGroups: Int
+  /// `norm_eps`: epsilon of the resnets' and `conv_norm_out`'s group norms (1e-5); the
+  /// transformers' group norms use 1e-6.
   public var normEps: Float
+  /// `flip_sin_to_cos`: the timestep embedding puts the cosines first (true in SD).
   public var flipSinToCos: Bool
+  /// `freq_shift`: diffusers' `downscale_freq_shift` of the timestep embedding's frequencies (0
+  /// in SD).
   public var freqShift: Float
+  /// `transformer_layers_per_block`: `BasicTransformerBlock`s in each `Transformer2DModel` (1).
   public var transformerLayersPerBlock: Int
+  /// `sample_size`: the latent height and width trained on (64 = 512 pixels; 96 for 768-pixel
+  /// SD 2.x models).
   public var sampleSize: Int
 
   /// Width of the time embedding: 4 × the first block's channels.
@@ -94,6 +124,8 @@ public struct UNetConfiguration: Sendable, Equatable {
     upcastAttention: false, normGroups: 32, normEps: 1e-5, flipSinToCos: true, freqShift: 0,
     transformerLayersPerBlock: 1, sampleSize: 64)
 
+  /// A configuration of exactly these values, not checked as `init(contentsOf:)` checks a file
+  /// (the presets are built so).
   public init(
     inChannels: Int, outChannels: Int, blockOutChannels: [Int], layersPerBlock: Int,
     downBlockHasAttention: [Bool], upBlockHasAttention: [Bool], crossAttentionDim: Int,
@@ -194,16 +226,26 @@ public struct UNetConfiguration: Sendable, Equatable {
 
 /// The VAE's architecture (diffusers `AutoencoderKL`, `vae/config.json`).
 public struct AutoencoderConfiguration: Sendable, Equatable {
+  /// `in_channels`: channels of the images the encoder takes (3, RGB).
   public var inChannels: Int
+  /// `out_channels`: channels of the images the decoder returns (3, RGB).
   public var outChannels: Int
+  /// `latent_channels`: channels of the latents (4).
   public var latentChannels: Int
+  /// `block_out_channels`: channels of each encoder block, shallowest first ([128, 256, 512,
+  /// 512]); the decoder runs them in reverse.
   public var blockOutChannels: [Int]
+  /// `layers_per_block`: resnets per encoder block; each decoder block has one more.
   public var layersPerBlock: Int
+  /// `norm_num_groups`: groups of every group norm (32; their epsilon is 1e-6).
   public var normGroups: Int
   /// Latents are multiplied by this after encoding and divided by it before decoding.
   public var scalingFactor: Float
+  /// `use_quant_conv`: the encoder ends with the 1×1 `quant_conv` (true in SD).
   public var useQuantConv: Bool
+  /// `use_post_quant_conv`: the decoder starts with the 1×1 `post_quant_conv` (true in SD).
   public var usePostQuantConv: Bool
+  /// `mid_block_add_attention`: the mid blocks have their self-attention (true in SD).
   public var midBlockAddAttention: Bool
 
   /// Pixels per latent along each axis: 2^(blocks − 1), 8 for SD.
@@ -215,6 +257,8 @@ public struct AutoencoderConfiguration: Sendable, Equatable {
     layersPerBlock: 2, normGroups: 32, scalingFactor: 0.18215, useQuantConv: true,
     usePostQuantConv: true, midBlockAddAttention: true)
 
+  /// A configuration of exactly these values, not checked as `init(contentsOf:)` checks a file
+  /// (the presets are built so).
   public init(
     inChannels: Int, outChannels: Int, latentChannels: Int, blockOutChannels: [Int],
     layersPerBlock: Int, normGroups: Int, scalingFactor: Float, useQuantConv: Bool,

@@ -16,6 +16,7 @@ public enum ModelError: Error, CustomStringConvertible, Sendable, Equatable {
   /// A LoRA file, or one of its keys, cannot be read or does not fit the model.
   case invalidLoRA(file: String, key: String, reason: String)
 
+  /// One line naming the file (and key where there is one) and what is wrong with it.
   public var description: String {
     switch self {
     case .weights(let error): return error.description

@@ -11,6 +11,8 @@ import SDTensor
 public struct ModelFolder: Sendable {
   /// One model part: what to build and where its weights are read from.
   public struct Part<Configuration: Sendable>: Sendable {
+    /// The part's architecture: its `config.json`, or for a single file the configuration
+    /// folder's or the SD 1.5 preset (an inpainting UNet's `inChannels` read from the file).
     public let configuration: Configuration
     /// The part's weights by diffusers key (a single file's keys are mapped onto them).
     public let weights: WeightStore
@@ -18,8 +20,11 @@ public struct ModelFolder: Sendable {
 
   /// The folder or file the model was opened from.
   public let location: URL
+  /// `text_encoder/`: the CLIP text encoder.
   public let textEncoder: Part<CLIPTextConfiguration>
+  /// `unet/`: the denoising UNet.
   public let unet: Part<UNetConfiguration>
+  /// `vae/`: the autoencoder.
   public let vae: Part<AutoencoderConfiguration>
   /// `tokenizer/`, or the bundled CLIP vocabulary when the model has none.
   public let tokenizer: CLIPTokenizer

@@ -10,9 +10,13 @@ import SDTensor
 /// An SD 1.x single-file checkpoint opened as three weight stores, one per model part, each
 /// presenting the diffusers key names.
 public struct SingleFileCheckpoint: Sendable {
+  /// `cond_stage_model.transformer.*` under transformers' `CLIPTextModel` keys.
   public let textEncoder: WeightStore
+  /// `model.diffusion_model.*` under diffusers' `UNet2DConditionModel` keys.
   public let unet: WeightStore
+  /// `first_stage_model.*` under diffusers' `AutoencoderKL` keys.
   public let vae: WeightStore
+  /// The checkpoint file, as given.
   public let path: String
 
   /// Opens `path` (safetensors) for models of the given configurations; with

@@ -10,9 +10,11 @@ import SDTensor
 /// resnets (each followed by a `Transformer2DModel` in the cross-attention form), then a
 /// downsampler except in the last block.
 public struct DownBlock2D: Sendable {
+  /// `resnets.<j>`: `layersPerBlock` of them; the first takes the previous block's channels.
   public let resnets: [ResnetBlock2D]
   /// One `Transformer2DModel` per resnet; empty for `DownBlock2D`.
   public let attentions: [Transformer2DModel]
+  /// `downsamplers.0` (3×3, stride 2, padding 1); nil in the last block.
   public let downsampler: Downsample2D?
 
   /// Reads `down_blocks.<index>` of a UNet of `configuration`.
@@ -64,7 +66,9 @@ public struct DownBlock2D: Sendable {
 
 /// `UNetMidBlock2DCrossAttn`: resnet, then (attention, resnet) pairs, at the deepest level.
 public struct UNetMidBlock2DCrossAttn: Sendable {
+  /// `resnets.0` and `resnets.1`, at the deepest level's channels.
   public let resnets: [ResnetBlock2D]
+  /// `attentions.0`, between the two resnets.
   public let attentions: [Transformer2DModel]
 
   /// Reads `mid_block` of a UNet of `configuration`.
@@ -95,8 +99,12 @@ public struct UNetMidBlock2DCrossAttn: Sendable {
 /// `CrossAttnUpBlock2D`, or `UpBlock2D` without attention: each resnet takes the previous output
 /// concatenated with a skip state along channels; an upsampler follows except in the last block.
 public struct UpBlock2D: Sendable {
+  /// `resnets.<j>`: `layersPerBlock + 1` of them, each taking its input concatenated with a
+  /// skip state.
   public let resnets: [ResnetBlock2D]
+  /// One `Transformer2DModel` per resnet; empty for `UpBlock2D`.
   public let attentions: [Transformer2DModel]
+  /// `upsamplers.0`; nil in the last block.
   public let upsampler: Upsample2D?
 
   /// Reads `up_blocks.<index>` of a UNet of `configuration` (block 0 is the deepest).
@@ -154,7 +162,9 @@ let vaeEps: Float = 1e-6
 /// `DownEncoderBlock2D` of the VAE encoder: resnets, then a downsampler that pads only right and
 /// bottom, except in the last block.
 public struct DownEncoderBlock2D: Sendable {
+  /// `resnets.<j>`: `layersPerBlock` of them, without time embedding.
   public let resnets: [ResnetBlock2D]
+  /// `downsamplers.0` (padded right and bottom only); nil in the last block.
   public let downsampler: Downsample2D?
 
   /// Reads `encoder.down_blocks.<index>` of a VAE of `configuration`.
@@ -175,6 +185,8 @@ public struct DownEncoderBlock2D: Sendable {
         store, "\(key).downsamplers.0", channels: outChannels, padsRightAndBottomOnly: true)
   }
 
+  /// The resnets, then the downsampler: `[n, in, h, w]` -> `[n, out, h/2, w/2]`, or
+  /// `[n, out, h, w]` in the last block.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     var hidden = x
     for resnet in resnets { hidden = resnet(hidden, timeEmbedding: nil, options: options) }
@@ -185,7 +197,9 @@ public struct DownEncoderBlock2D: Sendable {
 /// `UpDecoderBlock2D` of the VAE decoder: one more resnet than the encoder's blocks, then an
 /// upsampler except in the last block (block 0 is the deepest).
 public struct UpDecoderBlock2D: Sendable {
+  /// `resnets.<j>`: `layersPerBlock + 1` of them, without time embedding.
   public let resnets: [ResnetBlock2D]
+  /// `upsamplers.0`; nil in the last block.
   public let upsampler: Upsample2D?
 
   /// Reads `decoder.up_blocks.<index>` of a VAE of `configuration`.
@@ -204,6 +218,8 @@ public struct UpDecoderBlock2D: Sendable {
       ? nil : try Upsample2D(store, "\(key).upsamplers.0", channels: outChannels)
   }
 
+  /// The resnets, then the upsampler: `[n, in, h, w]` -> `[n, out, 2h, 2w]`, or
+  /// `[n, out, h, w]` in the last block.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     var hidden = x
     for resnet in resnets { hidden = resnet(hidden, timeEmbedding: nil, options: options) }
@@ -213,7 +229,9 @@ public struct UpDecoderBlock2D: Sendable {
 
 /// `UNetMidBlock2D` of the VAE: resnet, attention, resnet (no time embedding).
 public struct UNetMidBlock2D: Sendable {
+  /// `resnets.0` and `resnets.1`, at the deepest level's channels.
   public let resnets: [ResnetBlock2D]
+  /// `attentions.0`, between the two resnets; nil when `midBlockAddAttention` is false.
   public let attention: VAEAttention?
 
   /// Reads `<part>.mid_block` (`encoder` or `decoder`) of a VAE of `configuration`.
@@ -230,6 +248,7 @@ public struct UNetMidBlock2D: Sendable {
         store, "\(key).attentions.0", channels: channels, groups: config.normGroups) : nil
   }
 
+  /// Resnet, attention, resnet on `[n, c, h, w]`; same shape.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     var hidden = resnets[0](x, timeEmbedding: nil, options: options)
     if let attention { hidden = attention(hidden, options: options) }
@@ -240,7 +259,9 @@ public struct UNetMidBlock2D: Sendable {
 /// The VAE mid block's single-head self-attention over the h·w positions (diffusers `Attention`
 /// with `group_norm`, `residual_connection=True`, projection biases).
 public struct VAEAttention: Sendable {
+  /// `group_norm`: eps 1e-6, before the attention.
   public let groupNorm: GroupNorm
+  /// `to_q`, `to_k`, `to_v`, `to_out.0` of one head of `channels`, with biases.
   public let attention: Attention
 
   init(_ store: WeightStore, _ key: String, channels: Int, groups: Int) throws(WeightError) {
@@ -250,6 +271,7 @@ public struct VAEAttention: Sendable {
       store, key, queryDim: channels, heads: 1, headDim: channels, projectionBias: true)
   }
 
+  /// Attention over the h·w positions of `x` `[n, c, h, w]`, plus `x`; same shape.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let tokens = groupNorm(x, options: options).reshaped([n, c, h * w]).transposedLastTwo()

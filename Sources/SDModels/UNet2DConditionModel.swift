@@ -8,15 +8,23 @@ import SDTensor
 /// The conditional denoising UNet: noisy latents `[b, in, h, w]`, timesteps `[b]` and text
 /// embeddings `[b, tokens, crossAttentionDim]` -> predicted noise (or v) `[b, out, h, w]`.
 public struct UNet2DConditionModel: Sendable {
+  /// The architecture it was built with (`unet/config.json`).
   public let configuration: UNetConfiguration
   /// `time_embedding.linear_1`, `time_embedding.linear_2` (SiLU between).
   public let timeEmbeddingLinear1: Linear
+  /// `time_embedding.linear_2`: 4·c0 -> 4·c0, the time embedding every resnet receives.
   public let timeEmbeddingLinear2: Linear
+  /// `conv_in`: 3×3, `inChannels` (4, or 9 for inpainting models) -> the first block's channels.
   public let convIn: Conv2D
+  /// `down_blocks.<i>`, one per `blockOutChannels` entry; all but the last halve the size.
   public let downBlocks: [DownBlock2D]
+  /// `mid_block`: resnet, transformer, resnet at the deepest level.
   public let midBlock: UNetMidBlock2DCrossAttn
+  /// `up_blocks.<i>`, deepest first, consuming the down path's skip states.
   public let upBlocks: [UpBlock2D]
+  /// `conv_norm_out`: group norm (SiLU follows) before `convOut`.
   public let convNormOut: GroupNorm
+  /// `conv_out`: 3×3, the first block's channels -> `outChannels`.
   public let convOut: Conv2D
 
   /// Builds the UNet from `store` by diffusers key.

@@ -36,14 +36,18 @@ public final class CancellationFlag: Sendable, Equatable {
   /// A flag whose cancellation cancels this one too (the caller's, under a Task's own).
   public let parent: CancellationFlag?
 
+  /// A flag not yet cancelled; with `parent`, it also reads as cancelled once `parent` is.
   public init(parent: CancellationFlag? = nil) { self.parent = parent }
 
+  /// Asks the work to stop; safe from any thread, and it cannot be undone.
   public func cancel() { cancelled.store(true, ordering: .relaxed) }
 
+  /// Whether `cancel()` was called on this flag or on any of its parents.
   public var isCancelled: Bool {
     cancelled.load(ordering: .relaxed) || (parent?.isCancelled ?? false)
   }
 
+  /// Identity: two flags are equal only when they are the same object.
   public static func == (a: CancellationFlag, b: CancellationFlag) -> Bool { a === b }
 }
 

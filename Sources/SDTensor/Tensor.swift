@@ -142,6 +142,7 @@ public struct Tensor: Sendable, Equatable {
 }
 
 extension Tensor: CustomStringConvertible {
+  /// `Tensor([shape], [first six values, ...])`, for debugging.
   public var description: String {
     let preview = scalars.prefix(6).map { String($0) }.joined(separator: ", ")
     return "Tensor(\(shape), [\(preview)\(count > 6 ? ", ..." : "")])"

@@ -14,10 +14,13 @@ public struct TensorDifference: CustomStringConvertible, Sendable {
   public let maxRelative: Float
   /// Where the largest absolute difference is, and the two values there.
   public let worstIndex: [Int]
+  /// The expected value at `worstIndex` (0 when the tensors are empty or the shapes differ).
   public let expectedAtWorst: Float
+  /// The actual value at `worstIndex` (0 when the tensors are empty or the shapes differ).
   public let actualAtWorst: Float
   /// max(1, max |expected|): what a relative tolerance is measured against.
   public let scale: Float
+  /// Whether the two shapes are equal; when false, no element was compared.
   public let shapesMatch: Bool
 
   /// Whether the difference is within `relative · max(1, max|expected|)` everywhere.
@@ -25,6 +28,7 @@ public struct TensorDifference: CustomStringConvertible, Sendable {
     shapesMatch && maxAbsolute <= relative * scale
   }
 
+  /// One line: name, shape, max absolute and relative difference, and the worst element.
   public var description: String {
     guard shapesMatch else { return "\(name): shape mismatch" }
     return

@@ -5,12 +5,17 @@ import SDTensor
 /// `ResnetBlock2D`: norm → SiLU → conv, plus the time embedding, norm → SiLU → conv, plus the
 /// (1×1-projected when channels change) input. `[n, in, h, w]` -> `[n, out, h, w]`.
 public struct ResnetBlock2D: Sendable {
+  /// `norm1`: group norm of the input (SiLU follows), in channels.
   public let norm1: GroupNorm
+  /// `conv1`: 3×3, in -> out channels.
   public let conv1: Conv2D
   /// Absent in the VAE, whose resnets take no time embedding.
   public let timeEmbProj: Linear?
+  /// `norm2`: group norm after the time embedding is added (SiLU follows), out channels.
   public let norm2: GroupNorm
+  /// `conv2`: 3×3, out -> out channels.
   public let conv2: Conv2D
+  /// `conv_shortcut`: 1×1 projection of the input when in ≠ out channels; nil otherwise.
   public let convShortcut: Conv2D?
 
   /// Reads the block under `key` (`down_blocks.0.resnets.1`); `timeEmbeddingChannels` is nil for

@@ -6,7 +6,10 @@ import SDTensor
 /// `Downsample2D` with a convolution: 3×3, stride 2. The UNet pads 1 on every side; the VAE
 /// encoder pads only right and bottom (by 1) and convolves without padding.
 public struct Downsample2D: Sendable {
+  /// `conv`: 3×3, stride 2, channels -> channels (padding 1, or 0 after the VAE's own padding).
   public let conv: Conv2D
+  /// Whether the input gets one zero row and column at the bottom and right before the
+  /// unpadded convolution (the VAE encoder's `padding=0` form) instead of padding 1 all round.
   public let padsRightAndBottomOnly: Bool
 
   init(_ store: WeightStore, _ key: String, channels: Int, padsRightAndBottomOnly: Bool)
@@ -18,6 +21,8 @@ public struct Downsample2D: Sendable {
     self.padsRightAndBottomOnly = padsRightAndBottomOnly
   }
 
+  /// Halves the spatial size: `[n, c, h, w]` -> `[n, c, ⌈h/2⌉, ⌈w/2⌉]` with padding 1 (UNet),
+  /// `[n, c, ⌊h/2⌋, ⌊w/2⌋]` with the right-and-bottom padding (VAE).
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     conv(padsRightAndBottomOnly ? padRightAndBottom(x) : x, options: options)
   }
@@ -26,6 +31,7 @@ public struct Downsample2D: Sendable {
 /// `Upsample2D` with a convolution: nearest-neighbour 2× (or to the skip connection's size),
 /// then a 3×3 convolution.
 public struct Upsample2D: Sendable {
+  /// `conv`: the 3×3, padding-1 convolution after the nearest-neighbour upsampling.
   public let conv: Conv2D
 
   init(_ store: WeightStore, _ key: String, channels: Int) throws(WeightError) {

@@ -6,10 +6,15 @@ import SDTensor
 /// `BasicTransformerBlock`: self-attention, cross-attention on the text embeddings and a GEGLU
 /// feed-forward, each pre-normed and residual. `[b, t, dim]` -> `[b, t, dim]`.
 public struct BasicTransformerBlock: Sendable {
+  /// `norm1`: layer norm before self-attention.
   public let norm1: LayerNorm
+  /// `attn1`: self-attention over the h·w tokens.
   public let attn1: Attention
+  /// `norm2`: layer norm before cross-attention.
   public let norm2: LayerNorm
+  /// `attn2`: cross-attention on the text states (keys and values from `crossAttentionDim`).
   public let attn2: Attention
+  /// `norm3`: layer norm before the feed-forward.
   public let norm3: LayerNorm
   /// `ff.net.0.proj`: dim -> 2 · 4dim (value and gate of GEGLU).
   public let ffProj: Linear
@@ -31,6 +36,8 @@ public struct BasicTransformerBlock: Sendable {
     ffOut = try Linear(store, "\(key).ff.net.2", in: 4 * dim, out: dim)
   }
 
+  /// The three residual sub-layers on `x` `[b, t, dim]` with the text states of `context`;
+  /// same shape.
   public func callAsFunction(_ x: Tensor, context: CrossAttentionContext, options: ComputeOptions)
     -> Tensor
   {
@@ -49,15 +56,21 @@ public struct BasicTransformerBlock: Sendable {
 /// `use_linear_projection`), transformer blocks over the H·W tokens, proj_out, plus the input.
 /// `[n, c, h, w]` -> `[n, c, h, w]`.
 public struct Transformer2DModel: Sendable {
+  /// `norm`: group norm of the input, eps 1e-6.
   public let norm: GroupNorm
+  /// `proj_in`: channels -> channels, before the blocks.
   public let projIn: Projection
+  /// `transformer_blocks.<i>`: `transformerLayersPerBlock` of them (1 in SD).
   public let transformerBlocks: [BasicTransformerBlock]
+  /// `proj_out`: channels -> channels, after the blocks (then the input is added).
   public let projOut: Projection
 
   /// proj_in/proj_out are 1×1 convolutions in SD 1.x and linear layers in SD 2.x; both map
   /// channels to channels, so one type holds either.
   public enum Projection: Sendable {
+    /// A 1×1 convolution on `[n, c, h, w]` (SD 1.x).
     case convolution(Conv2D)
+    /// A linear layer on the tokens `[n, h·w, c]` (`use_linear_projection`, SD 2.x).
     case linear(Linear)
   }
 
@@ -100,6 +113,8 @@ public struct Transformer2DModel: Sendable {
     return attentions
   }
 
+  /// Runs the transformer on `x` `[n, c, h, w]` with the text states of `context` and adds `x`;
+  /// same shape.
   public func callAsFunction(_ x: Tensor, context: CrossAttentionContext, options: ComputeOptions)
     -> Tensor
   {

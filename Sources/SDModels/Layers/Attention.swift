@@ -5,9 +5,13 @@ import SDTensor
 
 /// Multi-head attention of `[b, t, queryDim]` on itself or on a context `[b, s, contextDim]`.
 public struct Attention: Sendable {
+  /// Number of heads the projections' `heads · headDim` channels are split into.
   public let heads: Int
+  /// `to_q`: queryDim -> heads · headDim, no bias except in the VAE.
   public let toQ: Linear
+  /// `to_k`: contextDim (queryDim for self-attention) -> heads · headDim.
   public let toK: Linear
+  /// `to_v`: contextDim (queryDim for self-attention) -> heads · headDim.
   public let toV: Linear
   /// `to_out.0`; diffusers' `to_out.1` is a dropout, so the index 0 is written literally.
   public let toOut: Linear
@@ -79,6 +83,7 @@ public struct CrossAttentionContext: Sendable {
   /// A rule that steers some rows in attention space (Normalized Attention Guidance).
   public var guidance: (any AttentionGuidance)?
 
+  /// The text states `[b, tokens, crossAttentionDim]`, and the attention guidance if any.
   public init(_ states: Tensor, guidance: (any AttentionGuidance)? = nil) {
     self.states = states
     self.guidance = guidance

@@ -10,7 +10,9 @@ public struct Conv2D: Sendable {
   public let weight: Weight
   /// `[out]`.
   public let bias: Tensor?
+  /// Step of the kernel in both directions (2 in the downsamplers).
   public let stride: Int
+  /// Zero padding added on each of the four sides.
   public let padding: Int
 
   /// Reads `<key>.weight` and `<key>.bias` from `store`.
@@ -25,8 +27,10 @@ public struct Conv2D: Sendable {
     self.padding = padding
   }
 
+  /// Channels of the output, from the weight's first extent.
   public var outChannels: Int { weight.shape[0] }
 
+  /// Convolves `x` `[n, in, h, w]` -> `[n, out, (h + 2·padding − kernel) / stride + 1, ...]`.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, options: options)
   }

@@ -20,8 +20,10 @@ public struct Linear: Sendable {
     self.bias = bias ? try store.tensor("\(key).bias", shape: [outFeatures]) : nil
   }
 
+  /// Width of the output's last axis, from the weight's first extent.
   public var outFeatures: Int { weight.shape[0] }
 
+  /// x·Wᵀ + b: `[..., inFeatures]` -> `[..., outFeatures]`.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     linear(x, weight: weight, bias: bias, options: options)
   }

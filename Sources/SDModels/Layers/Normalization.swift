@@ -5,9 +5,14 @@ import SDTensor
 
 /// Group normalisation of `[n, c, ...]` (torch.nn.GroupNorm with affine parameters).
 public struct GroupNorm: Sendable {
+  /// Number of channel groups normalised separately (32 in SD); divides the channel count.
   public let groups: Int
+  /// Added to the variance before the square root (the UNet's norm_eps, 1e-5, in its resnets and
+  /// output norm; 1e-6 in its transformers and in the VAE).
   public let eps: Float
+  /// Per-channel scale γ, `[channels]`.
   public let weight: Tensor
+  /// Per-channel shift β, `[channels]`.
   public let bias: Tensor
 
   /// Reads `<key>.weight` and `<key>.bias` (`[channels]`).
@@ -33,8 +38,12 @@ public struct GroupNorm: Sendable {
 
 /// Layer normalisation over the last axis (torch.nn.LayerNorm with affine parameters).
 public struct LayerNorm: Sendable {
+  /// Added to the variance before the square root (1e-5 in the UNet's transformer blocks; CLIP's
+  /// `layer_norm_eps`).
   public let eps: Float
+  /// Scale γ over the last axis, `[channels]`.
   public let weight: Tensor
+  /// Shift β over the last axis, `[channels]`.
   public let bias: Tensor
 
   /// Reads `<key>.weight` and `<key>.bias` (`[channels]`).
@@ -45,6 +54,7 @@ public struct LayerNorm: Sendable {
     bias = try store.tensor("\(key).bias", shape: [channels])
   }
 
+  /// Normalises `x` `[..., channels]` over its last axis, then scales and shifts; same shape.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     layerNorm(x, weight: weight, bias: bias, eps: eps, options: options)
   }

@@ -7,8 +7,12 @@ import SDTensor
 
 /// DPM-Solver++(2M): a second-order multistep solver in λ = log(α/σ) on the data prediction x̂₀.
 public struct DPMSolverMultistepScheduler: Scheduler {
+  /// The UNet's timesteps, descending: spaced by `timestep_spacing` (default `linspace`), or
+  /// those of the Karras σs with `use_karras_sigmas`.
   public let timesteps: [Float]
+  /// 1: the solver works on the variance-preserving sample, so the initial noise is unit Gaussian.
   public let initNoiseSigma: Float = 1
+  /// The step count asked for; one UNet call each.
   public let inferenceSteps: Int
   /// σ at each step plus the final σ.
   let sigmas: [Double]
@@ -23,6 +27,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
   var dataPredictions: [Tensor] = []
   var lowerOrderSteps = 0
 
+  /// The timesteps and σs of `steps` steps from `configuration`, with DPMSolverMultistep's class
+  /// defaults for unset keys (`linspace` spacing, order 2, `lower_order_final`).
+  /// - Throws: never at present (declared like the samplers that check their settings).
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     let trainSteps = configuration.trainTimesteps
     let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
@@ -64,6 +71,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     inferenceSteps = steps
   }
 
+  /// `sample` unchanged: DPM-Solver's UNet input is not scaled.
   public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
   /// α_t = 1/√(σ² + 1) and σ_t = σ·α_t of the variance-preserving process at σ.
@@ -72,6 +80,9 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     return (alpha, sigma * alpha)
   }
 
+  /// One step from σ_i to σ_{i+1} on x̂₀: first order at the first step and, with
+  /// `euler_at_final`, `lower_order_final` (under 15 steps) or a final σ of 0, at the last;
+  /// second order (midpoint or Heun) otherwise. The SDE variant draws noise from `generator`.
   public mutating func step(
     noisePrediction: Tensor, stepIndex i: Int, sample: Tensor, generator: inout TorchGenerator
   ) -> Tensor {
@@ -124,6 +135,7 @@ public struct DPMSolverMultistepScheduler: Scheduler {
     return next
   }
 
+  /// α_t·x₀ + σ_t·ε at the step's σ, with α_t = 1/√(σ² + 1) and σ_t = σ·α_t.
   public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
     let (alpha, sigma) = alphaSigma(sigmas[stepIndex])
     return Float(alpha) * sample + Float(sigma) * noise

@@ -6,9 +6,13 @@ import SDTensor
 
 /// Euler ancestral: x_{i+1} = x_i + (σ_down − σ_i)·d_i + σ_up·z, z ~ N(0, I).
 public struct EulerAncestralDiscreteScheduler: SigmaScheduler {
+  /// The UNet's timesteps, descending, spaced by `timestep_spacing` (default `linspace`).
   public let timesteps: [Float]
+  /// σ_max (√(σ_max² + 1) with `leading` spacing): the initial noise's standard deviation.
   public let initNoiseSigma: Float
+  /// The step count asked for; one UNet call each.
   public let inferenceSteps: Int
+  /// σ at each step, then 0.
   public let sigmas: [Double]
   let prediction: PredictionType
 
@@ -28,6 +32,8 @@ public struct EulerAncestralDiscreteScheduler: SigmaScheduler {
     inferenceSteps = steps
   }
 
+  /// One ancestral step: Euler from σ_i down to σ_down, then noise of σ_up drawn from
+  /// `generator`, where σ_down² + σ_up² = σ_{i+1}².
   public mutating func step(
     noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
   ) -> Tensor {

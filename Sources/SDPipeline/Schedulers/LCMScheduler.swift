@@ -32,8 +32,12 @@ func consistencyTimesteps(
 /// LCM: x̂₀ from the model output, the boundary-condition mix x̄ = c_out·x̂₀ + c_skip·x_t, then
 /// x_{t'} = √ᾱ_{t'}·x̄ + √(1 − ᾱ_{t'})·z (no noise at the last step).
 public struct LCMScheduler: Scheduler {
+  /// `steps` of the distillation schedule's timesteps (every T/`original_inference_steps`-th
+  /// from T − 1 down), taken evenly by index.
   public let timesteps: [Float]
+  /// 1: the initial latents are unit Gaussian noise.
   public let initNoiseSigma: Float = 1
+  /// The step count asked for; one UNet call each.
   public let inferenceSteps: Int
   let alphasCumprod: [Double]
   let prediction: PredictionType
@@ -41,6 +45,10 @@ public struct LCMScheduler: Scheduler {
   /// `timestep_scaling`: t is multiplied by it in c_skip and c_out.
   let timestepScaling: Double
 
+  /// The timesteps of `steps` steps from `configuration`, with LCMScheduler's class defaults for
+  /// unset keys (`original_inference_steps` 50, `timestep_scaling` 10, no `clip_sample`).
+  /// - Throws: `PipelineError.invalidSchedulerConfiguration` for `original_inference_steps` out
+  ///   of range, `.invalidArgument` when `steps` exceeds it.
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     timesteps = try consistencyTimesteps(configuration, steps: steps, sampler: "lcm")
     alphasCumprod = configuration.alphasCumprod()
@@ -50,8 +58,12 @@ public struct LCMScheduler: Scheduler {
     inferenceSteps = steps
   }
 
+  /// `sample` unchanged: LCM's UNet input is not scaled.
   public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
+  /// One step: the boundary-condition mix c_out·x̂₀ + c_skip·x_t (x̂₀ clamped with
+  /// `clip_sample`), re-noised to the next timestep with noise from `generator`; the last step
+  /// returns the mix itself.
   public mutating func step(
     noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
   ) -> Tensor {
@@ -71,6 +83,7 @@ public struct LCMScheduler: Scheduler {
     return addNoiseAtTimestep(denoised, noise: noise, alphaProduct: alphasCumprod[next])
   }
 
+  /// √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε at t = `timesteps[stepIndex]`.
   public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
     addNoiseAtTimestep(sample, noise: noise, alphaProduct: alphasCumprod[Int(timesteps[stepIndex])])
   }

@@ -6,15 +6,23 @@ import SDTensor
 
 /// LMS: x_{i+1} = x_i + Σ_j c_j·d_{i−j}, c_j = ∫ ℓ_j(σ) dσ from σ_i to σ_{i+1}.
 public struct LMSDiscreteScheduler: SigmaScheduler {
+  /// The UNet's timesteps, descending: spaced by `timestep_spacing` (default `linspace`), or
+  /// those of the Karras σs with `use_karras_sigmas`.
   public let timesteps: [Float]
+  /// σ_max (√(σ_max² + 1) with `leading` spacing): the initial noise's standard deviation.
   public let initNoiseSigma: Float
+  /// The step count asked for; one UNet call each.
   public let inferenceSteps: Int
+  /// σ at each step, then 0.
   public let sigmas: [Double]
   let prediction: PredictionType
   /// The last derivatives (x − x̂₀)/σ, newest last.
   var derivatives: [Tensor] = []
   static let order = 4
 
+  /// The timesteps and σs of `steps` steps from `configuration`, with LMSDiscrete's class
+  /// defaults for unset keys (`linspace` spacing).
+  /// - Throws: never at present (declared like the samplers that check their settings).
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     let schedule = SigmaSteps(
       configuration, steps: steps, karras: configuration.useKarrasSigmas, finalSigmaMin: false)
@@ -25,6 +33,8 @@ public struct LMSDiscreteScheduler: SigmaScheduler {
     inferenceSteps = steps
   }
 
+  /// One step from σ_i to σ_{i+1}: the last (up to 4) derivatives (x − x̂₀)/σ weighted by their
+  /// Lagrange coefficients. `generator` is unused.
   public mutating func step(
     noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
   ) -> Tensor {

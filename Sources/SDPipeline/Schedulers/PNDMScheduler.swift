@@ -7,8 +7,12 @@ import SDTensor
 
 /// PLMS: fourth-order Adams–Bashforth on ε, after a two-call first step.
 public struct PNDMScheduler: Scheduler {
+  /// The UNet's timesteps, descending (default `leading` spacing), the second one repeated for
+  /// the two-call first step: `steps + 1` of them when `steps` > 1.
   public let timesteps: [Float]
+  /// 1: the initial latents are unit Gaussian noise.
   public let initNoiseSigma: Float = 1
+  /// The step count asked for; the UNet runs `timesteps.count` times, once more.
   public let inferenceSteps: Int
   let alphasCumprod: [Double]
   let finalAlphaCumprod: Double
@@ -50,8 +54,12 @@ public struct PNDMScheduler: Scheduler {
     timesteps = schedule.reversed().map { Float($0) }
   }
 
+  /// `sample` unchanged: PNDM's UNet input is not scaled.
   public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
+  /// One call at `timesteps[stepIndex]`: the first two make the Heun-like first step, later ones
+  /// combine the last (up to 4) ε predictions (Adams–Bashforth) and transfer by PNDM eq. 9.
+  /// Calls must come in order, since the sampler counts them. `generator` is unused.
   public mutating func step(
     noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
   ) -> Tensor {
@@ -103,6 +111,7 @@ public struct PNDMScheduler: Scheduler {
       * epsilon
   }
 
+  /// √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε at t = `timesteps[stepIndex]`.
   public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
     addNoiseAtTimestep(sample, noise: noise, alphaProduct: alphasCumprod[Int(timesteps[stepIndex])])
   }

@@ -40,10 +40,15 @@ extension Scheduler {
 
 /// The samplers this runtime implements, named as on the command line.
 public enum SchedulerKind: String, CaseIterable, Sendable {
+  /// DDIM (`DDIMScheduler`), deterministic (η = 0).
   case ddim = "ddim"
+  /// PNDM in its PLMS form (`PNDMScheduler` with `skip_prk_steps`), SD 1.x's configured sampler.
   case pndm = "pndm"
+  /// Euler (`EulerDiscreteScheduler`), deterministic.
   case euler = "euler"
+  /// Euler ancestral (`EulerAncestralDiscreteScheduler`): fresh noise at every step.
   case eulerAncestral = "euler-a"
+  /// Linear multistep of order 4 (`LMSDiscreteScheduler`).
   case lms = "lms"
   /// DPM-Solver++(2M) (`DPMSolverMultistepScheduler`, `algorithm_type` from the config).
   case dpmSolverMultistep = "dpm++2m"

@@ -18,6 +18,9 @@ public enum PredictionType: String, Sendable {
 /// How inference timesteps are spread over the training range (`timestep_spacing`,
 /// Lin et al. 2023, table 2).
 public enum TimestepSpacing: String, Sendable {
+  /// `linspace`: evenly from T − 1 down to 0, both included; `leading`: multiples of T/steps
+  /// from 0 plus `steps_offset` (the top of the range is not reached); `trailing`: every
+  /// (T/steps)-th training step down from T − 1 (what few-step models want).
   case linspace, leading, trailing
 }
 
@@ -29,31 +32,54 @@ public struct SchedulerConfiguration: Sendable, Equatable {
   public var kind: SchedulerKind?
   /// `_class_name` as the file spells it (nil when absent).
   public var className: String?
+  /// `num_train_timesteps`: T, the length of the training noise schedule (1000).
   public var trainTimesteps: Int
+  /// `beta_start`: β at the first training step (0.00085 in SD; class default 0.0001).
   public var betaStart: Double
+  /// `beta_end`: β at the last training step (0.012 in SD; class default 0.02).
   public var betaEnd: Double
   /// `linear`, `scaled_linear` or `squaredcos_cap_v2`.
   public var betaSchedule: String
+  /// `trained_betas`: T explicit βs that replace the schedule; nil when absent.
   public var trainedBetas: [Double]?
+  /// `prediction_type`: what the UNet predicts (default `epsilon`).
   public var predictionType: PredictionType
+  /// `timestep_spacing`; nil: each sampler's class default (`leading` for DDIM and PNDM,
+  /// `linspace` for Euler, LMS and DPM-Solver).
   public var timestepSpacing: TimestepSpacing?
+  /// `steps_offset`: added to the `leading` timesteps (1 in SD; default 0).
   public var stepsOffset: Int
+  /// `set_alpha_to_one`: ᾱ after the last step is 1 rather than ᾱ₀ (DDIM, PNDM); nil: the
+  /// class default (DDIM on, PNDM off).
   public var setAlphaToOne: Bool?
+  /// `clip_sample`: clamp x̂₀ to ±`clipSampleRange` (DDIM, LCM); nil: the class default (DDIM
+  /// on, LCM off).
   public var clipSample: Bool?
+  /// `clip_sample_range`: the bound of `clip_sample` (default 1).
   public var clipSampleRange: Double
+  /// `skip_prk_steps`: PNDM without its Runge–Kutta warm-up; PNDM runs only when it is true.
   public var skipPRKSteps: Bool?
+  /// `use_karras_sigmas`: Euler, LMS and DPM-Solver step on Karras et al.'s σs (ρ = 7).
   public var useKarrasSigmas: Bool
+  /// `rescale_betas_zero_snr`: rescale the betas so that the last step has zero SNR (Lin et al.
+  /// 2023), for models trained that way.
   public var rescaleBetasZeroSNR: Bool
   /// `zero` or `sigma_min`.
   public var finalSigmasType: String
+  /// `sigma_min`: the smallest Karras σ; nil: the schedule's own.
   public var sigmaMin: Double?
+  /// `sigma_max`: the largest Karras σ; nil: the schedule's own.
   public var sigmaMax: Double?
   /// DPM-Solver: `dpmsolver++` or `sde-dpmsolver++`.
   public var algorithmType: String
+  /// DPM-Solver: `solver_order`, 1 or 2 (default 2).
   public var solverOrder: Int
   /// DPM-Solver: `midpoint` or `heun`.
   public var solverType: String
+  /// DPM-Solver: `lower_order_final`, a first-order last step when there are fewer than 15
+  /// steps (default true).
   public var lowerOrderFinal: Bool
+  /// DPM-Solver: `euler_at_final`, a first-order last step always (default false).
   public var eulerAtFinal: Bool
   /// LCM / TCD: the distillation schedule's step count (`original_inference_steps`, default 50).
   public var originalInferenceSteps: Int?

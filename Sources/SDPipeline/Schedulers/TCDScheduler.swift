@@ -8,8 +8,12 @@ import SDTensor
 /// TCD with γ (`eta`): x_s = √ᾱ_s·x̂₀ + √(1 − ᾱ_s)·ε̂, then
 /// x_{t'} = √(ᾱ_{t'}/ᾱ_s)·x_s + √(1 − ᾱ_{t'}/ᾱ_s)·z (γ = 0: deterministic; no noise at the last step).
 public struct TCDScheduler: Scheduler {
+  /// `steps` of the distillation schedule's timesteps (every T/`original_inference_steps`-th
+  /// from T − 1 down), taken evenly by index, as for LCM.
   public let timesteps: [Float]
+  /// 1: the initial latents are unit Gaussian noise.
   public let initNoiseSigma: Float = 1
+  /// The step count asked for; one UNet call each.
   public let inferenceSteps: Int
   let alphasCumprod: [Double]
   let prediction: PredictionType
@@ -30,8 +34,11 @@ public struct TCDScheduler: Scheduler {
     inferenceSteps = steps
   }
 
+  /// `sample` unchanged: TCD's UNet input is not scaled.
   public func scaleModelInput(_ sample: Tensor, stepIndex: Int) -> Tensor { sample }
 
+  /// One step: x̂₀ and ε̂ at t taken to s = ⌊(1 − γ)·t'⌋, then to the next timestep t' with
+  /// noise from `generator` (none when γ = 0 or at the last step, which ends at s = 0).
   public mutating func step(
     noisePrediction: Tensor, stepIndex: Int, sample: Tensor, generator: inout TorchGenerator
   ) -> Tensor {
@@ -47,6 +54,7 @@ public struct TCDScheduler: Scheduler {
     return Float(ratio.squareRoot()) * noised + Float((1 - ratio).squareRoot()) * noise
   }
 
+  /// √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε at t = `timesteps[stepIndex]`.
   public func addNoise(to sample: Tensor, noise: Tensor, stepIndex: Int) -> Tensor {
     addNoiseAtTimestep(sample, noise: noise, alphaProduct: alphasCumprod[Int(timesteps[stepIndex])])
   }

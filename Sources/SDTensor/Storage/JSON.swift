@@ -8,18 +8,29 @@ import Foundation
 
 /// A parsed JSON value. Integers that fit in `Int` are kept exact; other numbers are `Double`.
 public enum JSONValue: Sendable, Equatable {
+  /// `{...}`: members by key (keys are unique; duplicates are a parse error).
   case object([String: JSONValue])
+  /// `[...]`: elements in order.
   case array([JSONValue])
+  /// A string, its escapes decoded.
   case string(String)
+  /// A number written without fraction or exponent that fits in `Int`, kept exact.
   case integer(Int)
+  /// Any other number (a fraction, an exponent, or too large for `Int`; also Python's `NaN` and
+  /// `Infinity` when allowed).
   case number(Double)
+  /// `true` or `false`.
   case bool(Bool)
+  /// `null`.
   case null
 
   /// Why a text is not JSON, with the byte offset where reading stopped.
   public struct ParseError: Error, CustomStringConvertible, Sendable {
+    /// 0-based byte offset in the input where reading stopped.
     public let offset: Int
+    /// What was expected or found there, e.g. "duplicate key \"a\"".
     public let reason: String
+    /// One line: "invalid JSON at byte `offset`: `reason`".
     public var description: String { "invalid JSON at byte \(offset): \(reason)" }
   }
 

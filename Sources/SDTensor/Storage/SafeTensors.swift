@@ -12,9 +12,13 @@
 /// The element types a safetensors file may declare. Every one is accepted in a header (released
 /// checkpoints carry I64 buffers such as `position_ids`); only the float ones can be read.
 public enum SafeTensorsDType: String, Sendable {
+  /// Floats: IEEE 64, 32 and 16 bits, and bfloat16; all but F64 can be read.
   case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+  /// Signed integers of 64 to 8 bits.
   case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
+  /// Unsigned integers of 64 to 8 bits, and one-byte booleans.
   case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
+  /// 8-bit floats (4 exponent + 3 mantissa bits, or 5 + 2), as in FP8 checkpoints.
   case f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
 
   /// Bytes per element.
@@ -33,7 +37,9 @@ public enum SafeTensorsDType: String, Sendable {
 
 /// Where one tensor lives in the file, as declared by the header (already validated).
 public struct SafeTensorsEntry: Sendable, Equatable {
+  /// The element type the header declares.
   public let dtype: SafeTensorsDType
+  /// The extents the header declares, outermost first (row-major data).
   public let shape: [Int]
   /// Byte range inside the data section.
   public let dataRange: Range<Int>

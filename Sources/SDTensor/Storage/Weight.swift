@@ -13,6 +13,8 @@ public struct Weight: Sendable {
     case mappedHalf(FileBackedPointer<UInt16>)
   }
 
+  /// The extents, outermost first, as stored in the checkpoint (Linear `[out, in]`, Conv `[out,
+  /// in, kh, kw]`).
   public let shape: [Int]
   let storage: Storage
 

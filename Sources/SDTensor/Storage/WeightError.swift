@@ -20,6 +20,8 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
   /// Something exists at the destination and the write was told not to replace it.
   case destinationExists(path: String)
 
+  /// One line naming the file and, where there is one, the tensor key, shapes or dtype, with a
+  /// hint where one helps.
   public var description: String {
     switch self {
     case .unreadableFile(let path, let reason):

@@ -15,6 +15,7 @@ public final class WeightStore: Sendable {
     /// (original-layout checkpoints store some linear weights as 1×1 convolutions).
     public var allowsReshape: Bool
 
+    /// The tensor stored as `storedName`, read with its stored shape unless `allowsReshape`.
     public init(storedName: String, allowsReshape: Bool = false) {
       self.storedName = storedName
       self.allowsReshape = allowsReshape
