@@ -55,6 +55,7 @@ extension GenerationRequest {
       ("Steps", "\(steps)"), ("Sampler", sampler.webUIName), ("CFG scale", "\(guidance.scale)"),
       ("Seed", "\(seed)"), ("Size", "\(width)x\(height)"), ("Model", model),
     ]
+    if schedule != .automatic { settings.insert(("Schedule type", schedule.webUIName), at: 2) }
     if initImage != nil { settings.append(("Denoising strength", "\(strength)")) }
     // The web UIs count the last layer as 1: diffusers' clip_skip k is their k + 1.
     if clipSkip > 0 { settings.append(("Clip skip", "\(clipSkip + 1)")) }

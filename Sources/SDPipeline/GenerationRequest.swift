@@ -22,6 +22,9 @@ public struct GenerationRequest: Sendable {
   /// How inference timesteps are spread (`timestep_spacing`); nil keeps the model's setting.
   /// SD-Turbo and most few-step models want `.trailing`.
   public var timestepSpacing: TimestepSpacing?
+  /// Which σs the σ samplers (Euler, Euler ancestral, LMS, DPM-Solver) step on: the sampler's
+  /// own, Karras, or Align Your Steps.
+  public var schedule: ScheduleType = .automatic
   /// The sampler's η: TCD's γ (diffusers' `eta` argument, default 0; TCD's authors use 0.3).
   public var eta: Float = 0
   /// Image size in pixels; nil uses the init image's size for img2img, else the model's
@@ -70,7 +73,8 @@ public struct GenerationRequest: Sendable {
     prompt: String, negativePrompt: String? = nil, negativePrompts: [NegativePrompt] = [],
     negativePromptEmbeddings: Tensor? = nil, steps: Int = 20, guidance: Guidance = Guidance(),
     seed: UInt64 = 0, sampler: SchedulerKind? = nil, timestepSpacing: TimestepSpacing? = nil,
-    eta: Float = 0, width: Int? = nil, height: Int? = nil, initImage: RGBImage? = nil,
+    schedule: ScheduleType = .automatic, eta: Float = 0, width: Int? = nil, height: Int? = nil,
+    initImage: RGBImage? = nil,
     strength: Float = 0.8, mask: InpaintingMask? = nil, keepsUnmaskedPixels: Bool = false,
     clipSkip: Int = 0, embeddings: [TextualInversion] = [],
     truncatePrompts: Bool = false, parsesPromptWeights: Bool = true,
@@ -85,6 +89,7 @@ public struct GenerationRequest: Sendable {
     self.seed = seed
     self.sampler = sampler
     self.timestepSpacing = timestepSpacing
+    self.schedule = schedule
     self.eta = eta
     self.width = width
     self.height = height

@@ -215,7 +215,8 @@ public struct StableDiffusionPipeline: Sendable {
     var settings = schedulerConfiguration
     if let spacing = request.timestepSpacing { settings.timestepSpacing = spacing }
     var scheduler = try makeScheduler(
-      sampler, configuration: settings, steps: request.steps, eta: Double(request.eta))
+      sampler, configuration: settings, steps: request.steps, eta: Double(request.eta),
+      schedule: request.schedule)
     let encoder = try PromptEncoder(
       tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
     try checkUnchanged(weightStores?.text)

@@ -68,6 +68,11 @@ enum GenerateCommand {
         name: "timestep-spacing", valueName: "S", defaultValue: "the model's",
         help: "linspace, leading or trailing (SD-Turbo and most few-step models: trailing)"),
       OptionSpec(
+        name: "schedule", valueName: "S", defaultValue: "default",
+        help:
+          "the σs of euler, euler-a, lms and dpm++2m: default, karras, or ays (Align Your Steps, 10 steps is its list)"
+      ),
+      OptionSpec(
         name: "eta", valueName: "X", defaultValue: "0",
         help: "tcd: gamma in [0, 1], the noise of each step (its authors use 0.3)"),
       OptionSpec(
@@ -322,6 +327,14 @@ enum GenerateCommand {
           "--timestep-spacing must be linspace, leading or trailing, got '\(spacing)'")
       }
       request.timestepSpacing = parsed
+    }
+    if let name = arguments.string("schedule") {
+      guard let schedule = ScheduleType(rawValue: name.lowercased()) else {
+        throw UsageError(
+          "--schedule must be \(ScheduleType.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'"
+        )
+      }
+      request.schedule = schedule
     }
     if let eta = try arguments.float("eta", range: 0...1) { request.eta = eta }
     for name in ["width", "height"] {

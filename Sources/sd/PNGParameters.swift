@@ -44,6 +44,14 @@ enum PNGParameters {
       }
       words += ["--sampler", sampler.rawValue]
     }
+    if let name = values["Schedule type"], name != ScheduleType.automatic.webUIName {
+      guard let schedule = ScheduleType.allCases.first(where: { $0.webUIName == name }) else {
+        throw UsageError(
+          "--from-png: schedule type '\(name)' is not one of \(ScheduleType.allCases.map(\.webUIName).joined(separator: ", "))"
+        )
+      }
+      words += ["--schedule", schedule.rawValue]
+    }
     if let size = values["Size"] {
       let sides = size.split(separator: "x").map { String($0) }
       guard sides.count == 2 else { throw UsageError("--from-png: Size '\(size)' is not WxH") }

@@ -221,7 +221,7 @@ import Testing
     let first = folder.appendingPathComponent("first.png")
     let settings = [
       "--negative-prompt", "green tones", "--negative-prompt", "blurry, lowres:0.5", "--seed", "7",
-      "--sampler", "dpm++2m-karras", "--guidance-scale", "5.5", "--clip-skip",
+      "--sampler", "dpm++2m", "--schedule", "ays", "--guidance-scale", "5.5", "--clip-skip",
       "1", "--negative-steps", "1-2", "--cfg-cutoff", "0.5",
     ]
     var original = quick(first, settings)

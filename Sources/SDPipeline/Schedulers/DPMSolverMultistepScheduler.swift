@@ -1,6 +1,6 @@
 // DPM-Solver++ (Lu et al. 2022, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
 // Probabilistic Models", algorithm 2 = 2M) and its SDE variant (`sde-dpmsolver++`), as
-// diffusers' DPMSolverMultistepScheduler steps them, with optional Karras σs.
+// diffusers' DPMSolverMultistepScheduler steps them, with optional Karras (or AYS) σs.
 
 import Foundation
 import SDTensor
@@ -8,7 +8,8 @@ import SDTensor
 /// DPM-Solver++(2M): a second-order multistep solver in λ = log(α/σ) on the data prediction x̂₀.
 public struct DPMSolverMultistepScheduler: Scheduler {
   /// The UNet's timesteps, descending: spaced by `timestep_spacing` (default `linspace`), or
-  /// those of the Karras σs with `use_karras_sigmas`.
+  /// those of the Karras σs with `use_karras_sigmas` (of the AYS σs with
+  /// `useAlignYourStepsSigmas`).
   public let timesteps: [Float]
   /// 1: the solver works on the variance-preserving sample, so the initial noise is unit Gaussian.
   public let initNoiseSigma: Float = 1
@@ -50,7 +51,11 @@ public struct DPMSolverMultistepScheduler: Scheduler {
       }
     }
     var stepSigmas: [Double]
-    if configuration.useKarrasSigmas {
+    if configuration.useAlignYourStepsSigmas {
+      // In the place of the Karras σs, with their rounded timesteps.
+      stepSigmas = SigmaSchedule.alignYourSteps(steps: steps)
+      stepTimesteps = stepSigmas.map { table.timestep(of: $0).rounded(.toNearestOrEven) }
+    } else if configuration.useKarrasSigmas {
       stepSigmas = SigmaSchedule.karras(
         sigmaMin: configuration.sigmaMin ?? table.trainingSigmas[0],
         sigmaMax: configuration.sigmaMax ?? table.trainingSigmas[trainSteps - 1], steps: steps)

@@ -63,6 +63,32 @@ struct SigmaSchedule {
     return linspace(0, 1, steps).map { pow(maxInverse + $0 * (minInverse - maxInverse), rho) }
   }
 
+  /// Align Your Steps (Sabour et al. 2024): the published 10-step noise levels for SD 1.5, as
+  /// diffusers' `AysSchedules["StableDiffusionSigmas"]` and the web UIs list them, with the 11th
+  /// level (0.029) that their 10-step list replaces by 0.
+  static let alignYourStepsLevels = [
+    14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029,
+  ]
+
+  /// `steps` AYS σs, descending. The step count's `steps + 1` noise levels are the published
+  /// ones interpolated linearly in log σ (the paper's `loglinear_interp`, as ComfyUI and
+  /// stable-diffusion.cpp do); the last level is replaced by the final σ 0, so 10 steps give
+  /// exactly diffusers' list.
+  static func alignYourSteps(steps: Int) -> [Double] {
+    let published = alignYourStepsLevels
+    guard steps + 1 != published.count else { return Array(published.dropLast()) }
+    // np.interp over ascending x ∈ [0, 1] of the levels in ascending order, then back.
+    let logLevels = published.reversed().map { log($0) }
+    let segments = Double(logLevels.count - 1)
+    let interpolated = linspace(0, 1, steps + 1).map { x -> Double in
+      let position = x * segments
+      let low = min(Int(position.rounded(.down)), logLevels.count - 2)
+      let w = position - Double(low)
+      return exp(logLevels[low] + w * (logLevels[low + 1] - logLevels[low]))
+    }
+    return Array(interpolated.reversed().dropLast())
+  }
+
   /// The fractional timestep of a σ: linear interpolation in log σ between the two training
   /// timesteps that bracket it (diffusers' `_sigma_to_t`).
   func timestep(of sigma: Double) -> Double {
@@ -120,13 +146,17 @@ struct SigmaSteps {
       stepsOffset: configuration.stepsOffset
     ).map { Double(Float($0)) }
     var stepSigmas = table.interpolated(at: stepTimesteps)
-    if karras {
+    if configuration.useAlignYourStepsSigmas {
+      // As diffusers' `set_timesteps(sigmas:)`: float32 σs, their timesteps, a final 0.
+      stepSigmas = SigmaSchedule.alignYourSteps(steps: steps).map { Double(Float($0)) }
+      stepTimesteps = stepSigmas.map(table.timestep(of:))
+    } else if karras {
       stepSigmas = SigmaSchedule.karras(
         sigmaMin: configuration.sigmaMin ?? stepSigmas[stepSigmas.count - 1],
         sigmaMax: configuration.sigmaMax ?? stepSigmas[0], steps: steps)
       stepTimesteps = stepSigmas.map(table.timestep(of:))
     }
-    let last = finalSigmaMin ? table.trainingSigmas[0] : 0
+    let last = finalSigmaMin && !configuration.useAlignYourStepsSigmas ? table.trainingSigmas[0] : 0
     sigmas = (stepSigmas + [last]).map { Double(Float($0)) }
     timesteps = stepTimesteps.map { Float($0) }
     let maximum = Float(sigmas.max() ?? 0)

@@ -89,18 +89,73 @@ public enum SchedulerKind: String, CaseIterable, Sendable {
   }
 }
 
+/// The noise levels a σ sampler steps through: the web UIs' "Schedule type".
+public enum ScheduleType: String, CaseIterable, Sendable {
+  /// The sampler's own: spaced by the model's `timestep_spacing`, Karras σs where the sampler
+  /// name or `use_karras_sigmas` says so.
+  case automatic = "default"
+  /// Karras et al. 2022's σs (ρ = 7), as `use_karras_sigmas=True`.
+  case karras = "karras"
+  /// Align Your Steps (Sabour et al. 2024): the published SD 1.5 noise levels, log-linearly
+  /// interpolated for step counts other than 10.
+  case alignYourSteps = "ays"
+
+  /// The name the web UIs write in a PNG's `Schedule type` ("Karras", "Align Your Steps").
+  public var webUIName: String {
+    switch self {
+    case .automatic: "Automatic"
+    case .karras: "Karras"
+    case .alignYourSteps: "Align Your Steps"
+    }
+  }
+
+  /// The samplers that step on σs of a chosen schedule (the others have fixed timesteps).
+  public static let samplers: [SchedulerKind] = [
+    .euler, .eulerAncestral, .lms, .dpmSolverMultistep, .dpmSolverMultistepKarras,
+    .dpmSolverMultistepSDEKarras,
+  ]
+
+  /// `configuration` with this schedule's σ setting for `sampler`.
+  /// - Throws: `PipelineError.invalidArgument` for a schedule on a sampler without σs, or Karras
+  ///   σs on Euler ancestral (diffusers' class has none).
+  func applied(to configuration: SchedulerConfiguration, sampler: SchedulerKind)
+    throws(PipelineError) -> SchedulerConfiguration
+  {
+    guard self != .automatic else { return configuration }
+    let usable = self == .karras ? Self.samplers.filter { $0 != .eulerAncestral } : Self.samplers
+    guard usable.contains(sampler) else {
+      throw .invalidArgument(
+        name: "schedule",
+        reason:
+          "\(rawValue) needs one of the samplers \(usable.map(\.rawValue).joined(separator: ", ")), not \(sampler.rawValue)"
+      )
+    }
+    var adjusted = configuration
+    switch self {
+    case .automatic: break
+    case .karras: adjusted.useKarrasSigmas = true
+    case .alignYourSteps: adjusted.useAlignYourStepsSigmas = true
+    }
+    return adjusted
+  }
+}
+
 /// Builds a sampler of `kind` for `steps` steps from the model's scheduler settings, with the
 /// defaults diffusers' class of that sampler uses for keys the file does not have. `eta` is the
-/// pipeline argument of that name: TCD's γ (other samplers ignore it).
+/// pipeline argument of that name: TCD's γ (other samplers ignore it). `schedule` picks the σs
+/// of the σ samplers.
 /// - Throws: `PipelineError.invalidSchedulerConfiguration` for settings this runtime does not
-///   implement, `.invalidArgument` for a step count out of range.
+///   implement, `.invalidArgument` for a step count out of range or a schedule the sampler
+///   cannot use.
 public func makeScheduler(
-  _ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int, eta: Double = 0
+  _ kind: SchedulerKind, configuration: SchedulerConfiguration, steps: Int, eta: Double = 0,
+  schedule: ScheduleType = .automatic
 ) throws(PipelineError) -> any Scheduler {
   guard steps >= 1, steps <= configuration.trainTimesteps else {
     throw .invalidArgument(
       name: "steps", reason: "must be in 1...\(configuration.trainTimesteps), got \(steps)")
   }
+  let configuration = try schedule.applied(to: configuration, sampler: kind)
   let scheduler = try makeUncheckedScheduler(
     kind, configuration: configuration, steps: steps, eta: eta)
   // Near the training length, spacing and offset push a timestep past the table (diffusers

@@ -61,6 +61,10 @@ public struct SchedulerConfiguration: Sendable, Equatable {
   public var skipPRKSteps: Bool?
   /// `use_karras_sigmas`: Euler, LMS and DPM-Solver step on Karras et al.'s σs (ρ = 7).
   public var useKarrasSigmas: Bool
+  /// Not a diffusers key: Euler, Euler ancestral, LMS and DPM-Solver step on the Align Your
+  /// Steps σs (Sabour et al. 2024) instead of the spaced or Karras ones. Set by
+  /// `ScheduleType.alignYourSteps`.
+  public var useAlignYourStepsSigmas = false
   /// `rescale_betas_zero_snr`: rescale the betas so that the last step has zero SNR (Lin et al.
   /// 2023), for models trained that way.
   public var rescaleBetasZeroSNR: Bool
