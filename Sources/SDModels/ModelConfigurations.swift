@@ -108,6 +108,9 @@ public struct UNetConfiguration: Sendable, Equatable {
   public var freqShift: Float
   /// `transformer_layers_per_block`: `BasicTransformerBlock`s in each `Transformer2DModel` (1).
   public var transformerLayersPerBlock: Int
+  /// `time_cond_proj_dim`: width of the guidance-scale embedding that full LCM checkpoints
+  /// (LCM_Dreamshaper_v7 and the like) add to the time embedding; nil for other UNets.
+  public var timeConditionDimension: Int? = nil
   /// `sample_size`: the latent height and width trained on (64 = 512 pixels; 96 for 768-pixel
   /// SD 2.x models).
   public var sampleSize: Int
@@ -171,8 +174,9 @@ public struct UNetConfiguration: Sendable, Equatable {
     let up = try reader.strings(
       "up_block_types",
       default: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
-    guard down.count == blocks, up.count == blocks else {
-      throw reader.fail("down_block_types", "as long as block_out_channels (\(blocks))")
+    for (key, types) in [("down_block_types", down), ("up_block_types", up)]
+    where types.count != blocks {
+      throw reader.fail(key, "as long as block_out_channels (\(blocks))")
     }
     downBlockHasAttention = try down.map { name throws(ModelError) in
       switch name {
@@ -195,7 +199,7 @@ public struct UNetConfiguration: Sendable, Equatable {
       throw reader.fail("mid_block_type", "UNetMidBlock2DCrossAttn (found \(mid))")
     }
     for unsupported in [
-      "class_embed_type", "addition_embed_type", "encoder_hid_dim", "time_cond_proj_dim",
+      "class_embed_type", "addition_embed_type", "encoder_hid_dim",
     ]
     where reader.has(unsupported) {
       throw .invalidConfiguration(
@@ -216,6 +220,7 @@ public struct UNetConfiguration: Sendable, Equatable {
     freqShift = try reader.float("freq_shift", default: 0)
     transformerLayersPerBlock = try reader.int("transformer_layers_per_block", default: 1)
     sampleSize = try reader.int("sample_size", default: 64)
+    timeConditionDimension = try reader.int("time_cond_proj_dim", in: 1...65_536)
     for (index, channels) in blockOutChannels.enumerated() {
       guard channels % normGroups == 0, channels % headCounts[index] == 0 else {
         throw reader.fail("block_out_channels", "divisible by norm_num_groups and the head count")

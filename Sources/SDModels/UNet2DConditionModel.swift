@@ -14,6 +14,10 @@ public struct UNet2DConditionModel: Sendable {
   public let timeEmbeddingLinear1: Linear
   /// `time_embedding.linear_2`: 4·c0 -> 4·c0, the time embedding every resnet receives.
   public let timeEmbeddingLinear2: Linear
+  /// `time_embedding.cond_proj` (no bias): the guidance-scale embedding of full LCM
+  /// checkpoints -> the sinusoids' width, added before `timeEmbeddingLinear1`; nil for UNets
+  /// without `time_cond_proj_dim`.
+  public let timeConditionProjection: Linear?
   /// `conv_in`: 3×3, `inChannels` (4, or 9 for inpainting models) -> the first block's channels.
   public let convIn: Conv2D
   /// `down_blocks.<i>`, one per `blockOutChannels` entry; all but the last halve the size.
@@ -39,6 +43,11 @@ public struct UNet2DConditionModel: Sendable {
     timeEmbeddingLinear2 = try Linear(
       store, "time_embedding.linear_2", in: config.timeEmbeddingChannels,
       out: config.timeEmbeddingChannels)
+    timeConditionProjection = try config.timeConditionDimension.map {
+      dimension throws(WeightError) in
+      try Linear(
+        store, "time_embedding.cond_proj", in: dimension, out: channels[0], bias: false)
+    }
     convIn = try Conv2D(
       store, "conv_in", in: config.inChannels, out: channels[0], kernel: 3, padding: 1)
     var down: [DownBlock2D] = []
@@ -64,11 +73,18 @@ public struct UNet2DConditionModel: Sendable {
   /// where a port diverges.
   public typealias Observer = (_ name: String, _ value: Tensor) -> Void
 
-  /// The time embedding MLP applied to sinusoidal embeddings of `timesteps` -> `[b, 4·c0]`.
-  public func embedTimesteps(_ timesteps: [Float], options: ComputeOptions) -> Tensor {
-    let sinusoids = timestepEmbedding(
+  /// The time embedding MLP applied to sinusoidal embeddings of `timesteps` -> `[b, 4·c0]`;
+  /// `condition` `[b, timeConditionDimension]` (LCM's guidance-scale embedding) is projected and
+  /// added to the sinusoids first, as diffusers' `TimestepEmbedding` does.
+  public func embedTimesteps(
+    _ timesteps: [Float], condition: Tensor? = nil, options: ComputeOptions
+  ) -> Tensor {
+    var sinusoids = timestepEmbedding(
       timesteps, dimension: configuration.blockOutChannels[0],
       flipSinToCos: configuration.flipSinToCos, downscaleFreqShift: configuration.freqShift)
+    if let condition, let timeConditionProjection {
+      sinusoids = sinusoids + timeConditionProjection(condition, options: options)
+    }
     return timeEmbeddingLinear2(
       activate(timeEmbeddingLinear1(sinusoids, options: options), .silu, options: options),
       options: options)
@@ -87,16 +103,18 @@ public struct UNet2DConditionModel: Sendable {
   }
 
   /// As above, with everything the cross-attention layers attend to (see
-  /// `CrossAttentionContext`).
+  /// `CrossAttentionContext`) and, for UNets with `time_cond_proj_dim`, the per-item
+  /// `timestepCondition` `[b, timeConditionDimension]` (diffusers' `timestep_cond`).
   public func callAsFunction(
-    _ sample: Tensor, timesteps: [Float], context: CrossAttentionContext, options: ComputeOptions,
-    observer: Observer? = nil
+    _ sample: Tensor, timesteps: [Float], context: CrossAttentionContext,
+    timestepCondition: Tensor? = nil, options: ComputeOptions, observer: Observer? = nil
   ) -> Tensor {
     precondition(
       sample.shape[0] == timesteps.count && context.states.shape[0] == sample.shape[0],
       "UNet batch: sample \(sample.shape), \(timesteps.count) timesteps, context \(context.states.shape)"
     )
-    let timeEmbedding = embedTimesteps(timesteps, options: options)
+    let timeEmbedding = embedTimesteps(
+      timesteps, condition: timestepCondition, options: options)
     observer?("time_embedding", timeEmbedding)
     var hidden = convIn(sample, options: options)
     observer?("conv_in", hidden)

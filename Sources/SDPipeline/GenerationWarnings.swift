@@ -7,7 +7,8 @@ extension StableDiffusionPipeline {
   /// What in `request` would silently do nothing or something else than it seems: an embedding
   /// used by no prompt (names are matched as whole words), one named like an ordinary word
   /// (every use of the word becomes it), two of one name, and negative prompts that no step
-  /// uses (classifier-free guidance at scale ≤ 1 runs no negative row).
+  /// uses (classifier-free guidance at scale ≤ 1 runs no negative row, nor on an LCM checkpoint,
+  /// whose UNet takes the scale as an input).
   public func warnings(for request: GenerationRequest) -> [String] {
     var warnings: [String] = []
     let texts = ([request.prompt] + request.allNegativePrompts.map(\.text)).map { $0.lowercased() }
@@ -35,7 +36,12 @@ extension StableDiffusionPipeline {
     let hasNegative =
       request.allNegativePrompts.contains { !$0.text.isEmpty }
       || request.negativePromptEmbeddings != nil
-    if hasNegative, !request.guidance.usesNegativePrompts {
+    if hasNegative, unet.configuration.timeConditionDimension != nil, request.guidance.rule != .nag
+    {
+      warnings.append(
+        "the negative prompt has no effect: this model takes the guidance scale as an input (an LCM checkpoint) and runs no negative branch; use the nag rule"
+      )
+    } else if hasNegative, !request.guidance.usesNegativePrompts {
       warnings.append(
         "the negative prompt has no effect at guidance scale \(request.guidance.scale) (≤ 1 runs no negative branch); raise the scale or use the nag rule"
       )

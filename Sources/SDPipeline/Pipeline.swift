@@ -220,9 +220,15 @@ public struct StableDiffusionPipeline: Sendable {
     let encoder = try PromptEncoder(
       tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
     try checkUnchanged(weightStores?.text)
+    // Full LCM checkpoints take w = scale − 1 as a sinusoidal embedding and run no CFG rows.
+    let guidanceCondition = unet.configuration.timeConditionDimension.map {
+      guidanceScaleEmbedding([request.guidance.scale - 1], dimension: $0)
+    }
+    var rowRequest = request
+    if guidanceCondition != nil { rowRequest.guidance = request.guidance.withScaleEmbedded }
     let prompts = try EncodedPrompts(
-      request, encoder: encoder, cache: promptCache, options: options)
-    let plan = GuidancePlan(request.guidance, prompts: prompts)
+      rowRequest, encoder: encoder, cache: promptCache, options: options)
+    let plan = GuidancePlan(rowRequest.guidance, prompts: prompts)
     let rows = max(plan.inside.count, plan.outside.count)
     try requireMemory(
       workingSetBytes(request, width: width, height: height, rows: rows),
@@ -289,7 +295,9 @@ public struct StableDiffusionPipeline: Sendable {
       if let inpainting, unetTakesMask { input = inpainting.unetInput(input, rows: rows.count) }
       let prediction = unet(
         input, timesteps: Array(repeating: t, count: rows.count), context: rows.context,
-        options: options)
+        timestepCondition: guidanceCondition.map {
+          concatenate(Array(repeating: $0, count: rows.count), axis: 0)
+        }, options: options)
       if options.isCancelled { throw .cancelled }
       let guided = plan.guidedPrediction(prediction, of: rows)
       latents = scheduler.step(

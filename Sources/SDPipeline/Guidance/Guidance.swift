@@ -55,6 +55,15 @@ public struct Guidance: Sendable, Equatable {
   /// guidance and Perp-Neg need them).
   public var usesNegativeBranch: Bool { scale > 1 }
 
+  /// This guidance for a UNet that takes the scale as an input (full LCM checkpoints, as
+  /// diffusers' `LatentConsistencyModelPipeline`): the scale acts inside the UNet, so no
+  /// classifier-free rows run and negatives act only through NAG, which steers the prompt's row.
+  public var withScaleEmbedded: Guidance {
+    var embedded = self
+    embedded.scale = 1
+    return embedded
+  }
+
   /// Whether the negative prompts are encoded: for the negative rows, or for NAG, which uses
   /// them inside cross-attention even when no negative row runs.
   public var usesNegativePrompts: Bool { usesNegativeBranch || rule == .nag }
