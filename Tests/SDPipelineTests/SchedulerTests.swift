@@ -127,6 +127,31 @@ import Testing
       try makeScheduler(.ddim, configuration: trailing, steps: 4).timesteps == [999, 749, 499, 249])
   }
 
+  /// `rescale_betas_zero_snr` as each diffusers class has it: DDIM keeps ᾱ_T = 0 (the σ
+  /// samplers' 2⁻²⁴ would give x̂₀ = 2⁻¹² here, not 0). diffusers: DDIMScheduler(zero SNR,
+  /// v_prediction, trailing).step(zeros, 999, ones) = 0.9832744.
+  @Test func zeroTerminalSNRFollowsEachClass() throws {
+    var settings = SchedulerConfiguration.stableDiffusion15
+    (settings.rescaleBetasZeroSNR, settings.predictionType) = (true, .vPrediction)
+    settings.timestepSpacing = .trailing
+    var ddim = try makeScheduler(.ddim, configuration: settings, steps: 4)
+    var generator = TorchGenerator(seed: 0)
+    let next = ddim.step(
+      noisePrediction: Tensor(zeros: [1, 1, 1, 2]), stepIndex: 0,
+      sample: Tensor(shape: [1, 1, 1, 2], scalars: [1, 1]), generator: &generator)
+    #expect(next.scalars.allSatisfy { abs($0 - 0.983_274_4) < 1e-6 }, "\(next.scalars)")
+    // PNDM's class has no such key: its timesteps and ᾱ stay those of the plain schedule.
+    var plain = settings
+    plain.rescaleBetasZeroSNR = false
+    var pndm = try makeScheduler(.pndm, configuration: settings, steps: 4)
+    var plainPNDM = try makeScheduler(.pndm, configuration: plain, steps: 4)
+    let sample = Tensor(shape: [1, 1, 1, 2], scalars: [0.5, -1])
+    #expect(
+      pndm.step(noisePrediction: sample, stepIndex: 0, sample: sample, generator: &generator)
+        == plainPNDM.step(
+          noisePrediction: sample, stepIndex: 0, sample: sample, generator: &generator))
+  }
+
   /// diffusers' get_timesteps: int(steps · strength) steps run, computed from the decimal.
   @Test func img2imgFirstStep() throws {
     let scheduler = try makeScheduler(.ddim, configuration: .stableDiffusion15, steps: 10)

@@ -33,7 +33,8 @@ public struct DPMSolverMultistepScheduler: Scheduler {
   /// - Throws: never at present (declared like the samplers that check their settings).
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     let trainSteps = configuration.trainTimesteps
-    let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
+    let table = SigmaSchedule(
+      alphasCumprod: configuration.alphasCumprod(zeroSNR: .finiteTerminalSigma))
     // `lambda_min_clipped` is −∞ in every SD config, so the whole training range is used.
     var stepTimesteps: [Double]
     switch configuration.timestepSpacing ?? .linspace {

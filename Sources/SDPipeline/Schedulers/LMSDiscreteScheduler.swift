@@ -25,7 +25,8 @@ public struct LMSDiscreteScheduler: SigmaScheduler {
   /// - Throws: never at present (declared like the samplers that check their settings).
   public init(configuration: SchedulerConfiguration, steps: Int) throws(PipelineError) {
     let schedule = SigmaSteps(
-      configuration, steps: steps, karras: configuration.useKarrasSigmas, finalSigmaMin: false)
+      configuration, steps: steps, karras: configuration.useKarrasSigmas, finalSigmaMin: false,
+      zeroSNR: .ignored)
     (timesteps, sigmas, initNoiseSigma) = (
       schedule.timesteps, schedule.sigmas, schedule.initNoiseSigma
     )

@@ -138,9 +138,12 @@ struct SigmaSteps {
   /// training one).
   let initNoiseSigma: Float
 
-  init(_ configuration: SchedulerConfiguration, steps: Int, karras: Bool, finalSigmaMin: Bool) {
+  init(
+    _ configuration: SchedulerConfiguration, steps: Int, karras: Bool, finalSigmaMin: Bool,
+    zeroSNR: SchedulerConfiguration.ZeroSNRHandling = .finiteTerminalSigma
+  ) {
     let spacing = configuration.timestepSpacing ?? .linspace
-    let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod())
+    let table = SigmaSchedule(alphasCumprod: configuration.alphasCumprod(zeroSNR: zeroSNR))
     var stepTimesteps = spacedTimesteps(
       spacing, steps: steps, trainTimesteps: configuration.trainTimesteps,
       stepsOffset: configuration.stepsOffset

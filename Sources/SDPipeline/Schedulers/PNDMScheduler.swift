@@ -37,7 +37,7 @@ public struct PNDMScheduler: Scheduler {
       throw .invalidSchedulerConfiguration(
         file: configuration.file, reason: "PNDM supports 'epsilon' and 'v_prediction' only")
     }
-    alphasCumprod = configuration.alphasCumprod()
+    alphasCumprod = configuration.alphasCumprod(zeroSNR: .ignored)
     finalAlphaCumprod = configuration.setAlphaToOne ?? false ? 1 : alphasCumprod[0]
     stride = configuration.trainTimesteps / steps
     prediction = configuration.predictionType

@@ -230,9 +230,21 @@ public struct SchedulerConfiguration: Sendable, Equatable {
     self.file = file
   }
 
+  /// How a sampler's diffusers class treats `rescale_betas_zero_snr`.
+  enum ZeroSNRHandling {
+    /// DDIM, LCM, TCD: the rescaled betas, ᾱ_T = 0.
+    case exact
+    /// Euler, Euler ancestral, DPM-Solver: the rescaled betas with ᾱ_T = 2⁻²⁴, so σ_T stays
+    /// finite.
+    case finiteTerminalSigma
+    /// PNDM, LMS: their classes have no such key, and `from_config` drops it.
+    case ignored
+  }
+
   /// ᾱ_t = ∏(1 − β) for t = 0 ..< trainTimesteps. Betas are float32 as in diffusers (torch
   /// linspace in float32, squared for `scaled_linear`); the product runs in double.
-  func alphasCumprod() -> [Double] {
+  func alphasCumprod(zeroSNR: ZeroSNRHandling = .exact) -> [Double] {
+    let rescaleBetasZeroSNR = rescaleBetasZeroSNR && zeroSNR != .ignored
     let n = trainTimesteps
     var betas: [Double]
     if let trainedBetas {
@@ -263,7 +275,7 @@ public struct SchedulerConfiguration: Sendable, Equatable {
       return product
     }
     // diffusers keeps ᾱ_T a tiny positive number so σ_T stays finite.
-    if rescaleBetasZeroSNR { cumulative[n - 1] = pow(2, -24) }
+    if rescaleBetasZeroSNR, zeroSNR == .finiteTerminalSigma { cumulative[n - 1] = pow(2, -24) }
     return cumulative
   }
 
