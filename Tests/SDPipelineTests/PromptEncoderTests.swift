@@ -75,6 +75,38 @@ private func jsonList(_ key: String) throws -> [JSONValue] {
     }
   }
 
+  /// The same vectors saved by torch.save (A1111's .pt, diffusers' learned_embeds.bin) condition
+  /// a prompt exactly as the safetensors files do; a .pt whose pickle calls posix.system is
+  /// refused naming it.
+  @Test func torchEmbeddingsMatchTheSafetensorsOnes() throws {
+    let folder = fixturesDirectory.appendingPathComponent("embeddings")
+    func load(_ names: [String]) throws -> [TextualInversion] {
+      try names.flatMap { try TextualInversion.load(contentsOf: folder.appendingPathComponent($0)) }
+    }
+    let fromTorch = try load(["bad-hands.pt", "learned_embeds.bin"])
+    let fromSafetensors = try load(["bad-hands.safetensors", "cat-toy.safetensors"])
+    #expect(fromTorch.map(\.name) == ["bad-hands", "cat-toy"])
+    #expect(fromTorch.map(\.vectors) == fromSafetensors.map(\.vectors))
+    let torchEncoder = try encoder(embeddings: fromTorch)
+    let safetensorsEncoder = try encoder(embeddings: fromSafetensors)
+    let options = ComputeOptions(threadCount: 2)
+    for prompt in try jsonList("embedding_prompts").compactMap(\.stringValue) {
+      #expect(
+        torchEncoder.encode(prompt, options: options).embeddings
+          == safetensorsEncoder.encode(prompt, options: options).embeddings, "\(prompt)")
+    }
+    let half = try load(["bad-hands-fp16.pt"])
+    #expect(half.map(\.name) == ["bad-hands-fp16"])
+    let rounded = fromSafetensors[0].vectors.scalars.map { Float(Float16($0)) }
+    #expect(half[0].vectors.scalars == rounded)
+    #expect {
+      _ = try load(["evil.pt"])
+    } throws: { error in
+      guard case .invalidArgument(_, let reason) = error as? PipelineError else { return false }
+      return reason.contains("the pickle calls posix.system")
+    }
+  }
+
   @Test func embeddingFilesAreChecked() throws {
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
       "ti-\(UUID().uuidString)")

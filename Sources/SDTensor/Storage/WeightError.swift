@@ -19,6 +19,12 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
   case unwritableFile(path: String, reason: String)
   /// Something exists at the destination and the write was told not to replace it.
   case destinationExists(path: String)
+  /// The file is not a torch.save archive this runtime reads (bad ZIP structure, legacy format,
+  /// an opcode torch does not write for tensors, inconsistent tensor sizes, ...).
+  case malformedTorchFile(path: String, reason: String)
+  /// The pickle of a torch file names a Python callable that is not one of torch's tensor
+  /// constructors (`os.system`, `builtins.eval`, ...); nothing was run.
+  case refusedPickleGlobal(path: String, global: String)
 
   /// One line naming the file and, where there is one, the tensor key, shapes or dtype, with a
   /// hint where one helps.
@@ -40,6 +46,11 @@ public enum WeightError: Error, CustomStringConvertible, Sendable, Equatable {
       return "cannot write \(path): \(reason)"
     case .destinationExists(let path):
       return "\(path) exists and was not replaced"
+    case .malformedTorchFile(let path, let reason):
+      return "\(path) is not a readable torch file: \(reason)"
+    case .refusedPickleGlobal(let path, let global):
+      return "refusing to load \(path): the pickle calls \(global), which is not a tensor"
+        + " (only torch's tensor-rebuilding functions are allowed; nothing was run)"
     }
   }
 }
