@@ -197,7 +197,8 @@ struct BenchReport {
   /// PyTorch's time and the ratio where the baseline ran.
   var summary: String {
     let wanted = [
-      "attention 2x8x4096x40", "UNet batch 2 latent 64x64", "VAE decode", "txt2img",
+      "attention 2x8x4096x40", "UNet batch 2 latent 64x64", "VAE decode", "TAESD decode",
+      "txt2img",
     ]
     var lines = [
       "", "== summary ==",

@@ -113,6 +113,26 @@ func vaeDecoderFLOPs(_ config: AutoencoderConfiguration, height: Int, width: Int
   return flops
 }
 
+/// FLOPs of one TAESD decode of a `height`×`width` latent: its 3×3 convolutions (every stage
+/// is equally wide; the ReLUs, additions and upsamplings are memory traffic).
+func tinyDecoderFLOPs(_ config: AutoencoderTinyConfiguration, height: Int, width: Int) -> Double {
+  var flops = 0.0
+  var (h, w) = (height, width)
+  func conv(_ cin: Int, _ cout: Int) { flops += 2.0 * Double(h * w * cin * cout * 9) }
+  let c = config.decoderBlockOutChannels[0]
+  conv(config.latentChannels, c)
+  for (stage, blocks) in config.decoderBlockCounts.enumerated() {
+    for _ in 0..<3 * blocks { conv(c, c) }
+    let isLast = stage == config.decoderBlockCounts.count - 1
+    if !isLast {
+      h *= config.upsamplingScalingFactor
+      w *= config.upsamplingScalingFactor
+    }
+    conv(c, isLast ? config.outChannels : c)
+  }
+  return flops
+}
+
 /// Times the text encoder, the UNet at two latent sizes and the VAE decoder.
 func runModelBenchmarks(
   arguments: BenchArguments, options: ComputeOptions, report: inout BenchReport
@@ -220,6 +240,17 @@ func runVAEBenchmarks(_ vae: AutoencoderKL, options: ComputeOptions, report: ino
   report.add(
     "VAE decode 64x64 -> 512x512", seconds: seconds,
     flops: vaeDecoderFLOPs(vae.configuration, height: 64, width: 64))
+  // TAESD beside it (diffusers' AutoencoderTiny() shapes, synthetic weights: a weights folder
+  // has no TAESD); a synthetic store has every key, so building it cannot fail.
+  if let taesd = try? AutoencoderTiny(configuration: .taesd, weights: WeightStore(syntheticSeed: 7))
+  {
+    let tinySeconds = timeMedian(runs: 3, warmUp: true) {
+      _ = taesd.decode(latents, options: options)
+    }
+    report.add(
+      "TAESD decode 64x64 -> 512x512", seconds: tinySeconds,
+      flops: tinyDecoderFLOPs(taesd.configuration, height: 64, width: 64))
+  }
   let image = benchTensor([1, 3, 512, 512])
   let encodeSeconds = timeMedian(runs: 1, warmUp: false) { _ = vae.encode(image, options: options) }
   report.add("VAE encode 512x512", seconds: encodeSeconds)

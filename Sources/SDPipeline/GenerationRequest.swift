@@ -61,6 +61,10 @@ public struct GenerationRequest: Sendable {
   public var tiledDecodingAbove: Int? = 96
   /// Textual-inversion embeddings usable by name in the prompts.
   public var embeddings: [TextualInversion] = []
+  /// What decodes the final latents: the VAE, or the pipeline's tiny autoencoder (TAESD).
+  public var decoder: LatentDecoder = .vae
+  /// Previews of the latents handed to the progress callback; nil: none (and no cost).
+  public var previews: PreviewSettings?
 
   /// `negativePrompt` (weight 1) followed by `negativePrompts`.
   public var allNegativePrompts: [NegativePrompt] {
@@ -78,7 +82,7 @@ public struct GenerationRequest: Sendable {
     strength: Float = 0.8, mask: InpaintingMask? = nil, keepsUnmaskedPixels: Bool = false,
     clipSkip: Int = 0, embeddings: [TextualInversion] = [],
     truncatePrompts: Bool = false, parsesPromptWeights: Bool = true,
-    tiledDecodingAbove: Int? = 96
+    tiledDecodingAbove: Int? = 96, decoder: LatentDecoder = .vae, previews: PreviewSettings? = nil
   ) {
     self.prompt = prompt
     self.negativePrompt = negativePrompt
@@ -102,6 +106,8 @@ public struct GenerationRequest: Sendable {
     self.truncatePrompts = truncatePrompts
     self.parsesPromptWeights = parsesPromptWeights
     self.tiledDecodingAbove = tiledDecodingAbove
+    self.decoder = decoder
+    self.previews = previews
   }
 }
 
@@ -117,6 +123,9 @@ public struct GenerationProgress: Sendable {
   public var latents: Tensor
   /// The guided noise prediction the scheduler stepped with.
   public var noisePrediction: Tensor
+  /// The latents decoded to a picture, after the steps the request's `previews` ask for; nil
+  /// after the others.
+  public var preview: RGBImage? = nil
 }
 
 /// The outcome of a generation.

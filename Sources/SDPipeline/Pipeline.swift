@@ -15,6 +15,11 @@ public struct StableDiffusionPipeline: Sendable {
   public private(set) var unet: UNet2DConditionModel
   /// The VAE that encodes init images and decodes the final latents.
   public let vae: AutoencoderKL
+  /// TAESD, for requests whose `decoder` or `previews` name it (see `withTinyAutoencoder(at:)`).
+  public internal(set) var tinyAutoencoder: AutoencoderTiny?
+  /// The weights file of `tinyAutoencoder` when it was loaded from a folder (checked for changes
+  /// before each use, like the model's own).
+  var tinyAutoencoderWeights: WeightStore?
   /// The scheduler settings of the model (`scheduler/scheduler_config.json`).
   public var schedulerConfiguration: SchedulerConfiguration
   /// The sampler the model's scheduler config names (`_class_name`), used when a request names
@@ -32,7 +37,7 @@ public struct StableDiffusionPipeline: Sendable {
 
   /// The weight stores of a pipeline loaded from files, so that each model's file pages can be
   /// dropped when its phase of a generation ends; nil when assembled from loaded parts.
-  private var weightStores: (text: WeightStore, unet: WeightStore, vae: WeightStore)?
+  var weightStores: (text: WeightStore, unet: WeightStore, vae: WeightStore)?
 
   /// Assembles a pipeline from loaded parts.
   public init(
@@ -285,6 +290,7 @@ public struct StableDiffusionPipeline: Sendable {
 
     let initialLatents = latents
     let timesteps = scheduler.timesteps
+    var lastPreview: DecodedLatents?
     for index in firstStep..<timesteps.count {
       let t = timesteps[index]
       let step = index - firstStep + 1
@@ -314,36 +320,31 @@ public struct StableDiffusionPipeline: Sendable {
           stage: "the latents at step \(step) of \(timesteps.count - firstStep)",
           suspects: "the UNet's or text encoder's weights, an embedding, a LoRA or a setting")
       }
+      // Previews only when someone sees them; the last one may serve as the final image.
+      lastPreview =
+        progress == nil ? nil : try preview(of: latents, afterStep: step, request, options: options)
       let report = GenerationProgress(
         step: step, totalSteps: timesteps.count - firstStep, timestep: t, latents: latents,
-        noisePrediction: guided)
+        noisePrediction: guided, preview: lastPreview?.image)
       if let progress, !progress(report) { throw .cancelled }
     }
     weightStores?.unet.releaseResidentPages()
 
-    try checkUnchanged(weightStores?.vae)
-    let scaled = latents * (1 / vae.configuration.scalingFactor)
-    let decoded =
-      request.tiledDecodingAbove.map { latents.shape[2] > $0 || latents.shape[3] > $0 } ?? false
-      ? vae.decodeTiled(scaled, tile: 64, options: options) : vae.decode(scaled, options: options)
-    weightStores?.vae.releaseResidentPages()
-    if options.isCancelled { throw .cancelled }
-    guard decoded.scalars.allSatisfy(\.isFinite) else {
-      throw .nonFinite(stage: "the decoded image", suspects: "the VAE's weights")
-    }
-    var image = RGBImage(decoded: decoded)
-    if request.keepsUnmaskedPixels, let mask = request.mask, let initImage = request.initImage {
-      image = RGBImage.composite(image, over: initImage, mask: mask)
+    let final: DecodedLatents
+    if let lastPreview, lastPreview.decoder == request.decoder {
+      final = lastPreview
+    } else {
+      final = try decode(latents, with: request.decoder, request, options: options)
     }
     return GenerationResult(
-      image: image, initialLatents: initialLatents, latents: latents,
-      decoded: decoded, sampler: sampler, truncatedTokens: prompts.cutTokens,
+      image: final.image, initialLatents: initialLatents, latents: latents,
+      decoded: final.decoded, sampler: sampler, truncatedTokens: prompts.cutTokens,
       warnings: warnings(for: request))
   }
 
   /// Throws if a weights file of `store` was cut short or modified since loading: weights used in
   /// place are read from the file again in every phase.
-  private func checkUnchanged(_ store: WeightStore?) throws(PipelineError) {
+  func checkUnchanged(_ store: WeightStore?) throws(PipelineError) {
     do { try store?.checkFilesUnchanged() } catch { throw .model(.weights(error)) }
   }
 
@@ -400,5 +401,6 @@ public struct StableDiffusionPipeline: Sendable {
         reason: "is \(image.width)x\(image.height), the request is \(width)x\(height)")
     }
     try validateInpainting(request)
+    try validateDecoders(request)
   }
 }

@@ -189,6 +189,8 @@ func optionName(ofRequestField field: String) -> String {
     "negativePrompts": "negative-prompt", "negativePromptEmbeddings": "negative-prompt",
     "adapters": "lora", "model": "model", "embedding": "embedding",
     "onlyMaskedPadding": "only-masked", "guidance.cutoff": "cfg-cutoff",
+    "tinyAutoencoder": "taesd", "decoder": "taesd", "previews.every": "preview-every",
+    "previews.decoder": "taesd",
   ]
   if let name = special[field] { return name }
   var name = ""

@@ -124,6 +124,19 @@ enum GenerateCommand {
       OptionSpec(
         name: "negative-effect", valueName: "FILE.png", defaultValue: nil,
         help: "also write a heat map of where the negative prompt changed the image"),
+      OptionSpec(
+        name: "taesd", valueName: "DIR", defaultValue: nil,
+        help:
+          "decode with TAESD, a diffusers AutoencoderTiny folder (madebyollin/taesd): a few percent of the VAE's time, slightly softer detail"
+      ),
+      OptionSpec(
+        name: "preview", valueName: "FILE.png", defaultValue: nil,
+        help:
+          "while generating, write the current latents as a PNG every --preview-every steps, each replacing the last atomically; decoded with --taesd, else with the full VAE (slow: a full decode each time)"
+      ),
+      OptionSpec(
+        name: "preview-every", valueName: "N", defaultValue: "1",
+        help: "write the --preview after every N-th step"),
       OptionSpec(name: "quiet", valueName: nil, defaultValue: nil, help: "no progress output"),
     ] + LoRAOptions.specs + [.help]
 
@@ -132,7 +145,8 @@ enum GenerateCommand {
   static let requestSpecs = specs.filter {
     ![
       "model", "config", "threads", "output", "overwrite", "compare", "negative-effect", "quiet",
-      "fp16-weights", "lora-ignore-unknown", "help", "from-png",
+      "fp16-weights", "lora-ignore-unknown", "help", "from-png", "taesd", "preview",
+      "preview-every",
     ].contains($0.name)
   }
 
@@ -160,7 +174,13 @@ enum GenerateCommand {
     let model = try ModelOptions.model(arguments)
     let threads = try arguments.threadCount()
     let job = try job(arguments)
-    let request = job.request
+    var request = job.request
+    let taesd = try arguments.existingPath("taesd")
+    if taesd != nil { request.decoder = .tinyAutoencoder }
+    let previewEvery = try arguments.int("preview-every", range: 1...1000)
+    if previewEvery != nil && !arguments.has("preview") {
+      throw UsageError("--preview-every needs --preview FILE.png")
+    }
     let overwrite = arguments.has("overwrite")
     let output = try OutputFile(
       option: "output", value: arguments.string("output") ?? "output.png", overwrite: overwrite)
@@ -174,8 +194,20 @@ enum GenerateCommand {
     options.cancellation = cancellation.flag
     let quiet = arguments.has("quiet")
     let reporter = ProgressReporter(quiet: quiet)
+    let preview = try arguments.string("preview").map {
+      try PreviewFile(
+        $0, overwrite: overwrite, others: [output] + (heatMap.map { [$0] } ?? []),
+        reporter: reporter, cancellation: cancellation)
+    }
+    if preview != nil { request.previews = PreviewSettings(every: previewEvery ?? 1) }
     reporter.note("loading \(model.path)")
     var pipeline = try ModelOptions.load(model, arguments)
+    if let taesd {
+      do { pipeline = try pipeline.withTinyAutoencoder(at: taesd) } catch {
+        guard case .model(let problem) = error else { throw error }
+        throw UsageError("--taesd: \(problem)")
+      }
+    }
     pipeline.warnings(for: request).forEach(reporter.warn)
     pipeline = try LoRAOptions.apply(
       job.loras, to: pipeline, ignoringUnknown: arguments.has("lora-ignore-unknown"),
@@ -187,6 +219,11 @@ enum GenerateCommand {
       )
     }
 
+    let stepReport = reporter.callback(cancellation)
+    let progress: (GenerationProgress) -> Bool = { step in
+      if let image = step.preview { preview?.write(image) }
+      return stepReport(step)
+    }
     let compare = arguments.has("compare") || heatMap != nil
     var withoutNegative: GenerationResult?
     if compare {
@@ -195,12 +232,10 @@ enum GenerateCommand {
       plain.negativePrompts = []
       plain.guidance.negativeSteps = nil
       reporter.note("rendering without the negative prompt")
-      withoutNegative = try pipeline.generate(
-        plain, options: options, progress: reporter.callback(cancellation))
+      withoutNegative = try pipeline.generate(plain, options: options, progress: progress)
     }
     if compare { reporter.note("rendering with the negative prompt") }
-    let result = try pipeline.generate(
-      request, options: options, progress: reporter.callback(cancellation))
+    let result = try pipeline.generate(request, options: options, progress: progress)
     for (label, cut) in [
       ("prompt", result.truncatedTokens.positive),
       ("negative prompt", result.truncatedTokens.negative),

@@ -1,5 +1,6 @@
 // Element-wise activations as PyTorch defines them: SiLU, GELU (erf and tanh forms), quick-GELU
-// (CLIP's x·σ(1.702x)) and GEGLU (diffusers' GEGLU: value · gelu(gate), split on the last axis).
+// (CLIP's x·σ(1.702x)), ReLU (TAESD's) and GEGLU (diffusers' GEGLU: value · gelu(gate), split on
+// the last axis).
 
 import Foundation
 
@@ -13,6 +14,8 @@ public enum Activation: Sendable, Equatable {
   case geluTanh
   /// x · σ(1.702 x), the activation of the original CLIP ("quick_gelu" in transformers).
   case quickGELU
+  /// max(0, x) (torch.nn.ReLU; NaN stays NaN, as in torch).
+  case relu
 
   /// Parses the `hidden_act` / `act_fn` spelling of transformers and diffusers configs.
   public init?(configName: String) {
@@ -21,6 +24,7 @@ public enum Activation: Sendable, Equatable {
     case "gelu": self = .gelu
     case "gelu_new", "gelu_pytorch_tanh", "gelu_tanh": self = .geluTanh
     case "quick_gelu": self = .quickGELU
+    case "relu": self = .relu
     default: return nil
     }
   }
@@ -33,6 +37,7 @@ public enum Activation: Sendable, Equatable {
     case .geluTanh:
       return 0.5 * x * (1 + fastTanh(0.797_884_560_802_865_4 * (x + 0.044_715 * x * x * x)))
     case .quickGELU: return x / (1 + fastExp(-1.702 * x))
+    case .relu: return x < 0 ? 0 : x
     }
   }
 
@@ -45,6 +50,7 @@ public enum Activation: Sendable, Equatable {
     case .gelu: transform(src, dst, count: count) { Activation.gelu.apply($0) }
     case .geluTanh: transform(src, dst, count: count) { Activation.geluTanh.apply($0) }
     case .quickGELU: transform(src, dst, count: count) { Activation.quickGELU.apply($0) }
+    case .relu: transform(src, dst, count: count) { Activation.relu.apply($0) }
     }
   }
 
@@ -57,6 +63,7 @@ public enum Activation: Sendable, Equatable {
     case .geluTanh:
       return Float(0.5 * d * (1 + tanh((2 / Double.pi).squareRoot() * (d + 0.044715 * d * d * d))))
     case .quickGELU: return Float(d / (1 + exp(-1.702 * d)))
+    case .relu: return x < 0 ? 0 : x
     }
   }
 }
