@@ -14,11 +14,62 @@ public final class WeightStore: Sendable {
     /// Whether a stored shape with the same element count may be reshaped to the expected one
     /// (original-layout checkpoints store some linear weights as 1×1 convolutions).
     public var allowsReshape: Bool
+    /// Rows (indices of the first axis) of the stored tensor that make up this one, copied out
+    /// when read; nil for all of it. OpenCLIP stacks an attention's q, k and v projections in
+    /// one `in_proj_weight` `[3·d, d]` where diffusers has three `[d, d]` weights.
+    public var rows: Range<Int>?
+    /// Whether this tensor is the stored 2-D tensor transposed, materialised when read (OpenCLIP
+    /// applies its `text_projection` as x·P, diffusers' Linear stores Pᵀ).
+    public var isTransposed: Bool
 
-    /// The tensor stored as `storedName`, read with its stored shape unless `allowsReshape`.
-    public init(storedName: String, allowsReshape: Bool = false) {
+    /// The tensor stored as `storedName`, read with its stored shape unless `allowsReshape`;
+    /// only its `rows` when given, then transposed when `isTransposed`.
+    public init(
+      storedName: String, allowsReshape: Bool = false, rows: Range<Int>? = nil,
+      isTransposed: Bool = false
+    ) {
       self.storedName = storedName
       self.allowsReshape = allowsReshape
+      self.rows = rows
+      self.isTransposed = isTransposed
+    }
+
+    /// Whether reading it copies and rearranges the stored data.
+    var isDerived: Bool { rows != nil || isTransposed }
+
+    /// The shape of the tensor this source gives from a stored tensor of shape `stored`; nil
+    /// when the rows do not fit or a transpose is asked of a tensor that is not 2-D.
+    func shape(from stored: [Int]) -> [Int]? {
+      var shape = stored
+      if let rows {
+        guard let first = stored.first, rows.lowerBound >= 0, rows.upperBound <= first else {
+          return nil
+        }
+        shape[0] = rows.count
+      }
+      if isTransposed {
+        guard shape.count == 2 else { return nil }
+        shape.reverse()
+      }
+      return shape
+    }
+
+    /// The stored name with the rearrangement, as error messages name the tensor.
+    var displayName: String {
+      storedName + (rows.map { " rows \($0.lowerBound)..<\($0.upperBound)" } ?? "")
+        + (isTransposed ? " transposed" : "")
+    }
+
+    /// `stored` (read whole, as `shape(from:)` accepted it) rearranged into this source's tensor.
+    func derive(from stored: Tensor) -> Tensor {
+      var tensor = stored
+      if let rows {
+        let width = stored.shape.dropFirst().reduce(1, *)
+        tensor = Tensor(
+          shape: [rows.count] + stored.shape.dropFirst(),
+          scalars: Array(stored.scalars[rows.lowerBound * width..<rows.upperBound * width]))
+      }
+      return isTransposed ? tensor.transposedLastTwo() : tensor
     }
   }
 
@@ -109,9 +160,11 @@ public final class WeightStore: Sendable {
     syntheticSeed != nil || index[keyMap[key]?.storedName ?? key] != nil
   }
 
-  /// The stored shape of `key`, or nil when absent (used to infer sizes a config leaves out).
+  /// The shape of `key` as read (the stored shape, or what a source's rows or transpose make
+  /// of it), or nil when absent or unfit (used to infer sizes a config leaves out).
   public func shape(of key: String) -> [Int]? {
-    index[keyMap[key]?.storedName ?? key]?.entry.shape
+    let source = keyMap[key] ?? Source(storedName: key)
+    return index[source.storedName].flatMap { source.shape(from: $0.entry.shape) }
   }
 
   /// Reads `key`, checking that it has `shape`.
@@ -122,9 +175,9 @@ public final class WeightStore: Sendable {
       return replaced.float(options: ComputeOptions(threadCount: 1))
     }
     if let syntheticSeed { return synthetic(key, shape: shape, seed: syntheticSeed) }
-    let (file, entry, storedName) = try locate(key, shape: shape)
-    readKeys.withLock { _ = $0.insert(storedName) }
-    return try file.read(entry, name: storedName).reshaped(shape)
+    let (file, entry, source) = try locate(key, shape: shape)
+    readKeys.withLock { _ = $0.insert(source.storedName) }
+    return source.derive(from: try file.read(entry, name: source.storedName)).reshaped(shape)
   }
 
   /// Reads `key` as a layer weight: Float32, or half precision when the store keeps it. Data
@@ -139,8 +192,16 @@ public final class WeightStore: Sendable {
       guard keepsHalfPrecision else { return Weight(tensor) }
       return Weight(shape: shape, halfBits: tensor.scalars.map { Float16($0).bitPattern })
     }
-    let (file, entry, storedName) = try locate(key, shape: shape)
+    let (file, entry, source) = try locate(key, shape: shape)
+    let storedName = source.storedName
     readKeys.withLock { _ = $0.insert(storedName) }
+    if source.isDerived {
+      // A part or transpose of a stored tensor is a copy; F16 data survives the round trip
+      // through Float32 exactly, F32 data is rounded to half as `readHalf` rounds it.
+      let tensor = source.derive(from: try file.read(entry, name: storedName)).reshaped(shape)
+      guard keepsHalfPrecision else { return Weight(tensor) }
+      return Weight(shape: shape, halfBits: tensor.scalars.map { Float16($0).bitPattern })
+    }
     if keepsHalfPrecision {
       if let bits = file.mappedData(of: entry, as: .f16, UInt16.self) {
         return Weight(shape: shape, storage: .mappedHalf(FileBackedPointer(base: bits, file: file)))
@@ -182,21 +243,22 @@ public final class WeightStore: Sendable {
     return replaced
   }
 
-  /// The file and entry of `key`, checked against `shape`, and the name it is stored under.
+  /// The file and entry of `key`, checked against `shape`, and where it is stored.
   private func locate(
     _ key: String, shape: [Int]
-  ) throws(WeightError) -> (SafeTensorsFile, SafeTensorsEntry, String) {
+  ) throws(WeightError) -> (SafeTensorsFile, SafeTensorsEntry, Source) {
     let source = keyMap[key] ?? Source(storedName: key)
     guard let (fileIndex, entry) = index[source.storedName] else {
       throw .missingTensor(key: source.storedName, file: origin)
     }
     let file = files[fileIndex]
+    let derived = source.shape(from: entry.shape)
     let sameCount = entry.shape.reduce(1, *) == shape.reduce(1, *)
-    guard entry.shape == shape || (source.allowsReshape && sameCount) else {
+    guard derived == shape || (source.allowsReshape && !source.isDerived && sameCount) else {
       throw .shapeMismatch(
-        key: source.storedName, expected: shape, found: entry.shape, file: file.path)
+        key: source.displayName, expected: shape, found: derived ?? entry.shape, file: file.path)
     }
-    return (file, entry, source.storedName)
+    return (file, entry, source)
   }
 
   /// Stored names that no `tensor(_:shape:)` call has read so far, sorted. A model built from the
