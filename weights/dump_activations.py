@@ -11,6 +11,12 @@ Runs MODEL_DIR (a diffusers folder, fp32 on the CPU) once and writes, in one saf
   inputs.timesteps                             [steps]     the scheduler's timesteps
   text_encoder.<prompt|negative>.hidden.<L>    [1,77,D]    hidden state after layer L (0 = embeddings)
   text_encoder.<prompt|negative>.last_hidden_state
+SDXL folders (text_encoder_2/) add:
+  inputs.prompt_ids_2, inputs.negative_ids_2   [77]        the second tokenizer's ids
+  text_encoder_2.<prompt|negative>.hidden.<L>, .text_embeds   the second encoder's states and
+                                                           its pooled projection
+  unet.step0.text_embeds, unet.step0.time_ids, unet.step0.add_embedding
+                                                           the added conditions at the first step
   unet.step0.<time_embedding|conv_in|down_blocks.i|mid_block|up_blocks.i|out>
                                                outputs of the UNet blocks at the first step
   unet.step0.sample, unet.step0.encoder_hidden_states   the UNet's inputs at the first step
@@ -29,7 +35,7 @@ import diffusers
 import safetensors.torch
 import torch
 import transformers
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 
 def parse_size(text):
@@ -37,33 +43,43 @@ def parse_size(text):
     return int(width), int(height)
 
 
-def hidden_states(pipe, ids, prefix, out):
+def hidden_states(encoder, ids, prefix, out):
     with torch.no_grad():
-        result = pipe.text_encoder(ids, output_hidden_states=True)
+        result = encoder(ids, output_hidden_states=True)
     for layer, state in enumerate(result.hidden_states):
         out[f"{prefix}.hidden.{layer}"] = state
     out[f"{prefix}.last_hidden_state"] = result.last_hidden_state
+    if getattr(result, "text_embeds", None) is not None:
+        out[f"{prefix}.text_embeds"] = result.text_embeds
 
 
 def dump(args):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
-                                                   requires_safety_checker=False)
+    sdxl = os.path.isdir(os.path.join(args.model, "text_encoder_2"))
+    if sdxl:
+        pipe = StableDiffusionXLPipeline.from_pretrained(args.model, torch_dtype=torch.float32)
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, safety_checker=None,
+                                                       requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     if args.scheduler:
         pipe.scheduler = getattr(diffusers, args.scheduler).from_config(pipe.scheduler.config)
     width, height = parse_size(args.size) if args.size else (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2
     out = {}
 
-    def tokenize(text):
-        return pipe.tokenizer(text, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                              truncation=True, return_tensors="pt").input_ids
+    def tokenize(tokenizer, text):
+        return tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
 
-    prompt_ids, negative_ids = tokenize(args.prompt), tokenize(args.negative_prompt)
-    out["inputs.prompt_ids"] = prompt_ids[0].float()
-    out["inputs.negative_ids"] = negative_ids[0].float()
-    hidden_states(pipe, prompt_ids, "text_encoder.prompt", out)
-    hidden_states(pipe, negative_ids, "text_encoder.negative", out)
+    encoders = [("", pipe.tokenizer, pipe.text_encoder)]
+    if sdxl:
+        encoders.append(("_2", pipe.tokenizer_2, pipe.text_encoder_2))
+    for suffix, tokenizer, encoder in encoders:
+        prompt_ids, negative_ids = tokenize(tokenizer, args.prompt), tokenize(tokenizer, args.negative_prompt)
+        out[f"inputs.prompt_ids{suffix}"] = prompt_ids[0].float()
+        out[f"inputs.negative_ids{suffix}"] = negative_ids[0].float()
+        hidden_states(encoder, prompt_ids, f"text_encoder{suffix}.prompt", out)
+        hidden_states(encoder, negative_ids, f"text_encoder{suffix}.negative", out)
 
     calls = {"unet": 0}
     handles = []
@@ -75,7 +91,7 @@ def dump(args):
         return hook
 
     unet = pipe.unet
-    for name in ["time_embedding", "conv_in", "mid_block"]:
+    for name in ["time_embedding", "conv_in", "mid_block"] + (["add_embedding"] if sdxl else []):
         handles.append(getattr(unet, name).register_forward_hook(block_hook(name)))
     for i, block in enumerate(unet.down_blocks):
         handles.append(block.register_forward_hook(block_hook(f"down_blocks.{i}")))
@@ -86,6 +102,10 @@ def dump(args):
         if calls["unet"] == 0:
             out["unet.step0.sample"] = args_[0].detach().clone()
             out["unet.step0.encoder_hidden_states"] = kwargs["encoder_hidden_states"].detach().clone()
+            added = kwargs.get("added_cond_kwargs") or {}
+            for key in ("text_embeds", "time_ids"):
+                if key in added:
+                    out[f"unet.step0.{key}"] = added[key].detach().clone()
             out["unet.step0.out"] = output[0].detach().clone()
         calls["unet"] += 1
 

@@ -9,8 +9,8 @@ import SDTensor
 /// The attention projections of a UNet of `config` as (diffusers layer, in, out).
 func attentionProjections(_ config: UNetConfiguration) -> [(String, Int, Int)] {
   var layers: [(String, Int, Int)] = []
-  func transformer(_ key: String, _ channels: Int) {
-    for block in 0..<config.transformerLayersPerBlock {
+  func transformer(_ key: String, _ channels: Int, depth: Int) {
+    for block in 0..<depth {
       let prefix = "\(key).transformer_blocks.\(block)"
       for name in ["to_q", "to_k", "to_v", "to_out.0"] {
         layers.append(("\(prefix).attn1.\(name)", channels, channels))
@@ -22,14 +22,20 @@ func attentionProjections(_ config: UNetConfiguration) -> [(String, Int, Int)] {
   let channels = config.blockOutChannels
   for (index, attention) in config.downBlockHasAttention.enumerated() where attention {
     for layer in 0..<config.layersPerBlock {
-      transformer("down_blocks.\(index).attentions.\(layer)", channels[index])
+      transformer(
+        "down_blocks.\(index).attentions.\(layer)", channels[index],
+        depth: config.transformerLayersPerBlock[index])
     }
   }
-  transformer("mid_block.attentions.0", channels[channels.count - 1])
+  let depths = config.transformerLayersPerBlock
+  transformer(
+    "mid_block.attentions.0", channels[channels.count - 1], depth: depths[depths.count - 1])
   let reversed = Array(channels.reversed())
   for (index, attention) in config.upBlockHasAttention.enumerated() where attention {
     for layer in 0...config.layersPerBlock {
-      transformer("up_blocks.\(index).attentions.\(layer)", reversed[index])
+      transformer(
+        "up_blocks.\(index).attentions.\(layer)", reversed[index],
+        depth: depths[depths.count - 1 - index])
     }
   }
   return layers

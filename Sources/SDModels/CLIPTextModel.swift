@@ -73,6 +73,9 @@ public struct CLIPTextModel: Sendable {
   public let layers: [CLIPEncoderLayer]
   /// `final_layer_norm`: applied to the last layer's output (also after a clip skip).
   public let finalLayerNorm: LayerNorm
+  /// `text_projection` (no bias), in a `CLIPTextModelWithProjection` (SDXL's second encoder):
+  /// the final-normed state at the EOS token -> the pooled `text_embeds`; nil otherwise.
+  public let textProjection: Linear?
 
   /// Builds the model from `store`. Released SD checkpoints prefix every key with `text_model.`;
   /// text encoders saved by transformers 5 drop it. Both are accepted.
@@ -96,6 +99,25 @@ public struct CLIPTextModel: Sendable {
     self.layers = layers
     finalLayerNorm = try LayerNorm(
       store, "\(prefix)final_layer_norm", channels: config.hiddenSize, eps: config.layerNormEps)
+    textProjection =
+      store.contains("text_projection.weight")
+      ? try Linear(
+        store, "text_projection", in: config.hiddenSize, out: config.projectionWidth, bias: false)
+      : nil
+  }
+
+  /// The token embedding rows of `ids` (no positions) -> `[1, ids.count, hidden]`, the input of
+  /// `encode(tokenEmbeddings:...)` where no vector replaces a token.
+  public func tokenEmbeddings(_ ids: [Int]) -> Tensor {
+    let width = configuration.hiddenSize
+    var rows = [Float](repeating: 0, count: ids.count * width)
+    for (position, id) in ids.enumerated() {
+      precondition(id >= 0 && id < configuration.vocabularySize, "token id \(id) out of range")
+      rows.replaceSubrange(
+        position * width..<(position + 1) * width,
+        with: tokenEmbedding.scalars(id * width..<(id + 1) * width))
+    }
+    return Tensor(shape: [1, ids.count, width], scalars: rows)
   }
 
   /// The token and position embeddings of `ids` (`[b][t]`, t ≤ maxPositions) -> `[b, t, hidden]`.
@@ -152,6 +174,51 @@ public struct CLIPTextModel: Sendable {
     let positions = Tensor(
       shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
     return encode(tokenEmbeddings + positions, skipLastLayers: skipLastLayers, options: options)
+  }
+
+  /// What a pipeline takes from the encoder for a prompt.
+  public enum Output: Sendable {
+    /// SD 1.x/2.x: the output of layer count − k after the final layer norm (diffusers'
+    /// `clip_skip` k).
+    case finalNormed
+    /// SDXL: `hidden_states[-(k + 2)]`, the penultimate layer's output for k = 0, without the
+    /// final layer norm.
+    case penultimate
+  }
+
+  /// Encodes token embeddings `[1, t, hidden]` (rows of `tokenEmbedding` or vectors in their
+  /// place) as a pipeline of `output` takes them, skipping the last `skipLastLayers`, and with
+  /// a `textProjection` the pooled `text_embeds` `[1, projection]`: the final-normed last
+  /// state at `eosPosition` (the first EOS, as transformers picks it), projected.
+  public func encode(
+    tokenEmbeddings: Tensor, output: Output, skipLastLayers: Int, eosPosition: Int,
+    options: ComputeOptions
+  ) -> (states: Tensor, pooled: Tensor?) {
+    let (length, width) = (tokenEmbeddings.shape[1], tokenEmbeddings.shape[2])
+    precondition(
+      tokenEmbeddings.shape[0] == 1 && length <= configuration.maxPositions
+        && width == configuration.hiddenSize && eosPosition < length,
+      "token embeddings \(tokenEmbeddings.shape), EOS at \(eosPosition)")
+    let positions = Tensor(
+      shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
+    let kept = layers.count - skipLastLayers - (output == .penultimate ? 1 : 0)
+    precondition(kept >= 1 && skipLastLayers >= 0, "clip skip \(skipLastLayers)")
+    var hidden = tokenEmbeddings + positions
+    var states: Tensor?
+    for (index, layer) in layers.enumerated() {
+      hidden = layer(hidden, options: options)
+      if index + 1 == kept {
+        states = output == .penultimate ? hidden : finalLayerNorm(hidden, options: options)
+        if textProjection == nil { break }
+      }
+    }
+    guard let states else { preconditionFailure("no layer kept") }
+    guard let textProjection else { return (states, nil) }
+    let last = finalLayerNorm(hidden, options: options)
+    let eos = Tensor(
+      shape: [1, width],
+      scalars: Array(last.scalars[eosPosition * width..<(eosPosition + 1) * width]))
+    return (states, textProjection(eos, options: options))
   }
 
   private func encode(_ embedded: Tensor, skipLastLayers: Int, options: ComputeOptions) -> Tensor {

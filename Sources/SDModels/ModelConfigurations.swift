@@ -1,6 +1,6 @@
 // Architecture numbers of each model part, decoded from the diffusers/transformers `config.json`
-// of its folder, with presets for the released SD 1.5 checkpoint (used for single-file
-// checkpoints that carry no config, and by the benchmark).
+// of its folder, with presets for the released SD 1.5 and SDXL base checkpoints (used for
+// single-file checkpoints that carry no config, and by the benchmark).
 
 import Foundation
 import SDTensor
@@ -23,11 +23,28 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
   public var activation: Activation
   /// `layer_norm_eps`: epsilon of every layer norm (1e-5).
   public var layerNormEps: Float
+  /// `projection_dim`: width of `text_projection` in a `CLIPTextModelWithProjection` (SDXL's
+  /// second encoder: 1280), whose checkpoint has that key.
+  public var projectionWidth: Int = 768
 
   /// SD 1.x: OpenAI CLIP ViT-L/14's text tower.
   public static let stableDiffusion15 = CLIPTextConfiguration(
     vocabularySize: 49408, hiddenSize: 768, intermediateSize: 3072, layerCount: 12, headCount: 12,
     maxPositions: 77, activation: .quickGELU, layerNormEps: 1e-5)
+
+  /// SDXL base's `text_encoder/` (`stabilityai/stable-diffusion-xl-base-1.0`): the same CLIP
+  /// ViT-L/14 text tower as SD 1.x (`projection_dim` 768, unused: it has no projection).
+  public static let stableDiffusionXL = CLIPTextConfiguration.stableDiffusion15
+
+  /// SDXL base's `text_encoder_2/`: OpenCLIP ViT-bigG/14's text tower as transformers'
+  /// `CLIPTextModelWithProjection` (1280 wide, 32 layers of 20 heads, GELU, a 1280 projection).
+  public static let stableDiffusionXLTextEncoder2: CLIPTextConfiguration = {
+    var configuration = CLIPTextConfiguration(
+      vocabularySize: 49408, hiddenSize: 1280, intermediateSize: 5120, layerCount: 32,
+      headCount: 20, maxPositions: 77, activation: .gelu, layerNormEps: 1e-5)
+    configuration.projectionWidth = 1280
+    return configuration
+  }()
 
   /// A configuration of exactly these values, not checked as `init(contentsOf:)` checks a file
   /// (the presets are built so).
@@ -56,6 +73,7 @@ public struct CLIPTextConfiguration: Sendable, Equatable {
     intermediateSize = try reader.int("intermediate_size", default: 2048)
     layerCount = try reader.int("num_hidden_layers", default: 12)
     headCount = try reader.int("num_attention_heads", default: 8)
+    projectionWidth = try reader.int("projection_dim", default: 512)
     maxPositions = try reader.int("max_position_embeddings", default: 77)
     let name = try reader.string("hidden_act", default: "quick_gelu")
     guard let activation = Activation(configName: name) else {
@@ -106,8 +124,13 @@ public struct UNetConfiguration: Sendable, Equatable {
   /// `freq_shift`: diffusers' `downscale_freq_shift` of the timestep embedding's frequencies (0
   /// in SD).
   public var freqShift: Float
-  /// `transformer_layers_per_block`: `BasicTransformerBlock`s in each `Transformer2DModel` (1).
-  public var transformerLayersPerBlock: Int
+  /// `transformer_layers_per_block`: `BasicTransformerBlock`s in each `Transformer2DModel` of
+  /// each down block (1 in SD; [1, 2, 10] in SDXL); the mid block takes the last count, the up
+  /// blocks the counts in reverse.
+  public var transformerLayersPerBlock: [Int]
+  /// `addition_embed_type: "text_time"` (SDXL): the time embedding also receives the pooled
+  /// text embedding and the six micro-conditioning numbers; nil for SD 1.x/2.x.
+  public var textTimeEmbedding: TextTimeEmbeddingConfiguration? = nil
   /// `time_cond_proj_dim`: width of the guidance-scale embedding that full LCM checkpoints
   /// (LCM_Dreamshaper_v7 and the like) add to the time embedding; nil for other UNets.
   public var timeConditionDimension: Int? = nil
@@ -125,7 +148,21 @@ public struct UNetConfiguration: Sendable, Equatable {
     upBlockHasAttention: [false, true, true, true],
     crossAttentionDim: 768, headCounts: [8, 8, 8, 8], useLinearProjection: false,
     upcastAttention: false, normGroups: 32, normEps: 1e-5, flipSinToCos: true, freqShift: 0,
-    transformerLayersPerBlock: 1, sampleSize: 64)
+    transformerLayersPerBlock: [1, 1, 1, 1], sampleSize: 64)
+
+  /// SDXL base as released (`stabilityai/stable-diffusion-xl-base-1.0`, `unet/config.json`):
+  /// three levels, no attention at the first, 1/2/10 transformer layers, linear projections,
+  /// 2048-wide text states (both encoders side by side) and the text_time added embedding.
+  public static let stableDiffusionXL: UNetConfiguration = {
+    var configuration = UNetConfiguration(
+      inChannels: 4, outChannels: 4, blockOutChannels: [320, 640, 1280], layersPerBlock: 2,
+      downBlockHasAttention: [false, true, true], upBlockHasAttention: [true, true, false],
+      crossAttentionDim: 2048, headCounts: [5, 10, 20], useLinearProjection: true,
+      upcastAttention: false, normGroups: 32, normEps: 1e-5, flipSinToCos: true, freqShift: 0,
+      transformerLayersPerBlock: [1, 2, 10], sampleSize: 128)
+    configuration.textTimeEmbedding = .stableDiffusionXL
+    return configuration
+  }()
 
   /// A configuration of exactly these values, not checked as `init(contentsOf:)` checks a file
   /// (the presets are built so).
@@ -133,7 +170,7 @@ public struct UNetConfiguration: Sendable, Equatable {
     inChannels: Int, outChannels: Int, blockOutChannels: [Int], layersPerBlock: Int,
     downBlockHasAttention: [Bool], upBlockHasAttention: [Bool], crossAttentionDim: Int,
     headCounts: [Int], useLinearProjection: Bool, upcastAttention: Bool, normGroups: Int,
-    normEps: Float, flipSinToCos: Bool, freqShift: Float, transformerLayersPerBlock: Int,
+    normEps: Float, flipSinToCos: Bool, freqShift: Float, transformerLayersPerBlock: [Int],
     sampleSize: Int
   ) {
     self.inChannels = inChannels
@@ -199,11 +236,12 @@ public struct UNetConfiguration: Sendable, Equatable {
       throw reader.fail("mid_block_type", "UNetMidBlock2DCrossAttn (found \(mid))")
     }
     for unsupported in [
-      "class_embed_type", "addition_embed_type", "encoder_hid_dim",
+      "class_embed_type", "encoder_hid_dim", "reverse_transformer_layers_per_block",
     ]
     where reader.has(unsupported) {
       throw .invalidConfiguration(
-        file: reader.file, reason: "'\(unsupported)' is not supported (SD 1.x/2.x UNets only)")
+        file: reader.file,
+        reason: "'\(unsupported)' is not supported (SD 1.x/2.x and SDXL UNets only)")
     }
     crossAttentionDim = try reader.int("cross_attention_dim", default: 1280)
     if reader.has("num_attention_heads") {
@@ -218,7 +256,18 @@ public struct UNetConfiguration: Sendable, Equatable {
     normEps = try reader.positiveFloat("norm_eps", default: 1e-5)
     flipSinToCos = try reader.bool("flip_sin_to_cos", default: true)
     freqShift = try reader.float("freq_shift", default: 0)
-    transformerLayersPerBlock = try reader.int("transformer_layers_per_block", default: 1)
+    transformerLayersPerBlock = try reader.ints(
+      "transformer_layers_per_block", count: blocks, default: Array(repeating: 1, count: blocks))
+    if let type = try reader.string("addition_embed_type", oneOf: ["text_time"]) {
+      let width = try reader.int("addition_time_embed_dim", default: 256)
+      let input = try reader.int("projection_class_embeddings_input_dim", default: nil)
+      guard input > 6 * width else {
+        throw reader.fail(
+          "projection_class_embeddings_input_dim", "above 6 × addition_time_embed_dim for \(type)")
+      }
+      textTimeEmbedding = TextTimeEmbeddingConfiguration(
+        timeEmbeddingWidth: width, inputWidth: input)
+    }
     sampleSize = try reader.int("sample_size", default: 64)
     timeConditionDimension = try reader.int("time_cond_proj_dim", in: 1...65_536)
     for (index, channels) in blockOutChannels.enumerated() {
@@ -226,6 +275,28 @@ public struct UNetConfiguration: Sendable, Equatable {
         throw reader.fail("block_out_channels", "divisible by norm_num_groups and the head count")
       }
     }
+  }
+}
+
+/// SDXL's added conditioning (`addition_embed_type: "text_time"`): sinusoids of the six
+/// micro-conditioning numbers (original size, crop, target size) next to the pooled text
+/// embedding, through a two-layer MLP into the time embedding.
+public struct TextTimeEmbeddingConfiguration: Sendable, Equatable {
+  /// `addition_time_embed_dim`: sinusoid width per number (256 in SDXL).
+  public var timeEmbeddingWidth: Int
+  /// `projection_class_embeddings_input_dim`: pooled width + 6 × `timeEmbeddingWidth` (2816).
+  public var inputWidth: Int
+  /// The pooled text embedding's width: `inputWidth` − 6 × `timeEmbeddingWidth` (1280).
+  public var pooledWidth: Int { inputWidth - 6 * timeEmbeddingWidth }
+
+  /// SDXL base's values: 256 per number, 2816 in all.
+  public static let stableDiffusionXL = TextTimeEmbeddingConfiguration(
+    timeEmbeddingWidth: 256, inputWidth: 2816)
+
+  /// The added embedding of these widths.
+  public init(timeEmbeddingWidth: Int, inputWidth: Int) {
+    self.timeEmbeddingWidth = timeEmbeddingWidth
+    self.inputWidth = inputWidth
   }
 }
 
@@ -261,6 +332,14 @@ public struct AutoencoderConfiguration: Sendable, Equatable {
     inChannels: 3, outChannels: 3, latentChannels: 4, blockOutChannels: [128, 256, 512, 512],
     layersPerBlock: 2, normGroups: 32, scalingFactor: 0.18215, useQuantConv: true,
     usePostQuantConv: true, midBlockAddAttention: true)
+
+  /// SDXL base's VAE (`vae/config.json`): SD's architecture, retrained, with latents scaled by
+  /// 0.13025.
+  public static let stableDiffusionXL: AutoencoderConfiguration = {
+    var configuration = AutoencoderConfiguration.stableDiffusion15
+    configuration.scalingFactor = 0.13025
+    return configuration
+  }()
 
   /// A configuration of exactly these values, not checked as `init(contentsOf:)` checks a file
   /// (the presets are built so).

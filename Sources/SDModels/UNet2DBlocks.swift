@@ -34,7 +34,8 @@ public struct DownBlock2D: Sendable {
       config.downBlockHasAttention[index]
       ? try Transformer2DModel.stack(
         store, key, count: config.layersPerBlock, channels: outChannels,
-        heads: config.headCounts[index], configuration: config) : []
+        heads: config.headCounts[index], layers: config.transformerLayersPerBlock[index],
+        configuration: config) : []
     downsampler =
       index == channels.count - 1
       ? nil
@@ -81,7 +82,9 @@ public struct UNetMidBlock2DCrossAttn: Sendable {
       eps: config.normEps)
     attentions = try Transformer2DModel.stack(
       store, "mid_block", count: 1, channels: channels,
-      heads: config.headCounts[config.headCounts.count - 1], configuration: config)
+      heads: config.headCounts[config.headCounts.count - 1],
+      layers: config.transformerLayersPerBlock[config.transformerLayersPerBlock.count - 1],
+      configuration: config)
   }
 
   func callAsFunction(
@@ -130,7 +133,9 @@ public struct UpBlock2D: Sendable {
       config.upBlockHasAttention[index]
       ? try Transformer2DModel.stack(
         store, key, count: layers, channels: outChannels,
-        heads: Array(config.headCounts.reversed())[index], configuration: config) : []
+        heads: Array(config.headCounts.reversed())[index],
+        layers: Array(config.transformerLayersPerBlock.reversed())[index], configuration: config)
+      : []
     upsampler =
       index == channels.count - 1
       ? nil : try Upsample2D(store, "\(key).upsamplers.0", channels: outChannels)

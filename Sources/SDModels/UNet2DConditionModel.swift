@@ -18,6 +18,10 @@ public struct UNet2DConditionModel: Sendable {
   /// checkpoints -> the sinusoids' width, added before `timeEmbeddingLinear1`; nil for UNets
   /// without `time_cond_proj_dim`.
   public let timeConditionProjection: Linear?
+  /// `add_embedding.linear_1`, `add_embedding.linear_2` (SiLU between): SDXL's pooled text
+  /// embedding and micro-conditioning sinusoids -> the time embedding's width; nil without
+  /// `addition_embed_type`.
+  public let addedEmbedding: (linear1: Linear, linear2: Linear)?
   /// `conv_in`: 3×3, `inChannels` (4, or 9 for inpainting models) -> the first block's channels.
   public let convIn: Conv2D
   /// `down_blocks.<i>`, one per `blockOutChannels` entry; all but the last halve the size.
@@ -47,6 +51,15 @@ public struct UNet2DConditionModel: Sendable {
       dimension throws(WeightError) in
       try Linear(
         store, "time_embedding.cond_proj", in: dimension, out: channels[0], bias: false)
+    }
+    addedEmbedding = try config.textTimeEmbedding.map { added throws(WeightError) in
+      (
+        try Linear(
+          store, "add_embedding.linear_1", in: added.inputWidth, out: config.timeEmbeddingChannels),
+        try Linear(
+          store, "add_embedding.linear_2", in: config.timeEmbeddingChannels,
+          out: config.timeEmbeddingChannels)
+      )
     }
     convIn = try Conv2D(
       store, "conv_in", in: config.inChannels, out: channels[0], kernel: 3, padding: 1)
@@ -90,6 +103,22 @@ public struct UNet2DConditionModel: Sendable {
       options: options)
   }
 
+  /// SDXL's added embedding (diffusers' `added_cond_kwargs` through `add_time_proj` and
+  /// `add_embedding`): the pooled text embeddings `[b, pooled]` next to the sinusoids of each
+  /// row's six micro-conditioning numbers -> `[b, 4·c0]`, added to the time embedding.
+  public func embedAddedConditions(_ added: AddedConditions, options: ComputeOptions) -> Tensor? {
+    guard let addedEmbedding, let settings = configuration.textTimeEmbedding else { return nil }
+    let rows = added.textEmbeds.shape[0]
+    let sinusoids = timestepEmbedding(
+      added.timeIDs.flatMap { $0 }, dimension: settings.timeEmbeddingWidth,
+      flipSinToCos: configuration.flipSinToCos, downscaleFreqShift: configuration.freqShift)
+    let input = concatenate(
+      [added.textEmbeds, sinusoids.reshaped([rows, 6 * settings.timeEmbeddingWidth])], axis: 1)
+    return addedEmbedding.linear2(
+      activate(addedEmbedding.linear1(input, options: options), .silu, options: options),
+      options: options)
+  }
+
   /// Predicts noise for `sample` `[b, in, h, w]` at per-item `timesteps` (`b` values) given
   /// text states `[b, tokens, crossAttentionDim]` -> `[b, out, h, w]`. Batch items are
   /// independent, so the guidance layer runs negative and positive prompts in one call.
@@ -103,19 +132,29 @@ public struct UNet2DConditionModel: Sendable {
   }
 
   /// As above, with everything the cross-attention layers attend to (see
-  /// `CrossAttentionContext`) and, for UNets with `time_cond_proj_dim`, the per-item
-  /// `timestepCondition` `[b, timeConditionDimension]` (diffusers' `timestep_cond`).
+  /// `CrossAttentionContext`); for UNets with `time_cond_proj_dim`, the per-item
+  /// `timestepCondition` `[b, timeConditionDimension]` (diffusers' `timestep_cond`); for SDXL
+  /// UNets, the `added` conditions of every item.
   public func callAsFunction(
     _ sample: Tensor, timesteps: [Float], context: CrossAttentionContext,
-    timestepCondition: Tensor? = nil, options: ComputeOptions, observer: Observer? = nil
+    timestepCondition: Tensor? = nil, added: AddedConditions? = nil, options: ComputeOptions,
+    observer: Observer? = nil
   ) -> Tensor {
     precondition(
       sample.shape[0] == timesteps.count && context.states.shape[0] == sample.shape[0],
       "UNet batch: sample \(sample.shape), \(timesteps.count) timesteps, context \(context.states.shape)"
     )
-    let timeEmbedding = embedTimesteps(
+    precondition(
+      (added == nil) == (configuration.textTimeEmbedding == nil)
+        && (added.map { $0.textEmbeds.shape[0] == sample.shape[0] } ?? true),
+      "an SDXL UNet takes added conditions for every row, others none")
+    var timeEmbedding = embedTimesteps(
       timesteps, condition: timestepCondition, options: options)
     observer?("time_embedding", timeEmbedding)
+    if let added, let addedEmbedding = embedAddedConditions(added, options: options) {
+      observer?("add_embedding", addedEmbedding)
+      timeEmbedding.add(addedEmbedding)
+    }
     var hidden = convIn(sample, options: options)
     observer?("conv_in", hidden)
     // Cancelled: the remaining blocks are skipped and the caller discards the zeros.
@@ -146,5 +185,24 @@ public struct UNet2DConditionModel: Sendable {
       observer?("up_blocks.\(index)", hidden)
     }
     return convOut(convNormOut(hidden, activation: .silu, options: options), options: options)
+  }
+}
+
+/// SDXL's micro-conditioning of each UNet row (diffusers' `added_cond_kwargs`): the pooled,
+/// projected embedding of the second text encoder and the six numbers original height and
+/// width, crop top and left, target height and width.
+public struct AddedConditions: Sendable {
+  /// `text_embeds`: `[rows, pooled]`.
+  public var textEmbeds: Tensor
+  /// `time_ids`: six numbers per row.
+  public var timeIDs: [[Float]]
+
+  /// The conditions of rows whose pooled embeddings are `textEmbeds` `[rows, pooled]`.
+  public init(textEmbeds: Tensor, timeIDs: [[Float]]) {
+    precondition(
+      textEmbeds.shape.count == 2 && timeIDs.count == textEmbeds.shape[0]
+        && timeIDs.allSatisfy { $0.count == 6 }, "added conditions \(textEmbeds.shape), \(timeIDs)")
+    self.textEmbeds = textEmbeds
+    self.timeIDs = timeIDs
   }
 }

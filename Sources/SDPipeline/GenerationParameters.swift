@@ -31,7 +31,8 @@ extension GenerationRequest {
   /// The settings in the web UIs' "parameters" format.
   /// - Parameters:
   ///   - sampler: the sampler that ran (`GenerationResult.sampler`).
-  ///   - width, height: the image's size.
+  ///   - width: the image's width in pixels.
+  ///   - height: the image's height in pixels.
   ///   - modelName: the model's folder or file name (a `.safetensors`/`.ckpt` extension is
   ///     dropped, as the web UIs write it).
   ///   - promptAsWritten: the prompt as the user wrote it, `<lora:…>` tags included (the web

@@ -61,6 +61,13 @@ public struct GenerationRequest: Sendable {
   public var tiledDecodingAbove: Int? = 96
   /// Textual-inversion embeddings usable by name in the prompts.
   public var embeddings: [TextualInversion] = []
+  /// SDXL: the size conditioning of the prompt's rows (diffusers' `original_size`,
+  /// `crops_coords_top_left`, `target_size`); ignored by SD 1.x/2.x.
+  public var sizeConditioning = SizeConditioning()
+  /// SDXL: the size conditioning of the negative and unconditional rows; nil: the prompt's
+  /// (diffusers' `negative_original_size`, `negative_crops_coords_top_left`,
+  /// `negative_target_size`).
+  public var negativeSizeConditioning: SizeConditioning?
   /// What decodes the final latents: the VAE, or the pipeline's tiny autoencoder (TAESD).
   public var decoder: LatentDecoder = .vae
   /// Previews of the latents handed to the progress callback; nil: none (and no cost).
@@ -145,4 +152,46 @@ public struct GenerationResult: Sendable {
   public var truncatedTokens: (positive: [String], negative: [String])
   /// What in the request acted unseen (see `StableDiffusionPipeline.warnings(for:)`).
   public var warnings: [String] = []
+}
+
+/// SDXL's micro-conditioning of one kind of UNet row: the size the training image had, where it
+/// was cropped and the size it was shown at. Models trained with it draw smaller or cropped
+/// subjects for small `originalSize`s and non-zero crops.
+public struct SizeConditioning: Sendable, Equatable {
+  /// (width, height) in pixels; nil: the generated image's.
+  public var originalSize: (width: Int, height: Int)?
+  /// (left, top) crop offset in pixels (0, 0 by default: uncropped).
+  public var cropTopLeft: (left: Int, top: Int)
+  /// (width, height) in pixels; nil: the generated image's.
+  public var targetSize: (width: Int, height: Int)?
+
+  /// Conditioning with these values (the defaults: the image's own size, uncropped).
+  public init(
+    originalSize: (width: Int, height: Int)? = nil, cropTopLeft: (left: Int, top: Int) = (0, 0),
+    targetSize: (width: Int, height: Int)? = nil
+  ) {
+    self.originalSize = originalSize
+    self.cropTopLeft = cropTopLeft
+    self.targetSize = targetSize
+  }
+
+  /// diffusers' `add_time_ids` for an image of `width` × `height`: original height and width,
+  /// crop top and left, target height and width.
+  public func timeIDs(width: Int, height: Int) -> [Float] {
+    let original = originalSize ?? (width, height)
+    let target = targetSize ?? (width, height)
+    return [
+      original.height, original.width, cropTopLeft.top, cropTopLeft.left, target.height,
+      target.width,
+    ]
+    .map(Float.init)
+  }
+
+  /// Equal when every value is.
+  public static func == (a: SizeConditioning, b: SizeConditioning) -> Bool {
+    a.originalSize?.width == b.originalSize?.width
+      && a.originalSize?.height == b.originalSize?.height
+      && a.cropTopLeft == b.cropTopLeft && a.targetSize?.width == b.targetSize?.width
+      && a.targetSize?.height == b.targetSize?.height
+  }
 }

@@ -13,11 +13,14 @@ extension StableDiffusionPipeline {
     var warnings: [String] = []
     let texts = ([request.prompt] + request.allNegativePrompts.map(\.text)).map { $0.lowercased() }
     var seen: Set<String> = []
+    var named: Set<String> = []
     for embedding in request.embeddings {
       let name = embedding.name.lowercased()
-      if !seen.insert(name).inserted {
+      // SDXL files hold one vector set per text encoder under one name.
+      if !seen.insert("\(name) \(embedding.encoderIndex ?? -1)").inserted {
         warnings.append("two embeddings are named '\(embedding.name)'; the last one is used")
       }
+      guard named.insert(name).inserted else { continue }
       // PromptEncoder's rule: a word is a run of letters, digits, "_" and "-".
       let used = texts.contains { text in
         text.split(whereSeparator: { !($0.isLetter || $0.isNumber || $0 == "_" || $0 == "-") })
@@ -44,6 +47,13 @@ extension StableDiffusionPipeline {
     } else if hasNegative, !request.guidance.usesNegativePrompts {
       warnings.append(
         "the negative prompt has no effect at guidance scale \(request.guidance.scale) (≤ 1 runs no negative branch); raise the scale or use the nag rule"
+      )
+    }
+    if unet.configuration.textTimeEmbedding == nil,
+      request.sizeConditioning != SizeConditioning() || request.negativeSizeConditioning != nil
+    {
+      warnings.append(
+        "the size conditioning (original size, crop, target size) has no effect: only SDXL models take it"
       )
     }
     return warnings

@@ -7,7 +7,9 @@ import SDTensor
 
 /// What a generation reports as it runs: each step, then the result.
 public enum GenerationEvent: Sendable {
+  /// A step has finished (its latents and guided prediction).
   case step(GenerationProgress)
+  /// The run is done; the last event.
   case finished(GenerationResult)
 }
 

@@ -6,12 +6,21 @@ import Foundation
 import SDModels
 import SDTensor
 
-/// A loaded Stable Diffusion 1.x/2.x model. Immutable and `Sendable`: one instance can serve
+/// A loaded Stable Diffusion 1.x/2.x or SDXL model. Immutable and `Sendable`: one instance can serve
 /// several generations on different threads.
 public struct StableDiffusionPipeline: Sendable {
   /// The CLIP tokenizer of the model (its `tokenizer/` folder, or the bundled SD 1.x one).
   public let tokenizer: CLIPTokenizer
+  /// The CLIP text encoder (LoRA-merged layers in a pipeline made by `applying(_:)`).
   public private(set) var textEncoder: CLIPTextModel
+  /// SDXL's second text encoder (OpenCLIP ViT-bigG with `text_projection`); nil for SD 1.x/2.x.
+  public private(set) var textEncoder2: CLIPTextModel?
+  /// SDXL's second tokenizer (pads with "!"); nil for SD 1.x/2.x.
+  public let tokenizer2: CLIPTokenizer?
+  /// SDXL's `force_zeros_for_empty_prompt`: without a negative prompt the unconditional row is
+  /// zeros rather than the encoding of "".
+  public let forcesZerosForEmptyPrompt: Bool
+  /// The denoising UNet (LoRA-merged layers in a pipeline made by `applying(_:)`).
   public private(set) var unet: UNet2DConditionModel
   /// The VAE that encodes init images and decodes the final latents.
   public let vae: AutoencoderKL
@@ -37,17 +46,21 @@ public struct StableDiffusionPipeline: Sendable {
 
   /// The weight stores of a pipeline loaded from files, so that each model's file pages can be
   /// dropped when its phase of a generation ends; nil when assembled from loaded parts.
-  var weightStores: (text: WeightStore, unet: WeightStore, vae: WeightStore)?
+  var weightStores: (text: WeightStore, text2: WeightStore?, unet: WeightStore, vae: WeightStore)?
 
-  /// Assembles a pipeline from loaded parts.
+  /// Assembles a pipeline from loaded parts (SDXL: with its second tokenizer and text encoder).
   public init(
     tokenizer: CLIPTokenizer, textEncoder: CLIPTextModel, unet: UNet2DConditionModel,
     vae: AutoencoderKL, schedulerConfiguration: SchedulerConfiguration,
-    defaultSampler: SchedulerKind?
+    defaultSampler: SchedulerKind?, tokenizer2: CLIPTokenizer? = nil,
+    textEncoder2: CLIPTextModel? = nil, forcesZerosForEmptyPrompt: Bool = false
   ) throws(PipelineError) {
-    try Self.checkWidths(textEncoder, unet)
+    try Self.checkWidths(textEncoder, textEncoder2, tokenizer2, unet)
     self.tokenizer = tokenizer
     self.textEncoder = textEncoder
+    self.tokenizer2 = tokenizer2
+    self.textEncoder2 = textEncoder2
+    self.forcesZerosForEmptyPrompt = forcesZerosForEmptyPrompt
     self.unet = unet
     self.vae = vae
     self.schedulerConfiguration = schedulerConfiguration
@@ -83,11 +96,14 @@ public struct StableDiffusionPipeline: Sendable {
         halfPrecisionWeights: halfPrecisionWeights)
       tokenizer = folder.tokenizer
       textEncoder = try folder.loadTextEncoder()
+      textEncoder2 = try folder.loadTextEncoder2()
       unet = try folder.loadUNet()
       vae = try folder.loadVAE()
     } catch {
       throw .model(error)
     }
+    tokenizer2 = folder.tokenizer2
+    forcesZerosForEmptyPrompt = folder.forcesZerosForEmptyPrompt
     if let file = folder.schedulerConfigurationFile {
       schedulerConfiguration = try SchedulerConfiguration(contentsOf: file)
       // A class this runtime lacks leaves no default: a request must name its sampler.
@@ -98,8 +114,11 @@ public struct StableDiffusionPipeline: Sendable {
       defaultSampler = .pndm
     }
     unusedWeights = folder.unusedWeights()
-    weightStores = (folder.textEncoder.weights, folder.unet.weights, folder.vae.weights)
-    try Self.checkWidths(textEncoder, unet)
+    weightStores = (
+      folder.textEncoder.weights, folder.textEncoder2?.weights, folder.unet.weights,
+      folder.vae.weights
+    )
+    try Self.checkWidths(textEncoder, textEncoder2, tokenizer2, unet)
   }
 
   /// This pipeline with `adapters` merged into the UNet and text-encoder layers they update,
@@ -124,7 +143,7 @@ public struct StableDiffusionPipeline: Sendable {
       for part in LoRA.Part.allCases {
         let updates = adapters.filter { $0.lora.updates.contains { $0.part == part } }
         guard !updates.isEmpty else { continue }
-        if part == .textEncoder2 {
+        if part == .textEncoder2, weightStores.text2 == nil {
           // SD 1.x/2.x have one text encoder; these updates are for SDXL's second.
           let keys = updates.flatMap { adapter in
             adapter.lora.updates.filter { $0.part == part }.map(\.key)
@@ -137,7 +156,12 @@ public struct StableDiffusionPipeline: Sendable {
           result.ignoredLoRAKeys += keys
           continue
         }
-        let store = part == .unet ? weightStores.unet : weightStores.text
+        let store =
+          switch part {
+          case .unet: weightStores.unet
+          case .textEncoder: weightStores.text
+          case .textEncoder2: weightStores.text2 ?? weightStores.text
+          }
         let merge = try LoRAMerge(
           updates, part: part, into: store, unet: part == .unet ? unet.configuration : nil,
           ignoringUnknownLayers: ignoringUnknownLayers)
@@ -147,6 +171,10 @@ public struct StableDiffusionPipeline: Sendable {
             result.unet = try UNet2DConditionModel(
               configuration: unet.configuration, weights: merge.weights)
             result.weightStores?.unet = merge.weights
+          } else if part == .textEncoder2, let textEncoder2 {
+            result.textEncoder2 = try CLIPTextModel(
+              configuration: textEncoder2.configuration, weights: merge.weights)
+            result.weightStores?.text2 = merge.weights
           } else {
             result.textEncoder = try CLIPTextModel(
               configuration: textEncoder.configuration, weights: merge.weights)
@@ -163,17 +191,84 @@ public struct StableDiffusionPipeline: Sendable {
     return result
   }
 
-  /// The UNet cross-attends to the text encoder's output, so their widths must agree.
-  private static func checkWidths(_ textEncoder: CLIPTextModel, _ unet: UNet2DConditionModel)
-    throws(PipelineError)
-  {
-    guard textEncoder.configuration.hiddenSize == unet.configuration.crossAttentionDim else {
+  /// The UNet cross-attends to the text encoders' joined output, so the widths must agree; an
+  /// SDXL UNet also takes the second encoder's pooled embedding.
+  private static func checkWidths(
+    _ textEncoder: CLIPTextModel, _ textEncoder2: CLIPTextModel?, _ tokenizer2: CLIPTokenizer?,
+    _ unet: UNet2DConditionModel
+  ) throws(PipelineError) {
+    let widths = [textEncoder, textEncoder2].compactMap { $0?.configuration.hiddenSize }
+    guard widths.reduce(0, +) == unet.configuration.crossAttentionDim else {
       throw .invalidArgument(
         name: "model",
         reason:
-          "text encoder width \(textEncoder.configuration.hiddenSize) does not match the UNet's cross_attention_dim \(unet.configuration.crossAttentionDim)"
+          "text encoder width \(widths.map(String.init).joined(separator: " + ")) does not match the UNet's cross_attention_dim \(unet.configuration.crossAttentionDim)"
       )
     }
+    guard (textEncoder2 == nil) == (tokenizer2 == nil) else {
+      throw .invalidArgument(name: "model", reason: "a second text encoder needs its tokenizer")
+    }
+    switch (unet.configuration.textTimeEmbedding, textEncoder2) {
+    case (nil, nil): break
+    case (let added?, let second?):
+      guard let projection = second.textProjection,
+        projection.weight.shape[0] == added.pooledWidth
+      else {
+        throw .invalidArgument(
+          name: "model",
+          reason:
+            "the SDXL UNet takes a pooled embedding of width \(added.pooledWidth); text_encoder_2 has \(second.textProjection.map { "a projection to \($0.weight.shape[0])" } ?? "no text_projection")"
+        )
+      }
+    case (nil, _?):
+      throw .invalidArgument(
+        name: "model", reason: "text_encoder_2 without an SDXL UNet (addition_embed_type)")
+    case (_?, nil):
+      throw .invalidArgument(
+        name: "model", reason: "an SDXL UNet (addition_embed_type) needs text_encoder_2")
+    }
+  }
+
+  /// The prompt encoders of this model: one for SD 1.x/2.x; SDXL's two, taking the
+  /// penultimate states.
+  var promptEncoders: PromptEncoders {
+    var parts = [(tokenizer, textEncoder)]
+    if let tokenizer2, let textEncoder2 { parts.append((tokenizer2, textEncoder2)) }
+    return PromptEncoders(
+      parts.map { tokenizer, model in
+        var encoder = PromptEncoder(tokenizer: tokenizer, textEncoder: model)
+        if textEncoder2 != nil { encoder.output = .penultimate }
+        return encoder
+      })
+  }
+
+  /// `promptEncoders` with `embeddings`, each in the encoder it is for (an SDXL embedding file
+  /// holds a `clip_l` and a `clip_g` vector set), or else in those of its width.
+  /// - Throws: `PipelineError.invalidArgument` for an embedding no encoder takes.
+  func promptEncoders(embeddings: [TextualInversion]) throws(PipelineError) -> PromptEncoders {
+    let plain = promptEncoders.encoders
+    guard !embeddings.isEmpty else { return PromptEncoders(plain) }
+    func uses(_ index: Int, _ embedding: TextualInversion) -> Bool {
+      embedding.encoderIndex.map { $0 == index }
+        ?? (embedding.vectors.shape[1] == plain[index].textEncoder.configuration.hiddenSize)
+    }
+    for embedding in embeddings where !plain.indices.contains(where: { uses($0, embedding) }) {
+      let widths = plain.map { String($0.textEncoder.configuration.hiddenSize) }
+      throw .invalidArgument(
+        name: "embedding",
+        reason:
+          "'\(embedding.name)' has width \(embedding.vectors.shape[1]) for text encoder \(embedding.encoderIndex.map { "\($0 + 1)" } ?? "any"); this model's \(widths.count > 1 ? "are" : "is") \(widths.joined(separator: " and "))"
+      )
+    }
+    var encoders: [PromptEncoder] = []
+    for (index, base) in plain.enumerated() {
+      var encoder = try PromptEncoder(
+        tokenizer: base.tokenizer, textEncoder: base.textEncoder,
+        embeddings: embeddings.filter { uses(index, $0) })
+      encoder.output = base.output
+      encoders.append(encoder)
+    }
+    return PromptEncoders(encoders)
   }
 
   /// Pixels per latent along each axis (8 for SD).
@@ -184,13 +279,14 @@ public struct StableDiffusionPipeline: Sendable {
   public func encode(prompt: String, clipSkip: Int = 0, options: ComputeOptions) -> (
     Tensor, [String]
   ) {
-    let encoded = PromptEncoder(tokenizer: tokenizer, textEncoder: textEncoder).encode(
+    let encoded = promptEncoders.encode(
       prompt, truncate: true, parsesWeights: false, clipSkip: clipSkip, options: options)
     return (encoded.embeddings, encoded.cutTokens)
   }
 
   /// Runs one generation.
   /// - Parameters:
+  ///   - request: what to generate.
   ///   - options: threads, and a cancellation flag checked inside every model (between blocks
   ///     and attention query blocks), so a cancel is answered within a fraction of a step.
   ///   - promptCache: encodings shared with other generations on this pipeline (grids,
@@ -222,9 +318,9 @@ public struct StableDiffusionPipeline: Sendable {
     var scheduler = try makeScheduler(
       sampler, configuration: settings, steps: request.steps, eta: Double(request.eta),
       schedule: request.schedule)
-    let encoder = try PromptEncoder(
-      tokenizer: tokenizer, textEncoder: textEncoder, embeddings: request.embeddings)
+    let encoder = try promptEncoders(embeddings: request.embeddings)
     try checkUnchanged(weightStores?.text)
+    try checkUnchanged(weightStores?.text2)
     // Full LCM checkpoints take w = scale − 1 as a sinusoidal embedding and run no CFG rows.
     let guidanceCondition = unet.configuration.timeConditionDimension.map {
       guidanceScaleEmbedding([request.guidance.scale - 1], dimension: $0)
@@ -232,7 +328,8 @@ public struct StableDiffusionPipeline: Sendable {
     var rowRequest = request
     if guidanceCondition != nil { rowRequest.guidance = request.guidance.withScaleEmbedded }
     let prompts = try EncodedPrompts(
-      rowRequest, encoder: encoder, cache: promptCache, options: options)
+      rowRequest, encoder: encoder, zerosForEmpty: forcesZerosForEmptyPrompt, cache: promptCache,
+      options: options)
     let plan = GuidancePlan(rowRequest.guidance, prompts: prompts)
     let rows = max(plan.inside.count, plan.outside.count)
     try requireMemory(
@@ -240,6 +337,13 @@ public struct StableDiffusionPipeline: Sendable {
       for: "a \(width)x\(height) image with \(rows) UNet row\(rows == 1 ? "" : "s")")
     // Each model's file-backed weights leave resident memory when its phase ends.
     weightStores?.text.releaseResidentPages()
+    weightStores?.text2?.releaseResidentPages()
+    // SDXL: every row but the prompt's (the last) takes the negative size conditioning.
+    let timeIDs = (
+      positive: request.sizeConditioning.timeIDs(width: width, height: height),
+      negative: (request.negativeSizeConditioning ?? request.sizeConditioning).timeIDs(
+        width: width, height: height)
+    )
 
     // Noise: one generator for everything, drawn in diffusers' order (img2img: the VAE sample
     // first, then the initial noise; ancestral samplers: then one draw per step).
@@ -303,6 +407,11 @@ public struct StableDiffusionPipeline: Sendable {
         input, timesteps: Array(repeating: t, count: rows.count), context: rows.context,
         timestepCondition: guidanceCondition.map {
           concatenate(Array(repeating: $0, count: rows.count), axis: 0)
+        },
+        added: rows.pooled.map {
+          AddedConditions(
+            textEmbeds: $0,
+            timeIDs: Array(repeating: timeIDs.negative, count: rows.count - 1) + [timeIDs.positive])
         }, options: options)
       if options.isCancelled { throw .cancelled }
       let guided = plan.guidedPrediction(prediction, of: rows)
@@ -371,10 +480,11 @@ public struct StableDiffusionPipeline: Sendable {
     guard request.strength.isFinite, request.strength > 0, request.strength <= 1 else {
       throw .invalidArgument(name: "strength", reason: "must be in (0, 1], got \(request.strength)")
     }
-    guard request.clipSkip >= 0, request.clipSkip < textEncoder.layers.count else {
+    // SDXL starts from the penultimate layer, so it can skip one layer fewer.
+    let skippable = textEncoder.layers.count - (textEncoder2 == nil ? 0 : 1)
+    guard request.clipSkip >= 0, request.clipSkip < skippable else {
       throw .invalidArgument(
-        name: "clipSkip",
-        reason: "must be in 0..<\(textEncoder.layers.count), got \(request.clipSkip)")
+        name: "clipSkip", reason: "must be in 0..<\(skippable), got \(request.clipSkip)")
     }
     for negative in request.negativePrompts where !(negative.weight.isFinite && negative.weight > 0)
     {

@@ -14,8 +14,11 @@ public struct ComputeOptions: Sendable, Equatable {
   /// unspecified values of the right shape; whoever set it checks it after the call.
   public var cancellation: CancellationFlag?
 
-  /// - Parameter threadCount: threads for our kernels (default: the cores this process may use);
-  ///   values below 1 are treated as 1. Results do not depend on it.
+  /// - Parameters:
+  ///   - threadCount: threads for our kernels (default: the cores this process may use); values
+  ///     below 1 are treated as 1. Results do not depend on it.
+  ///   - cancellation: a flag the models check between blocks; nil: the work cannot be
+  ///     cancelled.
   public init(
     threadCount: Int = ProcessInfo.processInfo.activeProcessorCount,
     cancellation: CancellationFlag? = nil

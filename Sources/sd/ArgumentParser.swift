@@ -148,6 +148,18 @@ struct ParsedArguments {
     return first...last
   }
 
+  /// Two whole numbers ≥ 0 joined by `separator` (`1024x768`, `8,4`), or nil when absent.
+  func pair(_ name: String, separator: Character, form: String) throws(UsageError) -> (Int, Int)? {
+    guard let text = string(name) else { return nil }
+    let parts = text.lowercased().split(separator: separator, omittingEmptySubsequences: false)
+    guard parts.count == 2, let first = Int(parts[0]), let second = Int(parts[1]), first >= 0,
+      second >= 0, first <= 65_536, second <= 65_536
+    else {
+      throw UsageError("--\(name) must be \(form) (whole numbers up to 65536), got '\(text)'")
+    }
+    return (first, second)
+  }
+
   /// A path that must exist.
   func existingPath(_ name: String) throws(UsageError) -> URL? {
     guard let text = string(name) else { return nil }

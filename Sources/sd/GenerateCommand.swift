@@ -106,6 +106,29 @@ enum GenerateCommand {
       OptionSpec(
         name: "clip-skip", valueName: "N", defaultValue: "0",
         help: "skip the last N text-encoder layers"),
+      OptionSpec(
+        name: "original-size", valueName: "WxH", defaultValue: "the image's size",
+        help:
+          "SDXL micro-conditioning: the size the model should take the picture to come from (small sizes look upscaled)"
+      ),
+      OptionSpec(
+        name: "crop", valueName: "X,Y", defaultValue: "0,0",
+        help: "SDXL micro-conditioning: the crop offset (left, top) the picture should look cut at"
+      ),
+      OptionSpec(
+        name: "target-size", valueName: "WxH", defaultValue: "the image's size",
+        help: "SDXL micro-conditioning: the size the picture is meant for"),
+      OptionSpec(
+        name: "negative-original-size", valueName: "WxH", defaultValue: "as --original-size",
+        help:
+          "SDXL: the original size of the negative rows (with the two below; unset ones: the image's size, 0,0)"
+      ),
+      OptionSpec(
+        name: "negative-crop", valueName: "X,Y", defaultValue: "as --crop",
+        help: "SDXL: the crop offset of the negative rows"),
+      OptionSpec(
+        name: "negative-target-size", valueName: "WxH", defaultValue: "as --target-size",
+        help: "SDXL: the target size of the negative rows"),
       .threads,
       OptionSpec(
         name: "from-png", valueName: "FILE.png", defaultValue: nil,
@@ -350,6 +373,18 @@ enum GenerateCommand {
     request.strength =
       try arguments.float("strength", default: maskDefault, range: 0.000_001...1) ?? maskDefault
     request.clipSkip = try arguments.int("clip-skip", default: 0, range: 0...64) ?? 0
+    func sizes(_ prefix: String) throws(UsageError) -> SizeConditioning? {
+      let original = try arguments.pair("\(prefix)original-size", separator: "x", form: "WxH")
+      let crop = try arguments.pair("\(prefix)crop", separator: ",", form: "X,Y")
+      let target = try arguments.pair("\(prefix)target-size", separator: "x", form: "WxH")
+      guard original != nil || crop != nil || target != nil else { return nil }
+      return SizeConditioning(
+        originalSize: original.map { (width: $0.0, height: $0.1) },
+        cropTopLeft: crop.map { (left: $0.0, top: $0.1) } ?? (0, 0),
+        targetSize: target.map { (width: $0.0, height: $0.1) })
+    }
+    request.sizeConditioning = try sizes("") ?? SizeConditioning()
+    request.negativeSizeConditioning = try sizes("negative-")
     if let name = arguments.string("sampler") {
       guard let sampler = SchedulerKind(name: name) else {
         throw UsageError("--sampler: unknown sampler '\(name)' (\(samplerNames))")

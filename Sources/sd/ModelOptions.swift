@@ -7,7 +7,7 @@ enum ModelOptions {
   static let specs: [OptionSpec] = [
     OptionSpec(
       name: "model", valueName: "PATH", defaultValue: nil,
-      help: "diffusers model folder, or an SD 1.x single-file .safetensors checkpoint"),
+      help: "diffusers model folder, or an SD 1.x or SDXL single-file .safetensors checkpoint"),
     OptionSpec(
       name: "config", valueName: "DIR", defaultValue: "SD 1.5",
       help:

@@ -76,31 +76,53 @@ enum VerifyCommand {
           passed: difference.isWithin(tolerance)))
     }
 
-    // Tokenizer and text encoder, on both prompts.
-    for (label, key) in [("prompt", "prompt"), ("negative_prompt", "negative")] {
-      let text = settings[label]?.stringValue ?? ""
-      let ids = pipeline.tokenizer.inputIDs(text)
-      try check(
-        "tokenizer", "inputs.\(key)_ids", Tensor(shape: [ids.count], scalars: ids.map(Float.init)))
-      let states = pipeline.textEncoder.hiddenStates([ids], options: options)
-      for (layer, state) in states.enumerated() {
-        try check("text_encoder", "text_encoder.\(key).hidden.\(layer)", state)
+    // Tokenizers and text encoders (SDXL: both, and the second one's pooled projection), on
+    // both prompts.
+    var encoders = [("", pipeline.tokenizer, pipeline.textEncoder)]
+    if let tokenizer2 = pipeline.tokenizer2, let textEncoder2 = pipeline.textEncoder2 {
+      encoders.append(("_2", tokenizer2, textEncoder2))
+    }
+    for (suffix, tokenizer, encoder) in encoders {
+      let component = "text_encoder\(suffix)"
+      for (label, key) in [("prompt", "prompt"), ("negative_prompt", "negative")] {
+        let text = settings[label]?.stringValue ?? ""
+        let ids = tokenizer.inputIDs(text)
+        try check(
+          "tokenizer", "inputs.\(key)_ids\(suffix)",
+          Tensor(shape: [ids.count], scalars: ids.map(Float.init)))
+        let states = encoder.hiddenStates([ids], options: options)
+        for (layer, state) in states.enumerated() {
+          try check(component, "\(component).\(key).hidden.\(layer)", state)
+        }
+        try check(
+          component, "\(component).\(key).last_hidden_state", encoder([ids], options: options))
+        if encoder.textProjection != nil {
+          let (_, pooled) = encoder.encode(
+            tokenEmbeddings: encoder.tokenEmbeddings(ids), output: .finalNormed, skipLastLayers: 0,
+            eosPosition: ids.firstIndex(of: tokenizer.eosID) ?? 0, options: options)
+          if let pooled { try check(component, "\(component).\(key).text_embeds", pooled) }
+        }
       }
-      try check(
-        "text_encoder", "text_encoder.\(key).last_hidden_state",
-        pipeline.textEncoder([ids], options: options))
     }
 
     // The UNet at the first step, on the recorded inputs, block by block.
     let timesteps = try reference.tensor("inputs.timesteps").scalars
     let sample = try reference.tensor("unet.step0.sample")
     var blocks: [String: Tensor] = [:]
+    var added: AddedConditions?
+    if pipeline.unet.configuration.textTimeEmbedding != nil {
+      let timeIDs = try reference.tensor("unet.step0.time_ids")
+      added = AddedConditions(
+        textEmbeds: try reference.tensor("unet.step0.text_embeds"),
+        timeIDs: (0..<timeIDs.shape[0]).map { Array(timeIDs.scalars[$0 * 6..<($0 + 1) * 6]) })
+    }
     let output = pipeline.unet(
       sample, timesteps: Array(repeating: timesteps[0], count: sample.shape[0]),
-      context: try reference.tensor("unet.step0.encoder_hidden_states"), options: options
+      context: CrossAttentionContext(try reference.tensor("unet.step0.encoder_hidden_states")),
+      added: added, options: options
     ) { blocks[$0] = $1 }
     let unetBlocks =
-      ["time_embedding", "conv_in"]
+      ["time_embedding", "add_embedding", "conv_in"]
       + (0..<pipeline.unet.downBlocks.count).map { "down_blocks.\($0)" } + ["mid_block"]
       + (0..<pipeline.unet.upBlocks.count).map { "up_blocks.\($0)" }
     for name in unetBlocks {

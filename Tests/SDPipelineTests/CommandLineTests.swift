@@ -364,7 +364,7 @@ import Testing
   }
 
   @Test func verifyPassesOnFixtureDumps() throws {
-    for model in ["sd15", "sd2"] {
+    for model in ["sd15", "sd2", "sdxl"] {
       let result = try runSD([
         "verify", "--model", fixturePath("tiny-\(model)"), "--activations",
         fixturePath("verify-\(model).safetensors"),

@@ -60,7 +60,7 @@ public struct Transformer2DModel: Sendable {
   public let norm: GroupNorm
   /// `proj_in`: channels -> channels, before the blocks.
   public let projIn: Projection
-  /// `transformer_blocks.<i>`: `transformerLayersPerBlock` of them (1 in SD).
+  /// `transformer_blocks.<i>`: the block's `transformerLayersPerBlock` entry (1 in SD).
   public let transformerBlocks: [BasicTransformerBlock]
   /// `proj_out`: channels -> channels, after the blocks (then the input is added).
   public let projOut: Projection
@@ -99,7 +99,7 @@ public struct Transformer2DModel: Sendable {
 
   /// The `<key>.attentions.<j>` of a UNet block, `count` of them, as `configuration` builds them.
   static func stack(
-    _ store: WeightStore, _ key: String, count: Int, channels: Int, heads: Int,
+    _ store: WeightStore, _ key: String, count: Int, channels: Int, heads: Int, layers: Int,
     configuration config: UNetConfiguration
   ) throws(WeightError) -> [Transformer2DModel] {
     var attentions: [Transformer2DModel] = []
@@ -107,7 +107,7 @@ public struct Transformer2DModel: Sendable {
       attentions.append(
         try Transformer2DModel(
           store, "\(key).attentions.\(index)", channels: channels, heads: heads,
-          contextDim: config.crossAttentionDim, layers: config.transformerLayersPerBlock,
+          contextDim: config.crossAttentionDim, layers: layers,
           linearProjection: config.useLinearProjection, groups: config.normGroups))
     }
     return attentions

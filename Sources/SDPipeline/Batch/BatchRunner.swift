@@ -133,6 +133,9 @@ public struct BatchRunner: Sendable {
   /// meanwhile makes the job count as skipped) and jobs whose file exists are skipped. A failed
   /// job is reported and the next one runs.
   /// - Parameters:
+  ///   - jobs: the jobs, in order.
+  ///   - folder: where the images go; nil: nothing is written.
+  ///   - report: called with each job's position in `jobs`, the job and its outcome.
   ///   - progress: each generation's step callback (false cancels the batch).
   /// - Throws: `PipelineError.cancelled` when cancelled (by `options.cancellation` or
   ///   `progress`): the running job writes nothing, finished files stay.

@@ -14,6 +14,9 @@ public struct PromptEncoder: Sendable {
   public let textEncoder: CLIPTextModel
   /// Textual inversions whose names stand for their vectors.
   public let embeddings: [TextualInversion]
+  /// Which hidden state stands for the prompt: the final-normed last one (SD 1.x/2.x) or the
+  /// penultimate one (SDXL).
+  public var output: CLIPTextModel.Output = .finalNormed
 
   /// Tokens per chunk between BOS and EOS.
   public static let chunkLength = CLIPTokenizer.maxLength - 2
@@ -57,6 +60,9 @@ public struct PromptEncoder: Sendable {
     public var embeddings: Tensor
     /// Tokens cut by `truncate` (empty otherwise).
     public var cutTokens: [String]
+    /// The pooled `text_embeds` `[1, projection]` of the first chunk, from an encoder with a
+    /// `textProjection` (SDXL's second one); nil otherwise.
+    public var pooled: Tensor? = nil
     /// How many 77-token chunks the prompt was encoded in.
     public var chunks: Int { embeddings.shape[1] / CLIPTokenizer.maxLength }
   }
@@ -64,8 +70,11 @@ public struct PromptEncoder: Sendable {
   /// Encodes `text`. Without weights, embeddings and beyond-75 tokens this is exactly
   /// diffusers' `encode_prompt` (BOS, ids, EOS, padding; one pass of the encoder).
   /// - Parameters:
+  ///   - text: the prompt.
   ///   - truncate: keep only the first 75 tokens (reported in `cutTokens`) instead of chunking.
   ///   - parsesWeights: read `(word:1.3)`-style weights; false takes brackets literally.
+  ///   - clipSkip: skip the text encoder's last k layers (diffusers' `clip_skip`).
+  ///   - options: threads and cancellation.
   public func encode(
     _ text: String, truncate: Bool = false, parsesWeights: Bool = true, clipSkip: Int = 0,
     options: ComputeOptions
@@ -78,19 +87,30 @@ public struct PromptEncoder: Sendable {
       tokens = Array(tokens.prefix(Self.chunkLength))
     }
     var chunks: [Tensor] = []
+    var pooled: Tensor?
     var start = 0
     repeat {
       let chunk = Array(tokens[start..<min(start + Self.chunkLength, tokens.count)])
-      chunks.append(encodeChunk(chunk, clipSkip: clipSkip, options: options))
+      let encoded = encodeChunk(chunk, clipSkip: clipSkip, options: options)
+      chunks.append(encoded.states)
+      // As the web UIs do for SDXL, the first chunk's pooled embedding stands for the prompt.
+      if start == 0 { pooled = encoded.pooled }
       start += Self.chunkLength
     } while start < tokens.count
     return Encoding(
-      embeddings: chunks.count == 1 ? chunks[0] : concatenate(chunks, axis: 1), cutTokens: cut)
+      embeddings: chunks.count == 1 ? chunks[0] : concatenate(chunks, axis: 1), cutTokens: cut,
+      pooled: pooled)
   }
 
   /// The encoding of one empty chunk, used to bring a shorter prompt to a longer one's length.
   public func emptyChunk(clipSkip: Int = 0, options: ComputeOptions) -> Tensor {
-    encodeChunk([], clipSkip: clipSkip, options: options)
+    encodeChunk([], clipSkip: clipSkip, options: options).states
+  }
+
+  /// The encoding of the empty prompt "", with its pooled embedding.
+  public func emptyPrompt(clipSkip: Int = 0, options: ComputeOptions) -> Encoding {
+    let encoded = encodeChunk([], clipSkip: clipSkip, options: options)
+    return Encoding(embeddings: encoded.states, cutTokens: [], pooled: encoded.pooled)
   }
 
   /// Token ids and embedding vectors of each fragment, in order, with the fragment's weight.
@@ -161,31 +181,28 @@ public struct PromptEncoder: Sendable {
   /// position's output times its weight, rescaled so the chunk's mean is unchanged. (That rule
   /// divides by the weighted mean, so it is ill-conditioned when a chunk's mean is near 0; we
   /// follow it as published, in double precision.)
-  func encodeChunk(_ tokens: [Token], clipSkip: Int, options: ComputeOptions) -> Tensor {
+  func encodeChunk(_ tokens: [Token], clipSkip: Int, options: ComputeOptions) -> (
+    states: Tensor, pooled: Tensor?
+  ) {
     let length = CLIPTokenizer.maxLength
     let ids =
       [tokenizer.bosID] + tokens.map(\.id) + [tokenizer.eosID]
       + Array(repeating: tokenizer.padID, count: length - 2 - tokens.count)
     let weights: [Float] =
       [1] + tokens.map(\.weight) + Array(repeating: 1, count: length - 1 - tokens.count)
-    var encoded: Tensor
-    if tokens.allSatisfy({ $0.vector == nil }) {
-      encoded = textEncoder([ids], skipLastLayers: clipSkip, options: options)
-    } else {
-      let width = textEncoder.configuration.hiddenSize
-      var rows = [Float](repeating: 0, count: length * width)
-      for (position, id) in ids.enumerated() {
-        let vector = position >= 1 && position <= tokens.count ? tokens[position - 1].vector : nil
-        let source =
-          vector ?? ArraySlice(textEncoder.tokenEmbedding.scalars(id * width..<(id + 1) * width))
-        rows.replaceSubrange(position * width..<(position + 1) * width, with: source)
+    let width = textEncoder.configuration.hiddenSize
+    var rows = textEncoder.tokenEmbeddings(ids)
+    // Textual-inversion vectors take the place of their placeholder tokens.
+    for (index, token) in tokens.enumerated() {
+      if let vector = token.vector {
+        let position = index + 1
+        rows.scalars.replaceSubrange(position * width..<(position + 1) * width, with: vector)
       }
-      encoded = textEncoder(
-        tokenEmbeddings: Tensor(shape: [1, length, width], scalars: rows), skipLastLayers: clipSkip,
-        options: options)
     }
-    guard weights.contains(where: { $0 != 1 }) else { return encoded }
-    let width = encoded.shape[2]
+    let (encoded, pooled) = textEncoder.encode(
+      tokenEmbeddings: rows, output: output,
+      skipLastLayers: clipSkip, eosPosition: tokens.count + 1, options: options)
+    guard weights.contains(where: { $0 != 1 }) else { return (encoded, pooled) }
     let originalMean = mean(encoded.scalars)
     var weightedSum = 0.0
     for position in 0..<length {
@@ -201,7 +218,7 @@ public struct PromptEncoder: Sendable {
           Double(scaled[position * width + c]) * Double(weights[position]) * ratio)
       }
     }
-    return Tensor(shape: encoded.shape, scalars: scaled)
+    return (Tensor(shape: encoded.shape, scalars: scaled), pooled)
   }
 
   private func mean(_ values: [Float]) -> Double {

@@ -12,11 +12,16 @@ public struct TextualInversion: Sendable {
   public let name: String
   /// `[vectors, hidden]`.
   public let vectors: Tensor
+  /// The text encoder the vectors are for, by position (SDXL files: 0 for `clip_l`, 1 for
+  /// `clip_g`); nil: every encoder of their width.
+  public let encoderIndex: Int?
 
-  /// An embedding of `vectors` `[vectors, hidden]` used where a prompt says `name`.
-  public init(name: String, vectors: Tensor) {
+  /// An embedding of `vectors` `[vectors, hidden]` used where a prompt says `name`, in the text
+  /// encoder at `encoderIndex` (nil: each one of its width).
+  public init(name: String, vectors: Tensor, encoderIndex: Int? = nil) {
     self.name = name
     self.vectors = vectors
+    self.encoderIndex = encoderIndex
   }
 
   /// Loads every embedding of a `.safetensors` file or of a torch `.pt`/`.bin`/`.pth` file. A
@@ -59,13 +64,19 @@ public struct TextualInversion: Sendable {
       result.append(
         TextualInversion(
           name: name,
-          vectors: tensor.shape.count == 1 ? tensor.reshaped([1, tensor.count]) : tensor))
+          vectors: tensor.shape.count == 1 ? tensor.reshaped([1, tensor.count]) : tensor,
+          encoderIndex: ["clip_l": 0, "clip_g": 1][key]))
     }
     guard !result.isEmpty else {
       throw .invalidArgument(name: "embedding", reason: "\(url.path) holds no tensors")
     }
     return result
   }
+
+  /// Keys that stand for the file's own word: the web UIs' `emb_params`, and SDXL files'
+  /// `clip_l` / `clip_g` (one vector set per text encoder; each encoder takes the set of its
+  /// width).
+  private static let fileNamedKeys: Set<String> = ["emb_params", "clip_l", "clip_g"]
 
   private static func safeTensorsEmbeddings(_ url: URL, stem: String) throws(PipelineError)
     -> [(key: String, name: String, tensor: Tensor)]
@@ -74,7 +85,7 @@ public struct TextualInversion: Sendable {
     do {
       let file = try SafeTensorsFile(path: url.path)
       for key in file.names.sorted() {
-        found.append((key, key == "emb_params" ? stem : key, try file.tensor(key)))
+        found.append((key, fileNamedKeys.contains(key) ? stem : key, try file.tensor(key)))
       }
     } catch {
       throw .invalidArgument(name: "embedding", reason: error.description)
@@ -108,7 +119,7 @@ public struct TextualInversion: Sendable {
         guard let key = entry.key.stringValue, let tensor = entry.value.tensorValue else {
           throw unknownLayout
         }
-        tensors.append((key, key == "emb_params" ? stem : key, tensor))
+        tensors.append((key, fileNamedKeys.contains(key) ? stem : key, tensor))
       }
     }
     var found: [(key: String, name: String, tensor: Tensor)] = []

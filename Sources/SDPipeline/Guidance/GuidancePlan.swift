@@ -15,6 +15,8 @@ struct GuidancePlan {
     let hasUnconditional: Bool
     /// The weights of the negative rows that follow it.
     let negativeWeights: [Float]
+    /// SDXL: each row's pooled text embedding, `[rows, pooled]`.
+    let pooled: Tensor?
     var count: Int { context.states.shape[0] }
   }
 
@@ -28,15 +30,23 @@ struct GuidancePlan {
   init(_ guidance: Guidance, prompts: EncodedPrompts) {
     self.guidance = guidance
     attentionNegatives = guidance.rule == .nag ? prompts.negatives : []
-    func batch(_ rows: [Tensor], unconditional: Bool, weights: [Float]) -> Batch {
-      Batch(
+    let pooled = prompts.pooled
+    func batch(_ rows: [Tensor], pooled: [Tensor?], unconditional: Bool, weights: [Float])
+      -> Batch
+    {
+      let pooledRows = pooled.compactMap { $0 }
+      return Batch(
         context: CrossAttentionContext(concatenate(rows, axis: 0)),
-        hasUnconditional: unconditional, negativeWeights: weights)
+        hasUnconditional: unconditional, negativeWeights: weights,
+        pooled: pooledRows.count == rows.count ? concatenate(pooledRows, axis: 0) : nil)
     }
     let emptyAndPositive = prompts.empty.map {
-      batch([$0, prompts.positive], unconditional: true, weights: [])
+      batch(
+        [$0, prompts.positive], pooled: [pooled?.empty, pooled?.positive], unconditional: true,
+        weights: [])
     }
-    positiveOnly = batch([prompts.positive], unconditional: false, weights: [])
+    positiveOnly = batch(
+      [prompts.positive], pooled: [pooled?.positive], unconditional: false, weights: [])
     if !guidance.usesNegativeBranch {
       inside = positiveOnly
     } else if prompts.negatives.isEmpty, let emptyAndPositive {
@@ -46,6 +56,8 @@ struct GuidancePlan {
       let reference = guidance.rule == .perpNeg ? prompts.empty : nil
       inside = batch(
         [reference].compactMap { $0 } + prompts.negatives.map(\.states) + [prompts.positive],
+        pooled: (reference == nil ? [] : [pooled?.empty])
+          + (pooled?.negatives ?? prompts.negatives.map { _ in nil }) + [pooled?.positive],
         unconditional: reference != nil, weights: prompts.negatives.map(\.weight))
     }
     outside = emptyAndPositive ?? inside
@@ -71,7 +83,8 @@ struct GuidancePlan {
       negativeStates: attentionNegatives.map(\.states), weights: attentionNegatives.map(\.weight))
     return Batch(
       context: CrossAttentionContext(rows.context.states, guidance: nag),
-      hasUnconditional: rows.hasUnconditional, negativeWeights: rows.negativeWeights)
+      hasUnconditional: rows.hasUnconditional, negativeWeights: rows.negativeWeights,
+      pooled: rows.pooled)
   }
 
   /// Splits the UNet output of `batch` by row and applies the guidance.
