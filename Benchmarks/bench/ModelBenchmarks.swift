@@ -14,12 +14,19 @@ struct FLOPCount {
   var total: Double { convolution + linear + attention }
 }
 
-/// Counts the GEMM and attention FLOPs of `UNetConfiguration` at a latent size and batch.
+/// Counts the GEMM and attention FLOPs of `UNetConfiguration` at a latent size and batch: every
+/// level's transformer layers (`transformerLayersPerBlock`, 10 at SDXL's deepest level), and the
+/// time and SDXL added embeddings' MLPs (a few MFLOP, counted for completeness).
 func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int, tokens: Int = 77)
   -> FLOPCount
 {
   var count = FLOPCount()
   var (h, w) = (height, width)
+  let embedding = Double(config.timeEmbeddingChannels)
+  count.linear += 2 * (Double(config.blockOutChannels[0]) + embedding) * embedding
+  if let added = config.textTimeEmbedding {
+    count.linear += 2 * (Double(added.inputWidth) + embedding) * embedding
+  }
   func conv(_ cin: Int, _ cout: Int, _ k: Int, _ pixels: Int) {
     count.convolution += 2.0 * Double(pixels * cin * cout * k * k)
   }
@@ -27,16 +34,21 @@ func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int,
     conv(cin, cout, 3, h * w)
     conv(cout, cout, 3, h * w)
     if cin != cout { conv(cin, cout, 1, h * w) }
+    count.linear += 2 * embedding * Double(cout)  // time_emb_proj
   }
-  func transformer(_ c: Int) {
+  // A Transformer2DModel of `depth` BasicTransformerBlocks between proj_in and proj_out.
+  func transformer(_ c: Int, depth: Int) {
     let t = Double(h * w)
     let c2 = Double(c * c)
+    let layers = Double(depth)
     count.linear += 2 * t * c2 * 2  // proj_in, proj_out
-    count.linear += 2 * t * c2 * 4  // attn1 q, k, v, out
-    count.linear += 2 * t * c2 * 2 + 2 * Double(tokens * config.crossAttentionDim * c) * 2  // attn2
-    count.linear += 2 * t * c2 * 8 + 2 * t * c2 * 4  // GEGLU feed-forward
-    count.attention += 2 * 2 * t * t * Double(c) + 2 * 2 * t * Double(tokens * c)
+    count.linear += layers * 2 * t * c2 * 4  // attn1 q, k, v, out
+    count.linear +=
+      layers * (2 * t * c2 * 2 + 2 * Double(tokens * config.crossAttentionDim * c) * 2)  // attn2
+    count.linear += layers * (2 * t * c2 * 8 + 2 * t * c2 * 4)  // GEGLU feed-forward
+    count.attention += layers * (2 * 2 * t * t * Double(c) + 2 * 2 * t * Double(tokens * c))
   }
+  let depths = config.transformerLayersPerBlock
   let channels = config.blockOutChannels
   conv(config.inChannels, channels[0], 3, h * w)
   var output = channels[0]
@@ -45,7 +57,7 @@ func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int,
     output = channels[index]
     for layer in 0..<config.layersPerBlock {
       resnet(layer == 0 ? input : output, output)
-      if attention { transformer(output) }
+      if attention { transformer(output, depth: depths[index]) }
     }
     if index < channels.count - 1 {
       h = (h + 1) / 2
@@ -54,7 +66,7 @@ func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int,
     }
   }
   resnet(output, output)
-  transformer(output)
+  transformer(output, depth: depths[depths.count - 1])
   resnet(output, output)
   let reversed = Array(channels.reversed())
   for (index, attention) in config.upBlockHasAttention.enumerated() {
@@ -64,7 +76,7 @@ func unetFLOPs(_ config: UNetConfiguration, height: Int, width: Int, batch: Int,
     for layer in 0...config.layersPerBlock {
       let skip = layer == config.layersPerBlock ? input : output
       resnet((layer == 0 ? previous : output) + skip, output)
-      if attention { transformer(output) }
+      if attention { transformer(output, depth: depths[depths.count - 1 - index]) }
     }
     if index < channels.count - 1 {
       h *= 2

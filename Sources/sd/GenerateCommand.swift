@@ -38,7 +38,8 @@ enum GenerateCommand {
         help: "nag: act only in steps A to B (1-based)"),
       OptionSpec(
         name: "embedding", valueName: "FILE", defaultValue: nil,
-        help: "textual-inversion .safetensors, used by name in prompts; repeatable",
+        help:
+          "textual-inversion .safetensors, .pt or .bin (read without running code), used by name in prompts; repeatable",
         repeatable: true),
       OptionSpec(
         name: "truncate", valueName: nil, defaultValue: nil,
