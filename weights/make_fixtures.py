@@ -55,7 +55,7 @@ def save_file(tensors, path, metadata=None):
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous().cpu()
-        data = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
                         "data_offsets": [off, off + len(data)]}
         blobs.append(data)
@@ -525,6 +525,25 @@ def part_unet():
         write(f"unet-{kind}.safetensors", t, seed)
 
 
+def encode_reference(vae, t):
+    """`encode.*` of the VAE fixtures: a seeded image through the encoder (its mid block, mean,
+    log-variance) and the sample of a seeded noise; draws from torch's global generator."""
+    image = torch.rand(1, 3, 64, 64) * 2 - 1
+    noise = torch.randn(1, 4, 8, 8)
+    store = {}
+    hs = hooks([("mid_block", vae.encoder.mid_block)], store, "encode")
+    with torch.no_grad():
+        dist = vae.encode(image).latent_dist
+    for h in hs:
+        h.remove()
+    t["encode.image"] = image
+    t.update(store)
+    t["encode.mean"] = dist.mean
+    t["encode.logvar"] = dist.logvar
+    t["encode.noise"] = noise
+    t["encode.sample"] = dist.mean + dist.std * noise
+
+
 def part_vae():
     pipe = load_pipe("sd15")
     vae = pipe.vae
@@ -545,20 +564,7 @@ def part_vae():
     t.update(store)
     t["decode.out"] = out
 
-    image = torch.rand(1, 3, 64, 64) * 2 - 1
-    noise = torch.randn(1, 4, 8, 8)
-    store = {}
-    hs = hooks([("mid_block", vae.encoder.mid_block)], store, "encode")
-    with torch.no_grad():
-        dist = vae.encode(image).latent_dist
-    for h in hs:
-        h.remove()
-    t["encode.image"] = image
-    t.update(store)
-    t["encode.mean"] = dist.mean
-    t["encode.logvar"] = dist.logvar
-    t["encode.noise"] = noise
-    t["encode.sample"] = dist.mean + dist.std * noise
+    encode_reference(vae, t)
     write("vae.safetensors", t, seed, scaling_factor=str(vae.config.scaling_factor))
 
 

@@ -68,7 +68,7 @@ import diffusers
 import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import (TEXT_COMMON, VAE_CFG, check_tokenizer, fix_permissions,  # noqa: E402
+from make_fixtures import (TEXT_COMMON, VAE_CFG, check_tokenizer, encode_reference, fix_permissions,  # noqa: E402
                            hooks, rerandomize, save_file)
 from recorded_runs import case_tensors, recorded_run  # noqa: E402
 
@@ -372,20 +372,7 @@ def part_vae():
     t["decode.image"] = out
     t["decode.out"] = out  # the name vae.safetensors uses
 
-    image = torch.rand(1, 3, 64, 64) * 2 - 1
-    noise = torch.randn(1, 4, 8, 8)
-    store = {}
-    hs = hooks([("mid_block", vae.encoder.mid_block)], store, "encode")
-    with torch.no_grad():
-        dist = vae.encode(image).latent_dist
-    for h in hs:
-        h.remove()
-    t["encode.image"] = image
-    t.update(store)
-    t["encode.mean"] = dist.mean
-    t["encode.logvar"] = dist.logvar
-    t["encode.noise"] = noise
-    t["encode.sample"] = dist.mean + dist.std * noise
+    encode_reference(vae, t)
     write("vae-sdxl.safetensors", t, seed, scaling_factor=str(vae.config.scaling_factor),
           force_upcast=str(vae.config.force_upcast))
 

@@ -30,32 +30,12 @@ from safetensors.torch import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_fixtures import _ST_DTYPES  # noqa: E402
+from make_fixtures import save_file  # noqa: E402
 from make_single_file_fixture import convert_unet, convert_vae  # noqa: E402
 
 MODEL = os.path.join(HERE, "fixtures", "tiny-sdxl")
 OUT = os.path.join(HERE, "fixtures", "tiny-sdxl-single-file.safetensors")
 OPEN_CLIP = "conditioner.embedders.1.model."
-
-
-def save_file(tensors, path, metadata):
-    """make_fixtures.save_file's byte-deterministic layout (sorted keys, header padded to 8
-    bytes), also for 0-dimensional tensors such as `logit_scale`, which it cannot view as bytes."""
-    header, blobs, off = {"__metadata__": dict(sorted(metadata.items()))}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(len(h).to_bytes(8, "little"))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 def convert_sdxl_unet(state, config):

@@ -22,10 +22,24 @@ struct BenchArguments {
   var size = 512
   /// Keep layer weights in half precision in memory.
   var halfPrecisionWeights = false
+  /// The model whose full-size shapes are timed: SD 1.5 (default) or SDXL base.
+  var modelType = ModelType.sd15
+  /// SDXL: where the synthetic fp16 folder is written and kept between runs (default: a
+  /// temporary folder, removed at the end).
+  var weightsCache: String?
+  /// SDXL: widen the fp16 files' weights to fp32 in memory instead of using them in place.
+  var fullPrecisionWeights = false
+
+  /// The model family `--model-type` names.
+  enum ModelType: String {
+    case sd15
+    case sdxl
+  }
 
   static func parse(_ words: ArraySlice<String>) -> BenchArguments {
     var result = BenchArguments()
     var iterator = words.makeIterator()
+    var sizeGiven = false
     while let word = iterator.next() {
       func value() -> String {
         guard let next = iterator.next() else { fail("\(word) needs a value") }
@@ -48,15 +62,25 @@ struct BenchArguments {
       case "--unet-only": result.unetOnly = true
       case "--vae-only": result.vaeOnly = true
       case "--fp16-weights": result.halfPrecisionWeights = true
+      case "--fp32-weights": result.fullPrecisionWeights = true
+      case "--weights-cache": result.weightsCache = value()
+      case "--model-type":
+        let name = value()
+        guard let type = ModelType(rawValue: name) else {
+          fail("--model-type takes sd15 or sdxl (found \(name))")
+        }
+        result.modelType = type
       case "--size":
         result.size = positive()
+        sizeGiven = true
         if result.size % 8 != 0 { fail("--size must be a multiple of 8") }
       case "--help", "-h":
         print(
           """
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
                        [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--vae-only]
-                       [--size N] [--fp16-weights]
+                       [--size N] [--fp16-weights] [--model-type sd15|sdxl]
+                       [--weights-cache DIR] [--fp32-weights]
             --threads N      threads for our kernels (default: CPU count)
             --steps N        denoising steps timed in the txt2img run (default 2; 20 is projected)
             --weights DIR    a diffusers SD folder; default: synthetic SD 1.5 weights
@@ -69,11 +93,17 @@ struct BenchArguments {
             --vae-only       only the sgemm peak and the VAE decoder and encoder
             --size N         image size of the txt2img run (default 512; above 768 the VAE decodes in tiles)
             --fp16-weights   keep layer weights in half precision in memory
+            --model-type T   sd15 (default) or sdxl: SDXL base at 1024x1024 from a diffusers folder
+                             of synthetic fp16 weights (written first, ~6.9 GB) used in place:
+                             both text encoders, a CFG UNet step, the tiled VAE decode, a txt2img
+            --weights-cache DIR  sdxl: write the synthetic folder here and keep it for the next run
+            --fp32-weights   sdxl: widen the fp16 weights to fp32 in memory (~14 GB)
           """)
         exit(0)
       default: fail("unknown option \(word) (see --help)")
       }
     }
+    if result.modelType == .sdxl && !sizeGiven { result.size = 1024 }
     return result
   }
 }
@@ -130,13 +160,24 @@ func openBLASRate(m: Int, k: Int, n: Int, threads: Int) -> Double {
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
-func peakResidentBytes() -> Int {
+func peakResidentBytes() -> Int { statusKilobytes("VmHWM:") * 1024 }
+
+/// Resident set size of this process now (VmRSS), in bytes.
+func residentBytes() -> Int { statusKilobytes("VmRSS:") * 1024 }
+
+/// Starts a new peak for `peakResidentBytes` at the current resident size (Linux's
+/// `clear_refs` value 5 resets VmHWM), so a phase's own peak can be read.
+func resetPeakResidentBytes() {
+  try? Data("5".utf8).write(to: URL(fileURLWithPath: "/proc/self/clear_refs"))
+}
+
+/// A "kB" field of /proc/self/status, or 0.
+private func statusKilobytes(_ field: String) -> Int {
   guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
     return 0
   }
-  for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-    let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-    return kilobytes * 1024
+  for line in status.split(separator: "\n") where line.hasPrefix(field) {
+    return line.split(separator: " ").compactMap { Int($0) }.first ?? 0
   }
   return 0
 }
@@ -198,7 +239,7 @@ struct BenchReport {
   var summary: String {
     let wanted = [
       "attention 2x8x4096x40", "UNet batch 2 latent 64x64", "VAE decode", "TAESD decode",
-      "txt2img",
+      "txt2img", "SDXL",
     ]
     var lines = [
       "", "== summary ==",
@@ -276,7 +317,9 @@ func gitCommit() -> String {
 
 /// Runs Benchmarks/pytorch_baseline.py (needs python3 with torch and diffusers) and parses its
 /// JSON, or reads a JSON file it wrote earlier.
-func pytorchBaseline(_ source: String, threads: Int, skipLarge: Bool) -> JSONValue? {
+func pytorchBaseline(
+  _ source: String, threads: Int, skipLarge: Bool, modelType: BenchArguments.ModelType = .sd15
+) -> JSONValue? {
   var data: Data?
   if source == "run" {
     let process = Process()
@@ -284,6 +327,7 @@ func pytorchBaseline(_ source: String, threads: Int, skipLarge: Bool) -> JSONVal
     process.arguments =
       ["python3", "Benchmarks/pytorch_baseline.py", "--threads", String(threads)]
       + (skipLarge ? ["--skip-large"] : [])
+      + (modelType == .sd15 ? [] : ["--model-type", modelType.rawValue])
     let pipe = Pipe()
     process.standardOutput = pipe
     printError("bench: running the PyTorch baseline first (same shapes, \(threads) threads)")

@@ -1,6 +1,7 @@
 // `swift run -c release bench`: kernel throughput against this machine's own sgemm peak, and the
-// SD 1.5 model parts at full size with synthetic weights. Prints a human table on stderr and one
-// JSON line on stdout. Speed targets live here, never in `swift test`.
+// SD 1.5 model parts at full size with synthetic weights (`--model-type sdxl`: SDXL base at
+// 1024×1024 from synthetic fp16 files). Prints a human table on stderr and one JSON line on
+// stdout. Speed targets live here, never in `swift test`.
 
 import CPUCompatibility
 import Foundation
@@ -15,7 +16,9 @@ let arguments = BenchArguments.parse(CommandLine.arguments.dropFirst())
 #endif
 // PyTorch runs first and alone, so the two never compete for the cores.
 let baseline = arguments.pytorchBaseline.flatMap {
-  pytorchBaseline($0, threads: arguments.threads, skipLarge: arguments.skipLarge)
+  pytorchBaseline(
+    $0, threads: arguments.threads, skipLarge: arguments.skipLarge,
+    modelType: arguments.modelType)
 }
 // As `sd` does: the process set-up and the options for our kernels.
 let options = Runtime.configure(threads: arguments.threads)
@@ -25,7 +28,9 @@ printError(
   "timing: sgemm at the UNet's GEMM shapes (the peak everything is measured against), 3x3 convolutions, attention and softmax at SD 1.5 sizes"
     + (arguments.kernelsOnly
       ? ""
-      : "; then full-size SD 1.5 parts on synthetic weights: CLIP, UNet at 32x32 and 64x64 latents, VAE decode and encode, a 512x512 txt2img, LoRA, few-step and NAG recipes (several minutes)")
+      : arguments.modelType == .sdxl
+        ? "; then SDXL base from synthetic fp16 files used in place: a \(arguments.size)x\(arguments.size) txt2img (peak memory), both text encoders, a CFG UNet step, the tiled VAE decode (10-20 minutes)"
+        : "; then full-size SD 1.5 parts on synthetic weights: CLIP, UNet at 32x32 and 64x64 latents, VAE decode and encode, a 512x512 txt2img, LoRA, few-step and NAG recipes (several minutes)")
     + (baseline != nil ? "; PyTorch's times were taken first" : ""))
 
 // 1. The machine's sgemm peak at the GEMM shapes an SD 1.5 UNet issues (m × k × n): OpenBLAS's
@@ -80,7 +85,10 @@ do {
 }
 
 if !arguments.kernelsOnly {
-  try runModelBenchmarks(arguments: arguments, options: options, report: &report)
+  switch arguments.modelType {
+  case .sd15: try runModelBenchmarks(arguments: arguments, options: options, report: &report)
+  case .sdxl: try runSDXLBenchmarks(arguments: arguments, options: options, report: &report)
+  }
 }
 // The model benchmarks read the peak before their synthetic LoRA rebuild; kernels-only runs here.
 if report.peakResidentBytes == 0 { report.peakResidentBytes = peakResidentBytes() }
