@@ -61,6 +61,13 @@ public struct GenerationRequest: Sendable {
   public var tiledDecodingAbove: Int? = 96
   /// Textual-inversion embeddings usable by name in the prompts.
   public var embeddings: [TextualInversion] = []
+  /// SDXL: the second text encoder's prompt (diffusers' `prompt_2`); nil: `prompt`. Ignored by
+  /// SD 1.x/2.x.
+  public var prompt2: String?
+  /// SDXL: the second text encoder's text for the first negative prompt (diffusers'
+  /// `negative_prompt_2`); nil: that prompt's own. Without a negative prompt it is unused, as in
+  /// diffusers (the unconditional row is zeros).
+  public var negativePrompt2: String?
   /// SDXL: the size conditioning of the prompt's rows (diffusers' `original_size`,
   /// `crops_coords_top_left`, `target_size`); ignored by SD 1.x/2.x.
   public var sizeConditioning = SizeConditioning()

@@ -49,6 +49,11 @@ extension StableDiffusionPipeline {
         "the negative prompt has no effect at guidance scale \(request.guidance.scale) (≤ 1 runs no negative branch); raise the scale or use the nag rule"
       )
     }
+    if textEncoder2 == nil, request.prompt2 != nil || request.negativePrompt2 != nil {
+      warnings.append(
+        "the second prompts (prompt 2, negative prompt 2) have no effect: only SDXL models have a second text encoder"
+      )
+    }
     if unet.configuration.textTimeEmbedding == nil,
       request.sizeConditioning != SizeConditioning() || request.negativeSizeConditioning != nil
     {

@@ -17,6 +17,12 @@ enum GenerateCommand {
           "what the image should not show; repeat for several, each with an optional weight (\"blur:0.5\")",
         repeatable: true),
       OptionSpec(
+        name: "prompt-2", valueName: "TEXT", defaultValue: "--prompt",
+        help: "SDXL: the second text encoder's prompt (diffusers' prompt_2)"),
+      OptionSpec(
+        name: "negative-prompt-2", valueName: "TEXT", defaultValue: "the first --negative-prompt",
+        help: "SDXL: the second text encoder's text for the first negative prompt"),
+      OptionSpec(
         name: "negative-steps", valueName: "A-B", defaultValue: "every step",
         help: "apply the negative prompts only in steps A to B (1-based)"),
       OptionSpec(
@@ -384,6 +390,8 @@ enum GenerateCommand {
         cropTopLeft: crop.map { (left: $0.0, top: $0.1) } ?? (0, 0),
         targetSize: target.map { (width: $0.0, height: $0.1) })
     }
+    request.prompt2 = arguments.string("prompt-2")
+    request.negativePrompt2 = arguments.string("negative-prompt-2")
     request.sizeConditioning = try sizes("") ?? SizeConditioning()
     request.negativeSizeConditioning = try sizes("negative-")
     if let name = arguments.string("sampler") {

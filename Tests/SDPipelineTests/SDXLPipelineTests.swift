@@ -35,6 +35,10 @@ private func sdxlRequest(_ name: String) -> GenerationRequest {
       "green tones", .dpmSolverMultistepKarras, 4
     )
   case "guidance_1": (request.guidance.scale, request.steps) = (1, 2)
+  case "negative_2":
+    (request.prompt2, request.negativePrompt, request.negativePrompt2) = (
+      "oil painting", "green tones", "blurry"
+    )
   default: break
   }
   return request
@@ -43,6 +47,7 @@ private func sdxlRequest(_ name: String) -> GenerationRequest {
 @Suite struct SDXLPipelineTests {
   @Test(arguments: [
     "no_negative", "negative", "empty_negative", "micro", "euler_a", "dpm_karras", "guidance_1",
+    "negative_2",
   ])
   func matchesDiffusers(name: String) throws {
     let pipeline = try tinySDXLPipeline.get()
@@ -126,6 +131,16 @@ private func sdxlRequest(_ name: String) -> GenerationRequest {
     let long = try pipeline.generate(request, options: options)
     #expect(long.truncatedTokens.positive.isEmpty)
     #expect(long.latents.scalars.allSatisfy { $0.isFinite })
+  }
+
+  /// A second prompt of another length than the first is padded with its encoder's empty chunks.
+  @Test func secondPromptsOfOtherLengthsArePadded() throws {
+    let pipeline = try tinySDXLPipeline.get()
+    var request = sdxlRequest("negative")
+    request.steps = 1
+    request.prompt2 = Array(repeating: "oil painting", count: 40).joined(separator: ", ")
+    let result = try pipeline.generate(request, options: ComputeOptions(threadCount: 2))
+    #expect(result.latents.scalars.allSatisfy { $0.isFinite })
   }
 
   @Test func sizeConditioningTimeIDs() {

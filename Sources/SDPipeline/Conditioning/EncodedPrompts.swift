@@ -51,21 +51,21 @@ struct EncodedPrompts {
         )
       }
     }
-    func encode(_ text: String) -> PromptEncoder.Encoding {
+    func encode(_ text: String, second: String? = nil) -> PromptEncoder.Encoding {
       let encode = {
         encoder.encode(
-          text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,
-          clipSkip: request.clipSkip, options: options)
+          text, second: second, truncate: request.truncatePrompts,
+          parsesWeights: request.parsesPromptWeights, clipSkip: request.clipSkip, options: options)
       }
       guard let cache else { return encode() }
-      return cache.encoding(PromptEncodingCache.key(text, request), encode: encode)
+      return cache.encoding(PromptEncodingCache.key(text, second: second, request), encode: encode)
     }
     func encodeEmptyChunk() -> PromptEncoder.Encoding {
       let encode = { encoder.emptyPrompt(clipSkip: request.clipSkip, options: options) }
       guard let cache else { return encode() }
       return cache.encoding(PromptEncodingCache.key(nil, request), encode: encode)
     }
-    let positive = encode(request.prompt)
+    let positive = encode(request.prompt, second: request.prompt2)
     guard request.guidance.usesNegativePrompts else {
       (self.positive, negatives, empty) = (positive.embeddings, [], nil)
       pooled = positive.pooled.map { ($0, [], nil) }
@@ -85,8 +85,10 @@ struct EncodedPrompts {
       // Given states come without a pooled embedding; SDXL's zeros stand in, as for "".
       if let pooled = positive.pooled { negativePooled.append(Tensor(zeros: pooled.shape)) }
     }
-    for negative in request.allNegativePrompts where !negative.text.isEmpty {
-      let encoded = encode(negative.text)
+    for (index, negative) in request.allNegativePrompts.enumerated() where !negative.text.isEmpty {
+      // SDXL: the second encoder's own negative text goes with the first negative prompt.
+      let second = index == 0 ? request.negativePrompt2 : nil
+      let encoded = encode(negative.text, second: second)
       negatives.append((encoded.embeddings, negative.weight))
       if let pooled = encoded.pooled { negativePooled.append(pooled) }
       negativeCut += encoded.cutTokens

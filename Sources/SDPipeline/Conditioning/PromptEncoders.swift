@@ -22,18 +22,28 @@ public struct PromptEncoders: Sendable {
   /// The width of the joined states (the UNet's `cross_attention_dim`).
   public var width: Int { encoders.reduce(0) { $0 + $1.textEncoder.configuration.hiddenSize } }
 
-  /// `text` through every encoder: the states `[1, 77·k, width]` side by side, the tokens cut
-  /// (the first encoder's; both tokenizers split alike), and the last pooled embedding there is.
+  /// `text` through every encoder (SDXL: `second` through the second one, when given, as
+  /// diffusers' `prompt_2`): the states `[1, 77·k, width]` side by side, the tokens cut (the
+  /// first encoder's), and the last pooled embedding there is.
+  /// A text with fewer 75-token chunks than the other is padded with its encoder's empty
+  /// chunks, as shorter rows are (the states are joined token by token).
   public func encode(
-    _ text: String, truncate: Bool = false, parsesWeights: Bool = true, clipSkip: Int = 0,
-    options: ComputeOptions
+    _ text: String, second: String? = nil, truncate: Bool = false, parsesWeights: Bool = true,
+    clipSkip: Int = 0, options: ComputeOptions
   ) -> PromptEncoder.Encoding {
-    joined(
-      encoders.map {
-        $0.encode(
-          text, truncate: truncate, parsesWeights: parsesWeights, clipSkip: clipSkip,
-          options: options)
-      })
+    var parts = encoders.enumerated().map { index, encoder in
+      encoder.encode(
+        index == 1 ? second ?? text : text, truncate: truncate, parsesWeights: parsesWeights,
+        clipSkip: clipSkip, options: options)
+    }
+    let chunks = parts.map(\.chunks).max() ?? 1
+    for index in parts.indices where parts[index].chunks < chunks {
+      let empty = encoders[index].emptyChunk(clipSkip: clipSkip, options: options)
+      parts[index].embeddings = concatenate(
+        [parts[index].embeddings]
+          + Array(repeating: empty, count: chunks - parts[index].chunks), axis: 1)
+    }
+    return joined(parts)
   }
 
   /// The empty prompt "" through every encoder (one chunk), with its pooled embedding.
@@ -43,7 +53,6 @@ public struct PromptEncoders: Sendable {
 
   private func joined(_ parts: [PromptEncoder.Encoding]) -> PromptEncoder.Encoding {
     guard parts.count > 1 else { return parts[0] }
-    // The tokenizers share CLIP's vocabulary, so every encoder makes the same chunks.
     precondition(
       Set(parts.map { $0.embeddings.shape[1] }).count == 1, "encoders chunked a prompt apart")
     return PromptEncoder.Encoding(

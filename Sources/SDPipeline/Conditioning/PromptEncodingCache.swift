@@ -12,6 +12,8 @@ public final class PromptEncodingCache: Sendable {
   struct Key: Hashable {
     /// The text, or nil for the empty chunk that pads rows to one length.
     let text: String?
+    /// SDXL: the second encoder's own text, when it has one.
+    let secondText: String?
     let truncate: Bool
     let parsesWeights: Bool
     let clipSkip: Int
@@ -48,9 +50,10 @@ public final class PromptEncodingCache: Sendable {
 
   /// The key of `text` (nil: the empty chunk) under `request`'s encoding settings and
   /// embeddings.
-  static func key(_ text: String?, _ request: GenerationRequest) -> Key {
+  static func key(_ text: String?, second: String? = nil, _ request: GenerationRequest) -> Key {
     Key(
-      text: text, truncate: request.truncatePrompts, parsesWeights: request.parsesPromptWeights,
+      text: text, secondText: second, truncate: request.truncatePrompts,
+      parsesWeights: request.parsesPromptWeights,
       clipSkip: request.clipSkip,
       embeddings: request.embeddings.map {
         EmbeddingKey(name: $0.name, shape: $0.vectors.shape, scalars: $0.vectors.scalars)
