@@ -318,7 +318,8 @@ func gitCommit() -> String {
 /// Runs Benchmarks/pytorch_baseline.py (needs python3 with torch and diffusers) and parses its
 /// JSON, or reads a JSON file it wrote earlier.
 func pytorchBaseline(
-  _ source: String, threads: Int, skipLarge: Bool, modelType: BenchArguments.ModelType = .sd15
+  _ source: String, threads: Int, skipLarge: Bool, modelType: BenchArguments.ModelType = .sd15,
+  unetRuns: Int = 1
 ) -> JSONValue? {
   var data: Data?
   if source == "run" {
@@ -327,7 +328,8 @@ func pytorchBaseline(
     process.arguments =
       ["python3", "Benchmarks/pytorch_baseline.py", "--threads", String(threads)]
       + (skipLarge ? ["--skip-large"] : [])
-      + (modelType == .sd15 ? [] : ["--model-type", modelType.rawValue])
+      + (modelType == .sd15
+        ? [] : ["--model-type", modelType.rawValue, "--unet-runs", String(unetRuns)])
     let pipe = Pipe()
     process.standardOutput = pipe
     printError("bench: running the PyTorch baseline first (same shapes, \(threads) threads)")

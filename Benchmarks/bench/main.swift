@@ -18,7 +18,7 @@ let arguments = BenchArguments.parse(CommandLine.arguments.dropFirst())
 let baseline = arguments.pytorchBaseline.flatMap {
   pytorchBaseline(
     $0, threads: arguments.threads, skipLarge: arguments.skipLarge,
-    modelType: arguments.modelType)
+    modelType: arguments.modelType, unetRuns: arguments.unetRuns)
 }
 // As `sd` does: the process set-up and the options for our kernels.
 let options = Runtime.configure(threads: arguments.threads)
@@ -36,7 +36,10 @@ printError(
 // 1. The machine's sgemm peak at the GEMM shapes an SD 1.5 UNet issues (m × k × n): OpenBLAS's
 // sgemm on its own threads, and ours (one thread, then split over our threads as the kernels run
 // it). The peak is the best of them.
-let gemmShapes = [(4096, 320, 320), (4096, 2880, 320), (1024, 5760, 640), (256, 11520, 1280)]
+// SDXL adds its feed-forward products at 64×64 (640 channels) and 32×32 (1280) for a CFG batch.
+let gemmShapes =
+  [(4096, 320, 320), (4096, 2880, 320), (1024, 5760, 640), (256, 11520, 1280)]
+  + (arguments.modelType == .sdxl ? [(8192, 640, 5120), (2048, 1280, 10240)] : [])
 var peak = 0.0
 for (m, k, n) in gemmShapes {
   let openBLAS = openBLASRate(m: m, k: k, n: n, threads: arguments.threads)
