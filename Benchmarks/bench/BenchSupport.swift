@@ -177,7 +177,9 @@ private func statusKilobytes(_ field: String) -> Int {
     return 0
   }
   for line in status.split(separator: "\n") where line.hasPrefix(field) {
-    return line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+    // "VmHWM:\t  502020 kB", but "VmHWM:\t14668748 kB" from 10 GB on: no space after the tab.
+    return line.split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { Int($0) }.first
+      ?? 0
   }
   return 0
 }

@@ -91,6 +91,20 @@ func runSDXLBenchmarks(
   report.extra["SDXL UNet \(side)x\(side) GFLOP conv"] = flops.convolution / 1e9
   report.extra["SDXL UNet \(side)x\(side) GFLOP linear"] = flops.linear / 1e9
   report.extra["SDXL UNet \(side)x\(side) GFLOP attention"] = flops.attention / 1e9
+  // Where the step's attention goes at 1024×1024: self-attention at the 64×64 level (4096
+  // tokens, 10 heads of 64; 2 + 3 transformers of 2 layers: 10 calls a step) and the 32×32
+  // level (1024 tokens, 20 heads; 2 + 1 + 3 transformers of 10 layers: 60 calls).
+  for (tokens, channels, heads, calls) in [(4096, 640, 10, 10), (1024, 1280, 20, 60)] {
+    let q = benchTensor([2, tokens, channels])
+    let seconds = timeMedian(runs: 1) {
+      _ = scaledDotProductAttention(query: q, key: q, value: q, heads: heads, options: options)
+    }
+    report.add(
+      "  SDXL self-attention 2x\(heads)x\(tokens)x\(channels / heads)", seconds: seconds,
+      flops: 2.0 * 2 * 2 * Double(tokens * tokens * channels))
+    report.extra["SDXL self-attention \(tokens) tokens, seconds per step"] =
+      seconds * Double(calls)
+  }
   let latents = benchTensor([1, 4, side, side])
   report.add(
     "SDXL VAE decode tiled \(side)x\(side) -> \(arguments.size)x\(arguments.size)",
