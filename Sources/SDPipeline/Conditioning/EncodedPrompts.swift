@@ -105,8 +105,12 @@ struct EncodedPrompts {
     let needsEmpty = request.guidance.needsEmptyPrompt(hasNegatives: !negatives.isEmpty)
     let lengths = ([positive.embeddings] + negatives.map(\.0)).map { $0.shape[1] }
     let chunks = lengths.max() ?? CLIPTokenizer.maxLength
+    // SDXL without a negative prompt: the unconditional row is zeros, states and pooled alike.
+    let zeroed =
+      zerosForEmpty && request.negativePrompt == nil && request.negativePrompts.isEmpty
+      && request.negativePromptEmbeddings == nil
     let emptyPrompt =
-      needsEmpty || lengths.contains(where: { $0 < chunks })
+      (needsEmpty && !zeroed) || lengths.contains(where: { $0 < chunks })
       ? encodeEmptyChunk() : nil
     func padded(_ states: Tensor) -> Tensor {
       let missing = (chunks - states.shape[1]) / CLIPTokenizer.maxLength
@@ -115,10 +119,6 @@ struct EncodedPrompts {
     }
     self.positive = padded(positive.embeddings)
     self.negatives = negatives.map { (padded($0.0), $0.1) }
-    // SDXL without a negative prompt: the unconditional row is zeros, states and pooled alike.
-    let zeroed =
-      zerosForEmpty && request.negativePrompt == nil && request.negativePrompts.isEmpty
-      && request.negativePromptEmbeddings == nil
     if needsEmpty, zeroed {
       empty = Tensor(zeros: self.positive.shape)
     } else {
