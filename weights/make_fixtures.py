@@ -585,21 +585,27 @@ def fix_permissions(root):
             os.chmod(os.path.join(d, fn), 0o644)
 
 
-def main():
+def run_parts(parts, folder):
+    """The scripts' command line: `--only a,b` runs those of `parts` (name -> function), in
+    `parts`' order, default all; then the files under `folder` get ordinary permissions."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="", help="comma-separated parts: " + ",".join(PARTS))
+    ap.add_argument("--only", default="", help="comma-separated parts: " + ",".join(parts))
     args = ap.parse_args()
-    names = [n for n in args.only.split(",") if n] or list(PARTS)
+    names = [n for n in args.only.split(",") if n] or list(parts)
     for n in names:
-        if n not in PARTS:
-            sys.exit(f"unknown part {n!r}; choose from {list(PARTS)}")
-    os.makedirs(OUT, exist_ok=True)
-    for n in PARTS:
+        if n not in parts:
+            sys.exit(f"unknown part {n!r}; choose from {list(parts)}")
+    os.makedirs(folder, exist_ok=True)
+    for n in parts:
         if n in names:
             t0 = time.time()
-            PARTS[n]()
+            parts[n]()
             print(f"[{n}] {time.time() - t0:.1f}s")
-    fix_permissions(OUT)
+    fix_permissions(folder)
+
+
+def main():
+    run_parts(PARTS, OUT)
 
 
 if __name__ == "__main__":

@@ -55,12 +55,10 @@ Writes:
     encode.mean, encode.logvar, encode.noise, encode.sample [1, 4, 8, 8]
 All reference tensors are float32; settings are JSON in the metadata.
 """
-import argparse
 import json
 import os
 import shutil
 import sys
-import time
 
 import torch
 
@@ -68,8 +66,8 @@ import diffusers
 import transformers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from make_fixtures import (TEXT_COMMON, VAE_CFG, check_tokenizer, encode_reference, fix_permissions,  # noqa: E402
-                           hooks, rerandomize, save_file)
+from make_fixtures import (TEXT_COMMON, VAE_CFG, check_tokenizer, encode_reference,  # noqa: E402
+                           hooks, rerandomize, run_parts, save_file)
 from recorded_runs import case_tensors, recorded_run  # noqa: E402
 
 torch.set_num_threads(1)
@@ -381,19 +379,7 @@ PARTS = {"model": part_model, "clip": part_clip, "unet": part_unet, "pipeline": 
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="", help="comma-separated parts: " + ",".join(PARTS))
-    args = ap.parse_args()
-    names = [n for n in args.only.split(",") if n] or list(PARTS)
-    for n in names:
-        if n not in PARTS:
-            sys.exit(f"unknown part {n!r}; choose from {list(PARTS)}")
-    for n in PARTS:
-        if n in names:
-            t0 = time.time()
-            PARTS[n]()
-            print(f"[{n}] {time.time() - t0:.1f}s")
-    fix_permissions(SDXL_DIR)
+    run_parts(PARTS, SDXL_DIR)
 
 
 if __name__ == "__main__":
