@@ -167,13 +167,18 @@ public struct CLIPTextModel: Sendable {
   public func callAsFunction(
     tokenEmbeddings: Tensor, skipLastLayers: Int = 0, options: ComputeOptions
   ) -> Tensor {
+    encode(positioned(tokenEmbeddings), skipLastLayers: skipLastLayers, options: options)
+  }
+
+  /// Token embeddings `[b, t, hidden]` plus the position embeddings of the first t positions.
+  private func positioned(_ tokenEmbeddings: Tensor) -> Tensor {
     let (length, width) = (tokenEmbeddings.shape[1], tokenEmbeddings.shape[2])
     precondition(
       length <= configuration.maxPositions && width == configuration.hiddenSize,
       "token embeddings \(tokenEmbeddings.shape)")
     let positions = Tensor(
       shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
-    return encode(tokenEmbeddings + positions, skipLastLayers: skipLastLayers, options: options)
+    return tokenEmbeddings + positions
   }
 
   /// What a pipeline takes from the encoder for a prompt.
@@ -194,16 +199,13 @@ public struct CLIPTextModel: Sendable {
     tokenEmbeddings: Tensor, output: Output, skipLastLayers: Int, eosPosition: Int,
     options: ComputeOptions
   ) -> (states: Tensor, pooled: Tensor?) {
-    let (length, width) = (tokenEmbeddings.shape[1], tokenEmbeddings.shape[2])
+    let width = configuration.hiddenSize
     precondition(
-      tokenEmbeddings.shape[0] == 1 && length <= configuration.maxPositions
-        && width == configuration.hiddenSize && eosPosition < length,
+      tokenEmbeddings.shape[0] == 1 && eosPosition < tokenEmbeddings.shape[1],
       "token embeddings \(tokenEmbeddings.shape), EOS at \(eosPosition)")
-    let positions = Tensor(
-      shape: [1, length, width], scalars: Array(positionEmbedding.scalars.prefix(length * width)))
     let kept = layers.count - skipLastLayers - (output == .penultimate ? 1 : 0)
     precondition(kept >= 1 && skipLastLayers >= 0, "clip skip \(skipLastLayers)")
-    var hidden = tokenEmbeddings + positions
+    var hidden = positioned(tokenEmbeddings)
     var states: Tensor?
     for (index, layer) in layers.enumerated() {
       hidden = layer(hidden, options: options)
