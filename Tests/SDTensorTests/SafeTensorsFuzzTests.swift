@@ -117,9 +117,7 @@ extension Array {
 
 @Suite("safetensors reader under seeded mutation", .serialized)
 struct SafeTensorsFuzzTests {
-  /// Short in `swift test`; SD_FUZZ_ITERATIONS raises it (the full run is 10 000).
-  static let iterations =
-    ProcessInfo.processInfo.environment["SD_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 600
+  static let iterations = fuzzIterations
 
   @Test("mutated files load consistently or throw WeightError, never crash")
   func mutations() throws {

@@ -159,9 +159,7 @@ private func checkTensors(_ value: TorchValue, _ context: String) {
 
 @Suite("torch.save reader under seeded mutation", .serialized)
 struct TorchPickleFuzzTests {
-  /// Short in `swift test`; SD_FUZZ_ITERATIONS raises it (the full run is 10 000).
-  static let iterations =
-    ProcessInfo.processInfo.environment["SD_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 600
+  static let iterations = fuzzIterations
 
   @Test("mutated torch files load consistently or throw WeightError, never crash")
   func mutations() throws {

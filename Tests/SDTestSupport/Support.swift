@@ -37,6 +37,11 @@ public func expectClose(
   return difference.maxAbsolute / difference.scale
 }
 
+/// Mutations per fuzz test: short in `swift test`; SD_FUZZ_ITERATIONS raises it (the full run
+/// the hostile-input issues ask for is 10 000).
+public let fuzzIterations =
+  ProcessInfo.processInfo.environment["SD_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 600
+
 /// A deterministic pseudo-random tensor for kernel tests (values in [-1, 1)).
 public func seededTensor(_ shape: [Int], seed: UInt64) -> Tensor {
   var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
