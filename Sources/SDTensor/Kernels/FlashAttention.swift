@@ -4,17 +4,22 @@
 // and multiplied into the output block at once, so the tq × tk score matrix is never stored.
 // Everything is computed transposed, with queries along the vector lanes: Sᵀ = K·Qᵀ for a
 // block, then Oᵀ += Vᵀ·Pᵀ. The running maximum and sum are then lane-wise per query (no
-// horizontal reductions), and Pᵀ is already in the layout the tile reads its B operand in.
+// horizontal reductions) and stay in registers, and Pᵀ is already in the layout the tile reads
+// its B operand in. Scores are made in base-2 units (Q is scaled by log₂e once), so the
+// probabilities are powers of two: `softmaxExp2`.
 // Legend: b batch, tq/tk query/key tokens, d head size; mr × nr the GEMM tile (nr queries a
-// block), kb keys a block.
+// block, two vectors), kb keys a block, vr the rows of the P·V tile.
 
 #if SD_AVX512 || SD_AVX2
 
   /// Keys per block. The same on every ISA (a multiple of both tiles' mr): the block boundaries
-  /// decide where the online softmax rescales, so they decide the bits. Measured on
-  /// 2×8×4096×40: 72 keys 0.199 s, 144 0.180 s, 288 0.179 s (per-block bookkeeping halves;
-  /// beyond, the Sᵀ block leaves L1).
+  /// decide where the online softmax rescales, so they decide the bits. Measured on one thread,
+  /// 8 heads × 4096 × 4096, d = 40: 96 keys 167 GFLOP/s, 144 172–184, 192 169, 288 169 (the Sᵀ
+  /// block, 18 KB at 144, shares L1 with the K and V rows it is made from).
   private let keysPerBlock = 144
+
+  /// One value per query of a block: the two vectors of a tile row.
+  private typealias QueryLanes = (TileVector, TileVector)
 
   /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count` (at most nr),
   /// heads side by side in rows of `channels` floats; `causal` masks key j > query i.
@@ -24,124 +29,188 @@
     output: UnsafeMutablePointer<Float>, channels: Int, d: Int, keys tk: Int, q0: Int, count: Int,
     scale: Float, causal: Bool, scratch: UnsafeMutablePointer<Float>
   ) {
-    let (mr, nr) = (gemmTileRows, gemmTileColumns)
-    let paddedD = (d + mr - 1) / mr * mr
-    // Scratch: Qᵀ [d][nr], Sᵀ/Pᵀ [kb][nr], Oᵀ [d rounded up to mr][nr], an edge tile
-    // [mr][max(d, kb)], the running maximum, sum and correction [nr] each.
+    typealias V = TileVector
+    let (mr, nr, vr) = (gemmTileRows, gemmTileColumns, gemmShortTileRows)
+    let paddedD = (d + vr - 1) / vr * vr
+    // Scratch: Qᵀ [d][nr], Sᵀ/Pᵀ [kb][nr], Oᵀ [d rounded up to vr][nr], an edge tile
+    // [mr][max(d, kb)].
     let queriesT = scratch
     let scores = queriesT + d * nr
     let outT = scores + keysPerBlock * nr
     let edge = outT + paddedD * nr
-    let maxima = edge + mr * Swift.max(d, keysPerBlock)
-    let sums = maxima + nr
-    let corrections = sums + nr
+    let rowBytes = nr * 4
 
-    // Qᵀ: column c is query q0 + c; missing queries are zero columns (their results are dropped).
+    // Qᵀ·log₂e·scale: column c is query q0 + c; missing queries are zero columns (their
+    // results are dropped).
+    let queryScale = scale * 1.442_695_04
     for p in 0..<d {
-      for c in 0..<nr { queriesT[p * nr + c] = c < count ? query[(q0 + c) * channels + p] : 0 }
+      for c in 0..<nr {
+        queriesT[p * nr + c] = c < count ? query[(q0 + c) * channels + p] * queryScale : 0
+      }
     }
     outT.update(repeating: 0, count: paddedD * nr)
-    maxima.update(repeating: -.infinity, count: nr)
-    sums.update(repeating: 0, count: nr)
+    var maxima: QueryLanes = (V(repeating: -.infinity), V(repeating: -.infinity))
+    var sums: QueryLanes = (V(), V())
     // With the causal mask the last query of the block sees keys 0...q0 + count − 1.
     let keyEnd = causal ? Swift.min(tk, q0 + count) : tk
     for k0 in stride(from: 0, to: keyEnd, by: keysPerBlock) {
       let kc = Swift.min(keysPerBlock, keyEnd - k0)
-      // Sᵀ[r][c] = scale · K[k0 + r] · Q[q0 + c], mr key rows per tile, read where they lie.
+      // Sᵀ[r][c] = K[k0 + r] · Q[q0 + c] (base 2), mr key rows per tile, read where they lie;
+      // the writer takes the block's new maximum on the way.
+      var writer = ScoreWriter(
+        scores: UnsafeMutableRawPointer(scores), rowBytes: rowBytes, maximum: maxima,
+        causalOffset: causal ? k0 - q0 : nil)
       for tile in stride(from: 0, to: kc, by: mr) {
         let rows = Swift.min(mr, kc - tile)
         var a = key + (k0 + tile) * channels
         var rowStride = channels
         if rows < mr {
-          // The last key rows, zero-padded to a whole tile (the padding rows are never used).
+          // The last key rows, zero-padded to a whole tile (the writer drops the padding rows).
           for r in 0..<mr {
             for p in 0..<d { edge[r * d + p] = r < rows ? a[r * channels + p] : 0 }
           }
           (a, rowStride) = (UnsafePointer(edge), d)
         }
+        writer.firstRow = tile
+        writer.validRows = rows
         gemmMicroKernel(
-          depth: d, a: a, rowStride: rowStride, depthStride: 1, b: queriesT,
-          c: scores + tile * nr, ldc: nr, alpha: scale, beta: 0)
+          depth: d, a: a, rowStride: rowStride, depthStride: 1, b: queriesT, writer: &writer)
       }
-      if causal {
-        for r in 0..<kc where k0 + r > q0 {
-          let row = scores + r * nr
-          for c in 0..<nr where k0 + r > q0 + c { row[c] = -.infinity }
-        }
-      }
-      // The online softmax, lane-wise per query: the new maximum, the factor that moves what
-      // was accumulated so far onto it, and the block's probabilities and their sums. Plain
-      // loops over the contiguous block, which LLVM vectorises.
-      for c in 0..<nr { corrections[c] = maxima[c] }
+      // The online softmax, lane-wise per query: the factor that moves what was accumulated
+      // so far onto the new maximum, then the block's probabilities and their sums.
+      let correction = (
+        softmaxExp2(maxima.0 - writer.maximum.0), softmaxExp2(maxima.1 - writer.maximum.1)
+      )
+      maxima = writer.maximum
+      sums = (sums.0 * correction.0, sums.1 * correction.1)
+      let raw = UnsafeMutableRawPointer(scores)
       for r in 0..<kc {
-        let row = scores + r * nr
-        for c in 0..<nr { maxima[c] = Swift.max(maxima[c], row[c]) }
+        let offset = r * rowBytes
+        let p0 = softmaxExp2(raw.loadUnaligned(fromByteOffset: offset, as: V.self) - maxima.0)
+        let p1 = softmaxExp2(
+          raw.loadUnaligned(fromByteOffset: offset + rowBytes / 2, as: V.self) - maxima.1)
+        raw.storeBytes(of: p0, toByteOffset: offset, as: V.self)
+        raw.storeBytes(of: p1, toByteOffset: offset + rowBytes / 2, as: V.self)
+        sums = (sums.0 + p0, sums.1 + p1)
       }
-      for c in 0..<nr {
-        corrections[c] = softmaxExp(corrections[c] - maxima[c])
-        sums[c] *= corrections[c]
-      }
-      for j in 0..<d {
-        let row = outT + j * nr
-        for c in 0..<nr { row[c] *= corrections[c] }
-      }
-      for r in 0..<kc {
-        let row = scores + r * nr
-        for c in 0..<nr { row[c] = softmaxExp(row[c] - maxima[c]) }
-        for c in 0..<nr { sums[c] += row[c] }
-      }
-      // Oᵀ[j][c] += Σ_r V[k0 + r][j] · Pᵀ[r][c]: Vᵀ is V read with its strides swapped, mr
-      // dimensions per tile. The dimensions past the last whole tile (d = 40: 36..<40) are
-      // copied into a zero-padded tile instead: reading them in place would read past d (the
-      // next head's, or past the end of the tensor).
-      for tile in stride(from: 0, to: paddedD, by: mr) {
+      // Oᵀ[j][c] = correction[c] · Oᵀ[j][c] + Σ_r V[k0 + r][j] · Pᵀ[r][c]: Vᵀ is V read with
+      // its strides swapped, vr dimensions per tile (every head size of SD divides by it).
+      // Dimensions past the last whole tile are copied into a zero-padded tile instead:
+      // reading them in place would read past d (the next head's, or past the tensor's end).
+      for tile in stride(from: 0, to: paddedD, by: vr) {
         var a = value + k0 * channels + tile
         var (rowStride, depthStride) = (1, channels)
-        if tile + mr > d {
-          for r in 0..<mr {
+        if tile + vr > d {
+          for r in 0..<vr {
             for p in 0..<kc { edge[r * kc + p] = tile + r < d ? a[p * channels + r] : 0 }
           }
           (a, rowStride, depthStride) = (UnsafePointer(edge), kc, 1)
         }
+        var accumulator = RescalingAccumulator(
+          output: UnsafeMutableRawPointer(outT + tile * nr), rowBytes: rowBytes,
+          correction: correction)
         gemmMicroKernel(
           depth: kc, a: a, rowStride: rowStride, depthStride: depthStride, b: scores,
-          c: outT + tile * nr, ldc: nr, alpha: 1, beta: 1)
+          writer: &accumulator)
       }
     }
+    let inverse = scores
+    UnsafeMutableRawPointer(inverse).storeBytes(of: 1 / sums.0, as: V.self)
+    UnsafeMutableRawPointer(inverse).storeBytes(
+      of: 1 / sums.1, toByteOffset: rowBytes / 2, as: V.self)
     for c in 0..<count {
-      let inverse = 1 / sums[c]
       let row = output + (q0 + c) * channels
-      for j in 0..<d { row[j] = outT[j * nr + c] * inverse }
+      for j in 0..<d { row[j] = outT[j * nr + c] * inverse[c] }
     }
   }
 
-  /// e^x for the softmax's x ≤ 0 (a score minus its running maximum; −∞ for masked keys): the
-  /// Cody–Waite reduction and Cephes polynomial of `fastExp`, evaluated with FMAs, and without
-  /// its upper clamp and its exact 0 below −87.3 (which returns e^−87.3 ≈ 1e-38 instead): 14
-  /// vector operations instead of 26, and the exp is the softmax's whole cost. Relative error
-  /// below 2e-7 for x in [−87.3, 0].
+  /// Stores a K·Qᵀ tile's rows into the Sᵀ block and keeps the lane-wise maximum of what it
+  /// stored. Rows from `validRows` on are the last tile's zero padding: neither stored nor
+  /// counted. With `causalOffset` (the block's first key minus its first query) key rows past a
+  /// lane's query are set to −∞ first.
+  private struct ScoreWriter: TileWriter {
+    static var rows: Int { gemmTileRows }
+    let scores: UnsafeMutableRawPointer
+    let rowBytes: Int
+    var maximum: QueryLanes
+    let causalOffset: Int?
+    var firstRow = 0
+    var validRows = 0
+
+    @inline(__always)
+    mutating func row(_ index: Int, _ left: TileVector, _ right: TileVector) {
+      guard index < validRows else { return }
+      var (left, right) = (left, right)
+      let row = firstRow + index
+      if let causalOffset {
+        // Key k0 + row is after query q0 + c for the lanes c < row + causalOffset.
+        let lanes = TileVector.scalarCount
+        for c in 0..<Swift.min(2 * lanes, Swift.max(0, row + causalOffset)) {
+          if c < lanes { left[c] = -.infinity } else { right[c - lanes] = -.infinity }
+        }
+      }
+      let offset = row * rowBytes
+      scores.storeBytes(of: left, toByteOffset: offset, as: TileVector.self)
+      scores.storeBytes(of: right, toByteOffset: offset + rowBytes / 2, as: TileVector.self)
+      maximum = (laneMaximum(maximum.0, left), laneMaximum(maximum.1, right))
+    }
+  }
+
+  /// Adds a P·V tile's rows onto the Oᵀ rows, after moving those onto the new maximum:
+  /// `correction · Oᵀ + acc`.
+  private struct RescalingAccumulator: TileWriter {
+    static var rows: Int { gemmShortTileRows }
+    let output: UnsafeMutableRawPointer
+    let rowBytes: Int
+    let correction: QueryLanes
+
+    @inline(__always)
+    func row(_ index: Int, _ left: TileVector, _ right: TileVector) {
+      let offset = index * rowBytes
+      let half = offset + rowBytes / 2
+      let old0 = output.loadUnaligned(fromByteOffset: offset, as: TileVector.self)
+      let old1 = output.loadUnaligned(fromByteOffset: half, as: TileVector.self)
+      output.storeBytes(
+        of: left.addingProduct(old0, correction.0), toByteOffset: offset, as: TileVector.self)
+      output.storeBytes(
+        of: right.addingProduct(old1, correction.1), toByteOffset: half, as: TileVector.self)
+    }
+  }
+
+  /// Lane-wise maximum written as a per-lane loop, which LLVM turns into one compare and blend
+  /// (the standard library's generic `pointwiseMax` is not inlined across modules).
   @inline(__always)
-  private func softmaxExp(_ value: Float) -> Float {
-    let x = Swift.max(value, -87.3)
-    let shifted = roundingMagic.addingProduct(x, 1.442_695_04)
-    let n = shifted - roundingMagic
-    var r = x.addingProduct(n, -0.693_359_375)
-    r = r.addingProduct(n, 2.121_944_4e-4)
-    var p = Float(1.398_199_95e-3).addingProduct(1.987_569_15e-4, r)
-    p = Float(8.333_451_9e-3).addingProduct(p, r)
-    p = Float(4.166_579_59e-2).addingProduct(p, r)
-    p = Float(0.166_666_655).addingProduct(p, r)
-    p = Float(0.500_000_01).addingProduct(p, r)
-    p = (r + 1).addingProduct(p, r * r)
-    let scale = Float(bitPattern: (shifted.bitPattern &- roundingMagic.bitPattern &+ 127) &<< 23)
-    return p * scale
+  private func laneMaximum(_ a: TileVector, _ b: TileVector) -> TileVector {
+    var result = a
+    for lane in 0..<TileVector.scalarCount { result[lane] = Swift.max(a[lane], b[lane]) }
+    return result
+  }
+
+  /// 2^x for the softmax's x ≤ 0 (a score minus its running maximum, in base-2 units; −∞ for
+  /// masked keys), a whole vector at a time: x = n + r with n = round(x), r ∈ [−½, ½]; 2^r by a
+  /// degree-5 polynomial (relative error below 1.9e-7, fitted to 2^r in relative error), 2^n
+  /// assembled in the exponent field. Below −127 the exponent field is 0 and the result exactly
+  /// 0, so −∞ needs no special case.
+  @inline(__always)
+  private func softmaxExp2(_ value: TileVector) -> TileVector {
+    let x = laneMaximum(value, TileVector(repeating: -127))
+    let shifted = x + roundingMagic
+    let r = x - (shifted - roundingMagic)
+    var p = TileVector(repeating: 9.671_699_26e-3).addingProduct(r, 1.321_867_34e-3)
+    p = TileVector(repeating: 5.550_893_02e-2).addingProduct(p, r)
+    p = TileVector(repeating: 0.240_222_380).addingProduct(p, r)
+    p = TileVector(repeating: 0.693_146_884).addingProduct(p, r)
+    p = TileVector(repeating: 1).addingProduct(p, r)
+    let bits = unsafeBitCast(shifted, to: TileVector.MaskStorage.self)
+    let exponent = (bits &- (Int32(bitPattern: roundingMagic.bitPattern) &- 127)) &<< 23
+    return p * unsafeBitCast(exponent, to: TileVector.self)
   }
 
   /// Floats of scratch `flashAttentionBlock` needs for head size `d`.
   func flashScratchCount(d: Int) -> Int {
-    let (mr, nr) = (gemmTileRows, gemmTileColumns)
-    let paddedD = (d + mr - 1) / mr * mr
-    return d * nr + keysPerBlock * nr + paddedD * nr + mr * Swift.max(d, keysPerBlock) + 3 * nr
+    let (mr, nr, vr) = (gemmTileRows, gemmTileColumns, gemmShortTileRows)
+    let paddedD = (d + vr - 1) / vr * vr
+    return d * nr + keysPerBlock * nr + paddedD * nr + mr * Swift.max(d, keysPerBlock)
   }
 
   /// Queries per block of `flashAttentionBlock`.

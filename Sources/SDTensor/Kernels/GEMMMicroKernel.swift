@@ -4,7 +4,8 @@
 // Legend: kc depth, mr × nr tile. A is read where it lies, element (r, p) at `a[r·rowStride +
 // p·depthStride]` (its rows, its transpose's columns, or a packed edge panel alike: measured 212
 // against 219 GFLOP/s for a packed panel, so packing A would not pay for itself); the B panel is
-// packed `[kc][nr]` by GEMM.swift.
+// packed `[kc][nr]` by GEMM.swift. The accumulated rows go to a `TileWriter`: GEMM stores them
+// into C, the fused attention keeps its softmax statistics on the way (FlashAttention.swift).
 
 #if SD_AVX512
 
@@ -14,13 +15,21 @@
   let gemmTileRows = 12
   let gemmTileColumns = 32
 
+  /// The vector of a tile row's halves.
+  typealias TileVector = SIMD16<Float>
+  /// Rows of the short tile, which a writer whose `rows` is this gets: 16 accumulators, still
+  /// enough to hide the FMA latency. Every head size of SD (40, 64, 80, 160) is a multiple of it,
+  /// so attention's P·V has no padded rows.
+  let gemmShortTileRows = 8
+
+  /// Σₚ A[r, p]·B[p, ·] for the tile's rows r (`Writer.rows` of them) over depth `kc`, handed
+  /// to `writer` row by row.
   @inline(__always)
-  func gemmMicroKernel(
+  func gemmMicroKernel<Writer: TileWriter>(
     depth kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, depthStride ds: Int,
-    b: UnsafePointer<Float>,
-    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float
+    b: UnsafePointer<Float>, writer: inout Writer
   ) {
-    typealias V = SIMD16<Float>
+    typealias V = TileVector
     var (c00, c01, c10, c11, c20, c21) = (V(), V(), V(), V(), V(), V())
     var (c30, c31, c40, c41, c50, c51) = (V(), V(), V(), V(), V(), V())
     var (c60, c61, c70, c71, c80, c81) = (V(), V(), V(), V(), V(), V())
@@ -54,33 +63,36 @@
       s = V(repeating: pa[7 * rs])
       c70.addProduct(s, b0)
       c71.addProduct(s, b1)
-      s = V(repeating: pa[8 * rs])
-      c80.addProduct(s, b0)
-      c81.addProduct(s, b1)
-      s = V(repeating: pa[9 * rs])
-      c90.addProduct(s, b0)
-      c91.addProduct(s, b1)
-      s = V(repeating: pa[10 * rs])
-      ca0.addProduct(s, b0)
-      ca1.addProduct(s, b1)
-      s = V(repeating: pa[11 * rs])
-      cb0.addProduct(s, b0)
-      cb1.addProduct(s, b1)
+      if Writer.rows > gemmShortTileRows {
+        s = V(repeating: pa[8 * rs])
+        c80.addProduct(s, b0)
+        c81.addProduct(s, b1)
+        s = V(repeating: pa[9 * rs])
+        c90.addProduct(s, b0)
+        c91.addProduct(s, b1)
+        s = V(repeating: pa[10 * rs])
+        ca0.addProduct(s, b0)
+        ca1.addProduct(s, b1)
+        s = V(repeating: pa[11 * rs])
+        cb0.addProduct(s, b0)
+        cb1.addProduct(s, b1)
+      }
       pa += ds
     }
-    let out = TileStore<V>(c, ldc: ldc, alpha: alpha, beta: beta)
-    out.row(0, c00, c01)
-    out.row(1, c10, c11)
-    out.row(2, c20, c21)
-    out.row(3, c30, c31)
-    out.row(4, c40, c41)
-    out.row(5, c50, c51)
-    out.row(6, c60, c61)
-    out.row(7, c70, c71)
-    out.row(8, c80, c81)
-    out.row(9, c90, c91)
-    out.row(10, ca0, ca1)
-    out.row(11, cb0, cb1)
+    writer.row(0, c00, c01)
+    writer.row(1, c10, c11)
+    writer.row(2, c20, c21)
+    writer.row(3, c30, c31)
+    writer.row(4, c40, c41)
+    writer.row(5, c50, c51)
+    writer.row(6, c60, c61)
+    writer.row(7, c70, c71)
+    if Writer.rows > gemmShortTileRows {
+      writer.row(8, c80, c81)
+      writer.row(9, c90, c91)
+      writer.row(10, ca0, ca1)
+      writer.row(11, cb0, cb1)
+    }
   }
 
 #elseif SD_AVX2
@@ -91,13 +103,20 @@
   let gemmTileRows = 6
   let gemmTileColumns = 16
 
+  /// The vector of a tile row's halves.
+  typealias TileVector = SIMD8<Float>
+  /// Rows of the short tile, which a writer whose `rows` is this gets: 8 accumulators. Every
+  /// head size of SD (40, 64, 80, 160) is a multiple of it, so attention's P·V has no padded rows.
+  let gemmShortTileRows = 4
+
+  /// Σₚ A[r, p]·B[p, ·] for the tile's rows r (`Writer.rows` of them) over depth `kc`, handed
+  /// to `writer` row by row.
   @inline(__always)
-  func gemmMicroKernel(
+  func gemmMicroKernel<Writer: TileWriter>(
     depth kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, depthStride ds: Int,
-    b: UnsafePointer<Float>,
-    c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float
+    b: UnsafePointer<Float>, writer: inout Writer
   ) {
-    typealias V = SIMD8<Float>
+    typealias V = TileVector
     var (c00, c01, c10, c11, c20, c21) = (V(), V(), V(), V(), V(), V())
     var (c30, c31, c40, c41, c50, c51) = (V(), V(), V(), V(), V(), V())
     let rowsB = UnsafeRawPointer(b)
@@ -117,30 +136,54 @@
       s = V(repeating: pa[3 * rs])
       c30.addProduct(s, b0)
       c31.addProduct(s, b1)
-      s = V(repeating: pa[4 * rs])
-      c40.addProduct(s, b0)
-      c41.addProduct(s, b1)
-      s = V(repeating: pa[5 * rs])
-      c50.addProduct(s, b0)
-      c51.addProduct(s, b1)
+      if Writer.rows > gemmShortTileRows {
+        s = V(repeating: pa[4 * rs])
+        c40.addProduct(s, b0)
+        c41.addProduct(s, b1)
+        s = V(repeating: pa[5 * rs])
+        c50.addProduct(s, b0)
+        c51.addProduct(s, b1)
+      }
       pa += ds
     }
-    let out = TileStore<V>(c, ldc: ldc, alpha: alpha, beta: beta)
-    out.row(0, c00, c01)
-    out.row(1, c10, c11)
-    out.row(2, c20, c21)
-    out.row(3, c30, c31)
-    out.row(4, c40, c41)
-    out.row(5, c50, c51)
+    writer.row(0, c00, c01)
+    writer.row(1, c10, c11)
+    writer.row(2, c20, c21)
+    writer.row(3, c30, c31)
+    if Writer.rows > gemmShortTileRows {
+      writer.row(4, c40, c41)
+      writer.row(5, c50, c51)
+    }
   }
 
 #endif
 
 #if SD_AVX512 || SD_AVX2
 
+  /// Where a micro-kernel's accumulated rows go: `row(index, left, right)` is called once per
+  /// tile row, after the depth loop, with the row's two vectors.
+  protocol TileWriter {
+    /// Rows of the tile: `gemmTileRows`, or `gemmShortTileRows` for the short tile.
+    static var rows: Int { get }
+    mutating func row(_ index: Int, _ left: TileVector, _ right: TileVector)
+  }
+
+  /// The micro-kernel storing into C: `α·acc` when β is 0 (C is not read), else `β·C + α·acc`.
+  @inline(__always)
+  func gemmMicroKernel(
+    depth kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, depthStride ds: Int,
+    b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float
+  ) {
+    var writer = TileStore(c, ldc: ldc, alpha: alpha, beta: beta)
+    gemmMicroKernel(
+      depth: kc, a: a, rowStride: rs, depthStride: ds, b: b, writer: &writer)
+  }
+
   /// Writes accumulated rows of a tile into C: `α·acc` when β is 0 (C is not read), else
   /// `β·C + α·acc`. GEMM.swift merges partial edge tiles with the same two roundings.
-  private struct TileStore<V: SIMD> where V.Scalar == Float {
+  struct TileStore: TileWriter {
+    typealias V = TileVector
+    static var rows: Int { gemmTileRows }
     let c: UnsafeMutableRawPointer
     let rowBytes: Int
     let alpha: Float
