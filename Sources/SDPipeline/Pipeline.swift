@@ -394,6 +394,8 @@ public struct StableDiffusionPipeline: Sendable {
 
     let initialLatents = latents
     let timesteps = scheduler.timesteps
+    // Only SDXL UNets take the pooled embedding (a lone encoder may still have a projection).
+    let takesPooled = unet.configuration.textTimeEmbedding != nil
     var lastPreview: DecodedLatents?
     for index in firstStep..<timesteps.count {
       let t = timesteps[index]
@@ -408,7 +410,7 @@ public struct StableDiffusionPipeline: Sendable {
         timestepCondition: guidanceCondition.map {
           concatenate(Array(repeating: $0, count: rows.count), axis: 0)
         },
-        added: rows.pooled.map {
+        added: (takesPooled ? rows.pooled : nil).map {
           AddedConditions(
             textEmbeds: $0,
             timeIDs: Array(repeating: timeIDs.negative, count: rows.count - 1) + [timeIDs.positive])

@@ -40,6 +40,34 @@ import Testing
         == fromFile.generate(request, options: options).image)
   }
 
+  /// An SD 1.x UNet takes no pooled embedding, so a `text_projection` on the one text encoder
+  /// (a CLIPTextModelWithProjection, or a synthetic store, which has every key) changes nothing.
+  @Test func projectionOnTheOnlyTextEncoderIsIgnored() throws {
+    let plain = try StableDiffusionPipeline(modelAt: folder)
+    let width = plain.textEncoder.configuration.hiddenSize
+    let extra = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "projection-\(UUID().uuidString).safetensors")
+    defer { try? FileManager.default.removeItem(at: extra) }
+    try SafeTensorsWriter.write(
+      ["text_projection.weight": Tensor(repeating: 0.01, shape: [width, width])], to: extra.path)
+    let store = try WeightStore(paths: [
+      folder.appendingPathComponent("text_encoder/model.safetensors").path, extra.path,
+    ])
+    let projected = try CLIPTextModel(
+      configuration: plain.textEncoder.configuration, weights: store)
+    #expect(projected.textProjection != nil)
+    let pipeline = try StableDiffusionPipeline(
+      tokenizer: plain.tokenizer, textEncoder: projected, unet: plain.unet, vae: plain.vae,
+      schedulerConfiguration: plain.schedulerConfiguration, defaultSampler: plain.defaultSampler)
+    let request = GenerationRequest(
+      prompt: "a red apple", negativePrompt: "green tones", steps: 2, seed: 3, width: 64,
+      height: 64)
+    let options = ComputeOptions(threadCount: 2)
+    #expect(
+      try pipeline.generate(request, options: options).image
+        == plain.generate(request, options: options).image)
+  }
+
   @Test func singleFileWithoutConfigUsesSD15ShapesAndNamesTheMismatch() {
     #expect {
       _ = try StableDiffusionPipeline(modelAt: singleFile)
