@@ -164,17 +164,17 @@
       let offset = row * rowBytes
       scores.storeBytes(of: left, toByteOffset: offset, as: TileVector.self)
       scores.storeBytes(of: right, toByteOffset: offset + rowBytes / 2, as: TileVector.self)
-      maximum = (laneMaximum(maximum.0, left), laneMaximum(maximum.1, right))
+      maximum = (laneMax(maximum.0, left), laneMax(maximum.1, right))
     }
   }
 
-  /// Adds a P·V tile's rows onto the Oᵀ rows, after moving those onto the new maximum:
-  /// `correction · Oᵀ + acc`.
   /// The rows of a P·V tile, as a type, so each height is its own specialisation.
   private protocol TileHeight { static var rows: Int { get } }
   private enum FullTile: TileHeight { static var rows: Int { gemmTileRows } }
   private enum ShortTile: TileHeight { static var rows: Int { gemmShortTileRows } }
 
+  /// Adds a P·V tile's rows onto the Oᵀ rows, after moving those onto the new maximum:
+  /// `correction · Oᵀ + acc`.
   private struct RescalingAccumulator<Height: TileHeight>: TileWriter {
     static var rows: Int { Height.rows }
     let output: UnsafeMutableRawPointer
@@ -194,15 +194,6 @@
     }
   }
 
-  /// Lane-wise maximum written as a per-lane loop, which LLVM turns into one compare and blend
-  /// (the standard library's generic `pointwiseMax` is not inlined across modules).
-  @inline(__always)
-  private func laneMaximum(_ a: TileVector, _ b: TileVector) -> TileVector {
-    var result = a
-    for lane in 0..<TileVector.scalarCount { result[lane] = Swift.max(a[lane], b[lane]) }
-    return result
-  }
-
   /// 2^x for the softmax's x ≤ 0 (a score minus its running maximum, in base-2 units; −∞ for
   /// masked keys), a whole vector at a time: x = n + r with n = round(x), r ∈ [−½, ½]; 2^r by a
   /// degree-5 polynomial (relative error below 1.9e-7, fitted to 2^r in relative error), 2^n
@@ -210,7 +201,7 @@
   /// 0, so −∞ needs no special case.
   @inline(__always)
   private func softmaxExp2(_ value: TileVector) -> TileVector {
-    let x = laneMaximum(value, TileVector(repeating: -127))
+    let x = laneMax(value, TileVector(repeating: -127))
     let shifted = x + roundingMagic
     let r = x - (shifted - roundingMagic)
     var p = TileVector(repeating: 9.671_699_26e-3).addingProduct(r, 1.321_867_34e-3)

@@ -116,8 +116,8 @@ func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
 /// Lane-wise maximum, as a per-lane loop that LLVM turns into one vector compare and blend
 /// (the standard library's generic `pointwiseMax` compiles to scalar code).
 @inline(__always)
-private func laneMax(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+func laneMax<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar == Float {
   var result = a
-  for lane in 0..<8 { result[lane] = Swift.max(a[lane], b[lane]) }
+  for lane in 0..<V.scalarCount { result[lane] = Swift.max(a[lane], b[lane]) }
   return result
 }
