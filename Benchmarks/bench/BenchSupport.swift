@@ -126,7 +126,15 @@ func timeMedian(runs: Int, warmUp: Bool = true, _ body: () throws -> Void) rethr
     try body()
     times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
   }
-  return times.sorted()[times.count / 2]
+  return median(times)
+}
+
+/// The median as Python's `statistics.median` takes it (the PyTorch baseline's): for an even
+/// count, the mean of the two middle values, so 2 timed runs or step intervals give their mean.
+func median(_ values: [Double]) -> Double {
+  let sorted = values.sorted()
+  let middle = sorted.count / 2
+  return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
 }
 
 /// A deterministic tensor of small values for timing.

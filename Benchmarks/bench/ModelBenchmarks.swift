@@ -288,11 +288,11 @@ func runTextToImage(
   }
   let (start, marks, end) = try timedGeneration(pipeline, request, options: options)
   func seconds(_ from: UInt64, _ to: UInt64) -> Double { Double(to - from) / 1e9 }
-  let stepTimes = zip(marks, marks.dropFirst()).map { seconds($0, $1) }.sorted()
+  let stepTimes = zip(marks, marks.dropFirst()).map { seconds($0, $1) }
   let text = seconds(textStart, start)
   // One step: the interval up to its callback also holds the generation's own prompt encoding.
   let step =
-    stepTimes.isEmpty ? seconds(start, marks[0]) - text : stepTimes[stepTimes.count / 2]
+    stepTimes.isEmpty ? seconds(start, marks[0]) - text : median(stepTimes)
   let decode = seconds(marks[marks.count - 1], end)
   let size = "\(arguments.size)x\(arguments.size)"
   report.add("txt2img \(size) text encoding (2 prompts)", seconds: text)
@@ -338,8 +338,8 @@ func runFewStepRecipes(
     ("LCM 4 steps", lcm), ("LCM 4 steps + NAG negative", nag), ("Turbo 1 step", turbo),
   ] {
     let (start, marks, end) = try timedGeneration(pipeline, request, options: options)
-    let steps = zip(marks, marks.dropFirst()).map { Double($1 - $0) / 1e9 }.sorted()
-    if !steps.isEmpty { report.add("\(name) \(size): UNet step", seconds: steps[steps.count / 2]) }
+    let steps = zip(marks, marks.dropFirst()).map { Double($1 - $0) / 1e9 }
+    if !steps.isEmpty { report.add("\(name) \(size): UNet step", seconds: median(steps)) }
     report.add("\(name) \(size): image", seconds: Double(end - start) / 1e9)
   }
 }
