@@ -111,10 +111,13 @@ struct KernelReferenceTests {
 struct KernelConsistencyTests {
   /// Sizes that cross every block edge of our GEMM: the register tile (12×32 or 6×16), the depth
   /// block (256), the row block (192 or 96) and the column block (2048), with both operands
-  /// transposed or not, a scale and accumulation onto a bias.
+  /// transposed or not, a scale and accumulation onto a bias; (600, 300, 100) is split over
+  /// threads along its rows, with B packed once for all of them.
   @Test(
     "matmul across GEMM block edges, transposed operands, alpha and bias",
-    arguments: [(13, 257, 33), (193, 513, 65), (5, 600, 2100), (97, 40, 4100), (200, 3, 7)])
+    arguments: [
+      (13, 257, 33), (193, 513, 65), (5, 600, 2100), (97, 40, 4100), (200, 3, 7), (600, 300, 100),
+    ])
   func gemmBlocks(m: Int, k: Int, n: Int) {
     let a = seededTensor([m, k], seed: 3)
     let b = seededTensor([k, n], seed: 4)
@@ -139,8 +142,9 @@ struct KernelConsistencyTests {
     #expect(compare(withBias, expectedBias, name: "linear").isWithin(tolerance))
   }
 
-  /// A product large enough to be split over threads gives the same bits for 1, 2 and 3 threads.
-  @Test("matmul bits do not depend on the thread count")
+  /// A product large enough to be split over threads gives the same bits for 1, 2 and 3 threads,
+  /// and the same as its halves multiplied on their own (each too small to be split).
+  @Test("matmul bits do not depend on the thread count or the split")
   func gemmThreads() {
     let a = seededTensor([515, 260], seed: 6)
     let b = seededTensor([260, 170], seed: 7)
@@ -148,6 +152,14 @@ struct KernelConsistencyTests {
     for threads in [2, 3] {
       #expect(matmul(a, b, options: ComputeOptions(threadCount: threads)) == one)
     }
+    let halves = [0..<257, 257..<515].map { rows in
+      matmul(
+        Tensor(
+          shape: [rows.count, 260],
+          scalars: Array(a.scalars[rows.lowerBound * 260..<rows.upperBound * 260])),
+        b, options: ComputeOptions(threadCount: 1))
+    }
+    #expect(halves[0].scalars + halves[1].scalars == one.scalars)
   }
 
   @Test("matmul on awkward sizes", arguments: [(1, 1, 1), (7, 13, 5), (31, 2, 17), (64, 40, 33)])

@@ -24,67 +24,168 @@
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
     c: UnsafeMutablePointer<Float>, ldc: Int
   ) {
-    let (mr, nr) = (gemmTileRows, gemmTileColumns)
-    let kcMax = Swift.min(k, gemmDepthBlock)
-    let ncMax = Swift.min(roundUp(n, nr), gemmColumnBlock)
-    // op(A)(r, p) = a[r·rowStride + p·depthStride]: A is not packed (see GEMMMicroKernel.swift).
-    let (rowStride, depthStride) = transposeA ? (1, lda) : (lda, 1)
-    let packedB = UnsafeMutablePointer<Float>.allocate(capacity: kcMax * ncMax)
-    // The last rows of A when m is not a multiple of mr, zero-padded to a whole panel, and the
-    // partial tiles of C at the edges, computed whole and then merged element by element.
-    let edgeA = UnsafeMutablePointer<Float>.allocate(capacity: kcMax * mr)
-    let edgeC = UnsafeMutablePointer<Float>.allocate(capacity: mr * nr)
-    defer {
-      packedB.deallocate()
-      edgeA.deallocate()
-      edgeC.deallocate()
+    let product = GEMMOperands(
+      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
+      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    let packedB = UnsafeMutablePointer<Float>.allocate(capacity: product.packedBlockCount)
+    defer { packedB.deallocate() }
+    product.forEachBlock { block in
+      product.pack(block, into: packedB)
+      product.multiply(block, packedB: packedB, rows: 0..<m)
     }
-    let fullRows = m / mr * mr
-    for jc in stride(from: 0, to: n, by: ncMax) {
-      let nc = Swift.min(ncMax, n - jc)
-      for pc in stride(from: 0, to: k, by: kcMax) {
-        let kc = Swift.min(kcMax, k - pc)
-        packB(
-          transposed: transposeB, b, ldb: ldb, row: pc, column: jc, depth: kc, width: nc,
-          into: packedB)
-        if fullRows < m {
-          for p in 0..<kc {
-            for r in 0..<mr {
-              edgeA[p * mr + r] =
-                fullRows + r < m ? a[(fullRows + r) * rowStride + (pc + p) * depthStride] : 0
-            }
+  }
+
+  /// Floats of packed op(B) up to which `gemmRowsInParallel` packs all of it at once (16 MB).
+  let gemmSharedPackingLimit = 4 << 20
+
+  /// `gemm` with its rows cut into parts for up to `options.threadCount` threads, op(B) packed
+  /// once for all of them first (at most `gemmSharedPackingLimit` floats of it): when each part
+  /// of the rows packed all of B for itself, a 2048 × 640 · 640 × 640 product (the 32×32
+  /// level's linear layers) packed B 8 times. Each output element is computed as in `gemm`,
+  /// so the bits are the same.
+  func gemmRowsInParallel(
+    transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
+    c: UnsafeMutablePointer<Float>, ldc: Int, options: ComputeOptions
+  ) {
+    let product = GEMMOperands(
+      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
+      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    let nr = gemmTileColumns
+    let paddedN = roundUp(n, nr)
+    precondition(paddedN * k <= gemmSharedPackingLimit, "gemmRowsInParallel: B too large")
+    let packedB = UnsafeMutablePointer<Float>.allocate(capacity: paddedN * k)
+    defer { packedB.deallocate() }
+    let shared = SharedMutablePointer(packedB)
+    // Packing in groups of 8 panels (a column block holds whole groups), every depth block.
+    let groupColumns = 8 * nr
+    parallelFor((n + groupColumns - 1) / groupColumns, grain: 1, options: options) { groups in
+      let first = groups.lowerBound * groupColumns
+      let width = Swift.min(n, groups.upperBound * groupColumns) - first
+      let column = first / product.columnBlock * product.columnBlock
+      product.forEachBlock { block in
+        guard block.column == column else { return }
+        product.pack(
+          GEMMBlock(column: first, width: width, depthRange: block.depthRange),
+          into: shared.base + product.offsetInWholePacking(block) + (first - column)
+            * block.depthRange.count)
+      }
+    }
+    // Row parts of whole row blocks, writing disjoint rows of C.
+    parallelFor((m + gemmRowBlock - 1) / gemmRowBlock, grain: 1, options: options) { parts in
+      let rows = parts.lowerBound * gemmRowBlock..<Swift.min(m, parts.upperBound * gemmRowBlock)
+      product.forEachBlock { block in
+        product.multiply(
+          block, packedB: shared.base + product.offsetInWholePacking(block), rows: rows)
+      }
+    }
+  }
+
+  /// A kc × nc block of op(B): depth `depthRange`, columns `column..<column + width`.
+  struct GEMMBlock {
+    let column: Int
+    let width: Int
+    let depthRange: Range<Int>
+  }
+
+  /// The operands of one product, and its loops around the micro-kernel: blocks of op(B) are
+  /// packed (`pack`), then met by the rows of A (`multiply`).
+  struct GEMMOperands: @unchecked Sendable {
+    let transposeA: Bool, transposeB: Bool
+    let m: Int, n: Int, k: Int
+    let alpha: Float
+    let a: UnsafePointer<Float>, lda: Int
+    let b: UnsafePointer<Float>, ldb: Int
+    let beta: Float
+    let c: UnsafeMutablePointer<Float>, ldc: Int
+
+    var depthBlock: Int { Swift.min(k, gemmDepthBlock) }
+    var columnBlock: Int { Swift.min(roundUp(n, gemmTileColumns), gemmColumnBlock) }
+    /// Floats of one packed block of op(B).
+    var packedBlockCount: Int { depthBlock * columnBlock }
+
+    /// Calls `body` with each block of op(B) in order: columns outer, depth inner (the order in
+    /// which every element's depth blocks are added).
+    func forEachBlock(_ body: (GEMMBlock) -> Void) {
+      let (kcMax, ncMax) = (depthBlock, columnBlock)
+      for jc in stride(from: 0, to: n, by: ncMax) {
+        for pc in stride(from: 0, to: k, by: kcMax) {
+          body(
+            GEMMBlock(
+              column: jc, width: Swift.min(ncMax, n - jc),
+              depthRange: pc..<Swift.min(k, pc + kcMax)))
+        }
+      }
+    }
+
+    /// Where `block` starts when all of op(B) is packed at once, blocks in `forEachBlock`
+    /// order: block (jc, pc) of width nc (padded to whole panels) at jc·k + pc·nc.
+    func offsetInWholePacking(_ block: GEMMBlock) -> Int {
+      block.column * k + block.depthRange.lowerBound * roundUp(block.width, gemmTileColumns)
+    }
+
+    func pack(_ block: GEMMBlock, into packed: UnsafeMutablePointer<Float>) {
+      packB(
+        transposed: transposeB, b, ldb: ldb, row: block.depthRange.lowerBound,
+        column: block.column, depth: block.depthRange.count, width: block.width, into: packed)
+    }
+
+    /// C rows `rows` (their columns of `block`) += op(A) rows · packed block.
+    func multiply(_ block: GEMMBlock, packedB: UnsafePointer<Float>, rows: Range<Int>) {
+      let (mr, nr) = (gemmTileRows, gemmTileColumns)
+      let (pc, kc, jc, nc) = (
+        block.depthRange.lowerBound, block.depthRange.count, block.column, block.width
+      )
+      // op(A)(r, p) = a[r·rowStride + p·depthStride]: A is not packed (see GEMMMicroKernel.swift).
+      let (rowStride, depthStride) = transposeA ? (1, lda) : (lda, 1)
+      // The last rows when their count is not a multiple of mr, zero-padded to a whole panel,
+      // and the partial tiles of C at the edges, computed whole and then merged element by
+      // element.
+      let edgeA = UnsafeMutablePointer<Float>.allocate(capacity: kc * mr)
+      let edgeC = UnsafeMutablePointer<Float>.allocate(capacity: mr * nr)
+      defer {
+        edgeA.deallocate()
+        edgeC.deallocate()
+      }
+      let fullRows = rows.lowerBound + rows.count / mr * mr
+      if fullRows < rows.upperBound {
+        for p in 0..<kc {
+          for r in 0..<mr {
+            edgeA[p * mr + r] =
+              fullRows + r < rows.upperBound
+              ? a[(fullRows + r) * rowStride + (pc + p) * depthStride] : 0
           }
         }
-        // Only the first depth block sees β; later ones add onto what it wrote.
-        let blockBeta: Float = pc == 0 ? beta : 1
-        for ic in stride(from: 0, to: m, by: gemmRowBlock) {
-          let mc = Swift.min(gemmRowBlock, m - ic)
-          for jr in stride(from: 0, to: nc, by: nr) {
-            let columns = Swift.min(nr, nc - jr)
-            let panelB = packedB + jr * kc
-            for ir in stride(from: ic, to: ic + mc, by: mr) {
-              let rows = Swift.min(mr, m - ir)
-              let tile = c + ir * ldc + jc + jr
-              let (panelA, panelRowStride, panelDepthStride) =
-                rows == mr
-                ? (a + ir * rowStride + pc * depthStride, rowStride, depthStride)
-                : (UnsafePointer(edgeA), 1, mr)
-              if rows == mr && columns == nr {
-                gemmMicroKernel(
-                  depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
-                  b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: blockBeta)
-                continue
-              }
+      }
+      // Only the first depth block sees β; later ones add onto what it wrote.
+      let blockBeta: Float = pc == 0 ? beta : 1
+      for ic in stride(from: rows.lowerBound, to: rows.upperBound, by: gemmRowBlock) {
+        let mc = Swift.min(gemmRowBlock, rows.upperBound - ic)
+        for jr in stride(from: 0, to: nc, by: nr) {
+          let columns = Swift.min(nr, nc - jr)
+          let panelB = packedB + jr * kc
+          for ir in stride(from: ic, to: ic + mc, by: mr) {
+            let tileRows = Swift.min(mr, rows.upperBound - ir)
+            let tile = c + ir * ldc + jc + jr
+            let (panelA, panelRowStride, panelDepthStride) =
+              tileRows == mr
+              ? (a + ir * rowStride + pc * depthStride, rowStride, depthStride)
+              : (UnsafePointer(edgeA), 1, mr)
+            if tileRows == mr && columns == nr {
               gemmMicroKernel(
                 depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
-                b: panelB, c: edgeC, ldc: nr, alpha: 1, beta: 0)
-              // The same two roundings as the micro-kernel's store, so edges match the body.
-              for row in 0..<rows {
-                for column in 0..<columns {
-                  let sum = edgeC[row * nr + column] * alpha
-                  let out = tile + row * ldc + column
-                  out.pointee = blockBeta == 0 ? sum : out.pointee * blockBeta + sum
-                }
+                b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: blockBeta)
+              continue
+            }
+            gemmMicroKernel(
+              depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
+              b: panelB, c: edgeC, ldc: nr, alpha: 1, beta: 0)
+            // The same two roundings as the micro-kernel's store, so edges match the body.
+            for row in 0..<tileRows {
+              for column in 0..<columns {
+                let sum = edgeC[row * nr + column] * alpha
+                let out = tile + row * ldc + column
+                out.pointee = blockBeta == 0 ? sum : out.pointee * blockBeta + sum
               }
             }
           }

@@ -61,6 +61,14 @@ func sgemm(
     return
   }
   let alongRows = m >= n
+  #if SD_AVX512 || SD_AVX2
+    if alongRows && (n + gemmTileColumns) * k <= gemmSharedPackingLimit {
+      gemmRowsInParallel(
+        transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
+        lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, options: options)
+      return
+    }
+  #endif
   let length = alongRows ? m : n
   // Enough parts to balance 2–4 threads, each still a large GEMM.
   let parts = length >= 1024 ? 8 : length >= 512 ? 4 : 2
