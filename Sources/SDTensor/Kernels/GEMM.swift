@@ -25,8 +25,8 @@
     c: UnsafeMutablePointer<Float>, ldc: Int
   ) {
     let product = GEMMOperands(
-      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
-      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      transposeA: transposeA, transposeB: transposeB, n: n, k: k, alpha: alpha, a: a, lda: lda,
+      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     let packedB = UnsafeMutablePointer<Float>.allocate(capacity: product.packedBlockCount)
     defer { packedB.deallocate() }
     product.forEachBlock { block in
@@ -36,7 +36,12 @@
   }
 
   /// Floats of packed op(B) up to which `gemmRowsInParallel` packs all of it at once (16 MB).
-  let gemmSharedPackingLimit = 4 << 20
+  private let gemmSharedPackingLimit = 4 << 20
+
+  /// Whether `gemmRowsInParallel` takes a product with this op(B): its packing fits the limit.
+  func gemmPacksBOnce(n: Int, k: Int) -> Bool {
+    roundUp(n, gemmTileColumns) * k <= gemmSharedPackingLimit
+  }
 
   /// `gemm` with its rows cut into parts for up to `options.threadCount` threads, op(B) packed
   /// once for all of them first (at most `gemmSharedPackingLimit` floats of it): when each part
@@ -49,12 +54,11 @@
     c: UnsafeMutablePointer<Float>, ldc: Int, options: ComputeOptions
   ) {
     let product = GEMMOperands(
-      transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
-      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      transposeA: transposeA, transposeB: transposeB, n: n, k: k, alpha: alpha, a: a, lda: lda,
+      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    precondition(gemmPacksBOnce(n: n, k: k), "gemmRowsInParallel: B too large")
     let nr = gemmTileColumns
-    let paddedN = roundUp(n, nr)
-    precondition(paddedN * k <= gemmSharedPackingLimit, "gemmRowsInParallel: B too large")
-    let packedB = UnsafeMutablePointer<Float>.allocate(capacity: paddedN * k)
+    let packedB = UnsafeMutablePointer<Float>.allocate(capacity: roundUp(n, nr) * k)
     defer { packedB.deallocate() }
     let shared = SharedMutablePointer(packedB)
     // Packing in groups of 8 panels (a column block holds whole groups), every depth block.
@@ -92,7 +96,7 @@
   /// packed (`pack`), then met by the rows of A (`multiply`).
   struct GEMMOperands: @unchecked Sendable {
     let transposeA: Bool, transposeB: Bool
-    let m: Int, n: Int, k: Int
+    let n: Int, k: Int
     let alpha: Float
     let a: UnsafePointer<Float>, lda: Int
     let b: UnsafePointer<Float>, ldb: Int

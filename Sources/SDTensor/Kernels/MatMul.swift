@@ -62,7 +62,7 @@ func sgemm(
   }
   let alongRows = m >= n
   #if SD_AVX512 || SD_AVX2
-    if alongRows && (n + gemmTileColumns) * k <= gemmSharedPackingLimit {
+    if alongRows && gemmPacksBOnce(n: n, k: k) {
       gemmRowsInParallel(
         transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
         lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, options: options)
