@@ -21,9 +21,20 @@
   /// One value per query of a block: the two vectors of a tile row.
   private typealias QueryLanes = (TileVector, TileVector)
 
-  /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count` (at most nr),
-  /// heads side by side in rows of `channels` floats; `causal` masks key j > query i.
-  /// `scratch` holds at least `flashScratchCount(d:)` floats.
+  /// Query blocks that visit each key block together. A head's K and V slices (4096 keys × 40
+  /// floats, read in place: 1.5 MB of cache lines) do not fit a 1 MB L2, so a lone query block
+  /// reads them from L3 on every pass; four blocks use each key block (55 KB at d = 40) while it
+  /// is in L1/L2. Measured with `laneMax` as one `vmaxps`, 2 × 8 heads × 4096², d = 40, six
+  /// interleaved runs on a shared Zen 5: one thread 143 → 154 GFLOP/s (median), two threads
+  /// 289 → 288 (within the host's noise). It changes no bits: each query block's arithmetic is
+  /// the same whichever blocks share its pass.
+  let flashQueryGroups = 4
+
+  /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count` (at most
+  /// `flashQueryBlock`), heads side by side in rows of `channels` floats; `causal` masks key
+  /// j > query i. The queries go in blocks of nr, each with its own running maximum, sum and
+  /// output; every key block is visited by all of them in turn. `scratch` holds at least
+  /// `flashScratchCount(d:)` floats.
   func flashAttentionBlock(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     output: UnsafeMutablePointer<Float>, channels: Int, d: Int, keys tk: Int, q0: Int, count: Int,
@@ -32,107 +43,125 @@
     typealias V = TileVector
     let (mr, nr, vr) = (gemmTileRows, gemmTileColumns, gemmShortTileRows)
     let (fullRows, paddedD) = valueTileRows(d: d)
-    // Scratch: Qᵀ [d][nr], Sᵀ/Pᵀ [kb][nr], Oᵀ [paddedD][nr], an edge tile [mr][max(d, kb)].
-    let queriesT = scratch
-    let scores = queriesT + d * nr
-    let outT = scores + keysPerBlock * nr
-    let edge = outT + paddedD * nr
+    let groups = (count + nr - 1) / nr
+    // Scratch: per query block Qᵀ [d][nr] and Oᵀ [paddedD][nr]; then one Sᵀ/Pᵀ [kb][nr] and
+    // an edge tile [mr][max(d, kb)] for whichever block is being worked on.
+    let groupFloats = (d + paddedD) * nr
+    let scores = scratch + flashQueryGroups * groupFloats
+    let edge = scores + keysPerBlock * nr
     let rowBytes = nr * 4
 
     // Qᵀ·log₂e·scale: column c is query q0 + c; missing queries are zero columns (their
     // results are dropped).
     let queryScale = scale * 1.442_695_04
-    for p in 0..<d {
-      for c in 0..<nr {
-        queriesT[p * nr + c] = c < count ? query[(q0 + c) * channels + p] * queryScale : 0
+    for group in 0..<groups {
+      let queriesT = scratch + group * groupFloats
+      for p in 0..<d {
+        for c in 0..<nr {
+          let q = group * nr + c
+          queriesT[p * nr + c] = q < count ? query[(q0 + q) * channels + p] * queryScale : 0
+        }
       }
+      (queriesT + d * nr).update(repeating: 0, count: paddedD * nr)
     }
-    outT.update(repeating: 0, count: paddedD * nr)
-    var maxima: QueryLanes = (V(repeating: -.infinity), V(repeating: -.infinity))
-    var sums: QueryLanes = (V(), V())
-    // With the causal mask the last query of the block sees keys 0...q0 + count − 1.
-    let keyEnd = causal ? Swift.min(tk, q0 + count) : tk
-    for k0 in stride(from: 0, to: keyEnd, by: keysPerBlock) {
-      let kc = Swift.min(keysPerBlock, keyEnd - k0)
-      // Sᵀ[r][c] = K[k0 + r] · Q[q0 + c] (base 2), mr key rows per tile, read where they lie;
-      // the writer takes the block's new maximum on the way.
-      var writer = ScoreWriter(
-        scores: UnsafeMutableRawPointer(scores), rowBytes: rowBytes, maximum: maxima,
-        causalOffset: causal ? k0 - q0 : nil)
-      for tile in stride(from: 0, to: kc, by: mr) {
-        let rows = Swift.min(mr, kc - tile)
-        var a = key + (k0 + tile) * channels
-        var rowStride = channels
-        if rows < mr {
-          // The last key rows, zero-padded to a whole tile (the writer drops the padding rows).
-          for r in 0..<mr {
-            for p in 0..<d { edge[r * d + p] = r < rows ? a[r * channels + p] : 0 }
+    var maxima = [QueryLanes](
+      repeating: (V(repeating: -.infinity), V(repeating: -.infinity)), count: groups)
+    var sums = [QueryLanes](repeating: (V(), V()), count: groups)
+    // With the causal mask the last query of a block sees keys 0...its first query + nr − 1.
+    func keyEnd(_ group: Int) -> Int {
+      causal ? Swift.min(tk, q0 + Swift.min(count, (group + 1) * nr)) : tk
+    }
+    for k0 in stride(from: 0, to: keyEnd(groups - 1), by: keysPerBlock) {
+      for group in 0..<groups where k0 < keyEnd(group) {
+        let kc = Swift.min(keysPerBlock, keyEnd(group) - k0)
+        let queriesT = scratch + group * groupFloats
+        let outT = queriesT + d * nr
+        // Sᵀ[r][c] = K[k0 + r] · Q[c] (base 2), mr key rows per tile, read where they lie;
+        // the writer takes the block's new maximum on the way.
+        var writer = ScoreWriter(
+          scores: UnsafeMutableRawPointer(scores), rowBytes: rowBytes, maximum: maxima[group],
+          causalOffset: causal ? k0 - (q0 + group * nr) : nil)
+        for tile in stride(from: 0, to: kc, by: mr) {
+          let rows = Swift.min(mr, kc - tile)
+          var a = key + (k0 + tile) * channels
+          var rowStride = channels
+          if rows < mr {
+            // The last key rows, zero-padded to a whole tile (the writer drops the padding rows).
+            for r in 0..<mr {
+              for p in 0..<d { edge[r * d + p] = r < rows ? a[r * channels + p] : 0 }
+            }
+            (a, rowStride) = (UnsafePointer(edge), d)
           }
-          (a, rowStride) = (UnsafePointer(edge), d)
+          writer.firstRow = tile
+          writer.validRows = rows
+          gemmMicroKernel(
+            depth: d, a: a, rowStride: rowStride, depthStride: 1, b: queriesT, writer: &writer)
         }
-        writer.firstRow = tile
-        writer.validRows = rows
-        gemmMicroKernel(
-          depth: d, a: a, rowStride: rowStride, depthStride: 1, b: queriesT, writer: &writer)
-      }
-      // The online softmax, lane-wise per query: the factor that moves what was accumulated
-      // so far onto the new maximum, then the block's probabilities and their sums.
-      let correction = (
-        softmaxExp2(maxima.0 - writer.maximum.0), softmaxExp2(maxima.1 - writer.maximum.1)
-      )
-      maxima = writer.maximum
-      sums = (sums.0 * correction.0, sums.1 * correction.1)
-      let raw = UnsafeMutableRawPointer(scores)
-      for r in 0..<kc {
-        let offset = r * rowBytes
-        let p0 = softmaxExp2(raw.loadUnaligned(fromByteOffset: offset, as: V.self) - maxima.0)
-        let p1 = softmaxExp2(
-          raw.loadUnaligned(fromByteOffset: offset + rowBytes / 2, as: V.self) - maxima.1)
-        raw.storeBytes(of: p0, toByteOffset: offset, as: V.self)
-        raw.storeBytes(of: p1, toByteOffset: offset + rowBytes / 2, as: V.self)
-        sums = (sums.0 + p0, sums.1 + p1)
-      }
-      // Oᵀ[j][c] = correction[c] · Oᵀ[j][c] + Σ_r V[k0 + r][j] · Pᵀ[r][c]: Vᵀ is V read with
-      // its strides swapped, full tiles up to fullRows, then short tiles (measured on the AVX2
-      // build, one thread: 85–89 → 88–102 GFLOP/s over d = 40…160 against short tiles only;
-      // the same on AVX-512). For head sizes that leave a remainder, the dimensions past the
-      // last whole tile are copied into a zero-padded tile: reading them in place would read
-      // past d (the next head's, or past the tensor's end).
-      var tile = 0
-      while tile < fullRows {
-        var accumulator = RescalingAccumulator<FullTile>(
-          output: UnsafeMutableRawPointer(outT + tile * nr), rowBytes: rowBytes,
-          correction: correction)
-        gemmMicroKernel(
-          depth: kc, a: value + k0 * channels + tile, rowStride: 1, depthStride: channels,
-          b: scores, writer: &accumulator)
-        tile += mr
-      }
-      while tile < paddedD {
-        var a = value + k0 * channels + tile
-        var (rowStride, depthStride) = (1, channels)
-        if tile + vr > d {
-          for r in 0..<vr {
-            for p in 0..<kc { edge[r * kc + p] = tile + r < d ? a[p * channels + r] : 0 }
+        // The online softmax, lane-wise per query: the factor that moves what was accumulated
+        // so far onto the new maximum, then the block's probabilities and their sums.
+        let correction = (
+          softmaxExp2(maxima[group].0 - writer.maximum.0),
+          softmaxExp2(maxima[group].1 - writer.maximum.1)
+        )
+        let maximum = writer.maximum
+        maxima[group] = maximum
+        var sum = (sums[group].0 * correction.0, sums[group].1 * correction.1)
+        let raw = UnsafeMutableRawPointer(scores)
+        for r in 0..<kc {
+          let offset = r * rowBytes
+          let p0 = softmaxExp2(raw.loadUnaligned(fromByteOffset: offset, as: V.self) - maximum.0)
+          let p1 = softmaxExp2(
+            raw.loadUnaligned(fromByteOffset: offset + rowBytes / 2, as: V.self) - maximum.1)
+          raw.storeBytes(of: p0, toByteOffset: offset, as: V.self)
+          raw.storeBytes(of: p1, toByteOffset: offset + rowBytes / 2, as: V.self)
+          sum = (sum.0 + p0, sum.1 + p1)
+        }
+        sums[group] = sum
+        // Oᵀ[j][c] = correction[c] · Oᵀ[j][c] + Σ_r V[k0 + r][j] · Pᵀ[r][c]: Vᵀ is V read with
+        // its strides swapped, full tiles up to fullRows, then short tiles (measured on the AVX2
+        // build, one thread: 85–89 → 88–102 GFLOP/s over d = 40…160 against short tiles only;
+        // the same on AVX-512). For head sizes that leave a remainder, the dimensions past the
+        // last whole tile are copied into a zero-padded tile: reading them in place would read
+        // past d (the next head's, or past the tensor's end).
+        var tile = 0
+        while tile < fullRows {
+          var accumulator = RescalingAccumulator<FullTile>(
+            output: UnsafeMutableRawPointer(outT + tile * nr), rowBytes: rowBytes,
+            correction: correction)
+          gemmMicroKernel(
+            depth: kc, a: value + k0 * channels + tile, rowStride: 1, depthStride: channels,
+            b: scores, writer: &accumulator)
+          tile += mr
+        }
+        while tile < paddedD {
+          var a = value + k0 * channels + tile
+          var (rowStride, depthStride) = (1, channels)
+          if tile + vr > d {
+            for r in 0..<vr {
+              for p in 0..<kc { edge[r * kc + p] = tile + r < d ? a[p * channels + r] : 0 }
+            }
+            (a, rowStride, depthStride) = (UnsafePointer(edge), kc, 1)
           }
-          (a, rowStride, depthStride) = (UnsafePointer(edge), kc, 1)
+          var accumulator = RescalingAccumulator<ShortTile>(
+            output: UnsafeMutableRawPointer(outT + tile * nr), rowBytes: rowBytes,
+            correction: correction)
+          gemmMicroKernel(
+            depth: kc, a: a, rowStride: rowStride, depthStride: depthStride, b: scores,
+            writer: &accumulator)
+          tile += vr
         }
-        var accumulator = RescalingAccumulator<ShortTile>(
-          output: UnsafeMutableRawPointer(outT + tile * nr), rowBytes: rowBytes,
-          correction: correction)
-        gemmMicroKernel(
-          depth: kc, a: a, rowStride: rowStride, depthStride: depthStride, b: scores,
-          writer: &accumulator)
-        tile += vr
       }
     }
     let inverse = scores
-    UnsafeMutableRawPointer(inverse).storeBytes(of: 1 / sums.0, as: V.self)
-    UnsafeMutableRawPointer(inverse).storeBytes(
-      of: 1 / sums.1, toByteOffset: rowBytes / 2, as: V.self)
-    for c in 0..<count {
-      let row = output + (q0 + c) * channels
-      for j in 0..<d { row[j] = outT[j * nr + c] * inverse[c] }
+    for group in 0..<groups {
+      let outT = scratch + group * groupFloats + d * nr
+      UnsafeMutableRawPointer(inverse).storeBytes(of: 1 / sums[group].0, as: V.self)
+      UnsafeMutableRawPointer(inverse).storeBytes(
+        of: 1 / sums[group].1, toByteOffset: rowBytes / 2, as: V.self)
+      for c in 0..<Swift.min(nr, count - group * nr) {
+        let row = output + (q0 + group * nr + c) * channels
+        for j in 0..<d { row[j] = outT[j * nr + c] * inverse[c] }
+      }
     }
   }
 
@@ -228,10 +257,11 @@
   func flashScratchCount(d: Int) -> Int {
     let (mr, nr) = (gemmTileRows, gemmTileColumns)
     let paddedD = valueTileRows(d: d).padded
-    return d * nr + keysPerBlock * nr + paddedD * nr + mr * Swift.max(d, keysPerBlock)
+    return flashQueryGroups * (d + paddedD) * nr + keysPerBlock * nr
+      + mr * Swift.max(d, keysPerBlock)
   }
 
-  /// Queries per block of `flashAttentionBlock`.
-  let flashQueryBlock = gemmTileColumns
+  /// Queries per call of `flashAttentionBlock`.
+  let flashQueryBlock = flashQueryGroups * gemmTileColumns
 
 #endif

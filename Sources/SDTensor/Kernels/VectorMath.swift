@@ -113,11 +113,13 @@ func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
   return result
 }
 
-/// Lane-wise maximum, as a per-lane loop that LLVM turns into one vector compare and blend
-/// (the standard library's generic `pointwiseMax` compiles to scalar code).
+/// Lane-wise maximum, as a per-lane loop that LLVM turns into one `vmaxps` (the standard
+/// library's generic `pointwiseMax` compiles to scalar code, and `Swift.max`'s `b >= a` to a
+/// compare and blend). The same result as `Swift.max(a, b)`, NaN in either operand included,
+/// but for the sign of a zero when a and b are zeros of opposite signs.
 @inline(__always)
 func laneMax<V: SIMD>(_ a: V, _ b: V) -> V where V.Scalar == Float {
   var result = a
-  for lane in 0..<V.scalarCount { result[lane] = Swift.max(a[lane], b[lane]) }
+  for lane in 0..<V.scalarCount { result[lane] = b[lane] > a[lane] ? b[lane] : a[lane] }
   return result
 }
