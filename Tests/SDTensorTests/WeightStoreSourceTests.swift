@@ -44,6 +44,18 @@ struct WeightStoreSourceTests {
     #expect(weights.unreadKeys() == ["projection"])
   }
 
+  @Test("replacements are seen by contains, shape(of:) and keys, and read in place of the file")
+  func replacements() throws {
+    let replacement = Weight(Tensor(shape: [2, 2], scalars: [9, 8, 7, 6]))
+    let weights = WeightStore(
+      try store(), replacing: ["k.weight": replacement, "extra.weight": replacement])
+    #expect(weights.contains("extra.weight"))
+    #expect(weights.shape(of: "extra.weight") == [2, 2])
+    #expect(weights.keys.contains("extra.weight") && weights.keys.contains("k.weight"))
+    #expect(try weights.tensor("k.weight", shape: [2, 2]).scalars == [9, 8, 7, 6])
+    #expect(try weights.tensor("q.weight", shape: [2, 2]).scalars == [0, 1, 2, 3])
+  }
+
   @Test("a transposed source gives the stored matrix transposed")
   func transpose() throws {
     let weights = try store()

@@ -121,11 +121,12 @@ public final class WeightStore: Sendable {
     keepsHalfPrecision = base.keepsHalfPrecision
   }
 
-  /// Every model key: the stored names, with those a `keyMap` renames under their model names.
+  /// Every model key: the stored names, with those a `keyMap` renames under their model names,
+  /// and the keys of replacements.
   public var keys: [String] {
-    guard !keyMap.isEmpty else { return index.keys.sorted() }
     let renamed = Set(keyMap.values.map(\.storedName))
-    return (Array(keyMap.keys) + index.keys.filter { !renamed.contains($0) }).sorted()
+    let stored = Array(keyMap.keys) + index.keys.filter { !renamed.contains($0) }
+    return Set(stored).union(replacements.keys).sorted()
   }
 
   /// A store that has every key and makes each tensor on demand, deterministically from `seed`
@@ -157,12 +158,15 @@ public final class WeightStore: Sendable {
 
   /// Whether `key` can be read.
   public func contains(_ key: String) -> Bool {
-    syntheticSeed != nil || index[keyMap[key]?.storedName ?? key] != nil
+    syntheticSeed != nil || replacements[key] != nil
+      || index[keyMap[key]?.storedName ?? key] != nil
   }
 
-  /// The shape of `key` as read (the stored shape, or what a source's rows or transpose make
-  /// of it), or nil when absent or unfit (used to infer sizes a config leaves out).
+  /// The shape of `key` as read (a replacement's shape, the stored shape, or what a source's
+  /// rows or transpose make of it), or nil when absent or unfit (used to infer sizes a config
+  /// leaves out).
   public func shape(of key: String) -> [Int]? {
+    if let replaced = replacements[key] { return replaced.shape }
     let source = keyMap[key] ?? Source(storedName: key)
     return index[source.storedName].flatMap { source.shape(from: $0.entry.shape) }
   }
