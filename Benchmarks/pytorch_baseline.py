@@ -11,6 +11,7 @@ one JSON object with seconds per part (median of the timed runs after one warm-u
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import time
@@ -97,7 +98,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    result = {"torch": torch.__version__, "threads": args.threads}
+    # The vector ISA ATen's kernels use, and the one oneDNN's convolutions may use (both can be
+    # capped by the environment: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2).
+    result = {"torch": torch.__version__, "threads": args.threads,
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default")}
     if args.model_type == "sdxl":
         with torch.inference_mode():
             sdxl(result, args.unet_runs)

@@ -356,5 +356,9 @@ func pytorchBaseline(
     printError("bench: no PyTorch baseline JSON in \(source)")
     return nil
   }
+  printError(
+    "bench: PyTorch \(json["torch"]?.stringValue ?? "?"), ATen vector ISA "
+      + "\(json["cpu_capability"]?.stringValue ?? "?"), oneDNN ISA cap "
+      + "\(json["onednn_max_cpu_isa"]?.stringValue ?? "?")")
   return json
 }
