@@ -290,13 +290,15 @@ func runTextToImage(
   func seconds(_ from: UInt64, _ to: UInt64) -> Double { Double(to - from) / 1e9 }
   let stepTimes = zip(marks, marks.dropFirst()).map { seconds($0, $1) }
   let text = seconds(textStart, start)
-  // One step: the interval up to its callback also holds the generation's own prompt encoding.
-  let step =
-    stepTimes.isEmpty ? seconds(start, marks[0]) - text : median(stepTimes)
+  // The first step's interval also holds the generation's own prompt encoding, and the first
+  // touch of the UNet's weights; the later steps' median is the step (with one step, the first).
+  let firstStep = seconds(start, marks[0]) - text
+  let step = stepTimes.isEmpty ? firstStep : median(stepTimes)
   let decode = seconds(marks[marks.count - 1], end)
   let size = "\(arguments.size)x\(arguments.size)"
   report.add("txt2img \(size) text encoding (2 prompts)", seconds: text)
   report.add("txt2img \(size) UNet step (CFG batch 2)", seconds: step)
+  report.add("txt2img \(size) first UNet step", seconds: firstStep)
   report.add("txt2img \(size) VAE decode", seconds: decode)
   report.add("txt2img \(size) total \(arguments.steps) steps", seconds: seconds(start, end))
   report.add("txt2img \(size) projected 20 steps", seconds: text + 20 * step + decode)
