@@ -76,8 +76,8 @@
         let kc = Swift.min(keysPerBlock, keyEnd(group) - k0)
         let queriesT = scratch + group * groupFloats
         let outT = queriesT + d * nr
-        // Sᵀ[r][c] = K[k0 + r] · Q[c] (base 2), mr key rows per tile, read where they lie;
-        // the writer takes the block's new maximum on the way.
+        // Sᵀ[r][c] = K[k0 + r] · Q[q0 + group·nr + c] (base 2), mr key rows per tile, read
+        // where they lie; the writer takes the block's new maximum on the way.
         var writer = ScoreWriter(
           scores: UnsafeMutableRawPointer(scores), rowBytes: rowBytes, maximum: maxima[group],
           causalOffset: causal ? k0 - (q0 + group * nr) : nil)
