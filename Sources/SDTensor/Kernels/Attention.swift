@@ -48,7 +48,9 @@ public func scaledDotProductAttention(
     let (b, tq, channels) = (query.shape[0], query.shape[1], query.shape[2])
     let tk = key.shape[1]
     let d = channels / heads
-    let blocks = (tq + flashQueryBlock - 1) / flashQueryBlock
+    let queryBlocks = flashQueryBlocksPerCall(keys: tk, d: d)
+    let queriesPerTask = queryBlocks * flashQueryBlock
+    let blocks = (tq + queriesPerTask - 1) / queriesPerTask
     let tasks = b * heads * blocks
     // Chunks of tasks, so a worker allocates its scratch once per chunk, not per task.
     let grain = Swift.max(1, tasks / 16)
@@ -64,20 +66,22 @@ public func scaledDotProductAttention(
               SharedMutablePointer(oBase)
             )
             parallelFor(tasks, grain: grain, options: options) { range in
-              withUnsafeTemporaryAllocation(of: Float.self, capacity: flashScratchCount(d: d)) {
+              withUnsafeTemporaryAllocation(
+                of: Float.self, capacity: flashScratchCount(d: d, queryBlocks: queryBlocks)
+              ) {
                 scratch in
                 guard let scratchBase = scratch.baseAddress else { return }
                 for task in range where !options.isCancelled {
                   let item = task / (heads * blocks)
                   let head = (task / blocks) % heads
-                  let q0 = (task % blocks) * flashQueryBlock
+                  let q0 = (task % blocks) * queriesPerTask
                   let offset = head * d
                   flashAttentionBlock(
                     query: q.base + item * tq * channels + offset,
                     key: k.base + item * tk * channels + offset,
                     value: v.base + item * tk * channels + offset,
                     output: o.base + item * tq * channels + offset, channels: channels, d: d,
-                    keys: tk, q0: q0, count: Swift.min(flashQueryBlock, tq - q0), scale: scale,
+                    keys: tk, q0: q0, count: Swift.min(queriesPerTask, tq - q0), scale: scale,
                     causal: causal, scratch: scratchBase)
                 }
               }

@@ -21,20 +21,25 @@
   /// One value per query of a block: the two vectors of a tile row.
   private typealias QueryLanes = (TileVector, TileVector)
 
-  /// Query blocks that visit each key block together. A head's K and V slices (4096 keys × 40
-  /// floats, read in place: 1.5 MB of cache lines) do not fit a 1 MB L2, so a lone query block
-  /// reads them from L3 on every pass; four blocks use each key block (55 KB at d = 40) while it
-  /// is in L1/L2. Measured with `laneMax` as one `vmaxps`, 2 × 8 heads × 4096², d = 40, six
-  /// interleaved runs on a shared Zen 5: one thread 143 → 154 GFLOP/s (median), two threads
-  /// 289 → 288 (within the host's noise). It changes no bits: each query block's arithmetic is
-  /// the same whichever blocks share its pass.
-  let flashQueryGroups = 4
+  /// Query blocks that visit each key block together, for `keys` keys of head size d. A head's K
+  /// and V slices at 4096 keys × 40 floats (read in place: 1.5 MB of cache lines) do not fit a
+  /// 1 MB L2, so a lone query block reads them from L3 on every pass; four blocks use each key
+  /// block (55 KB at d = 40) while it is in L1/L2. Measured with `laneMax` as one `vmaxps`,
+  /// 2 × 8 heads × 4096², d = 40, six interleaved runs on a shared Zen 5: one thread 143 → 154
+  /// GFLOP/s (median), two threads 289 → 288 (within the host's noise); 2 × 10 × 4096², d = 64,
+  /// two threads 0.278–0.282 → 0.243–0.260 s. Slices under 512 KB (half of that L2) gain
+  /// nothing, and their few queries spread over fewer tasks (64 tokens, d = 160: 0.3–0.4 →
+  /// 0.5–0.6 ms), so they keep one block. It changes no bits: each query block's arithmetic is the same whichever
+  /// blocks share its pass.
+  func flashQueryBlocksPerCall(keys: Int, d: Int) -> Int {
+    2 * keys * d * MemoryLayout<Float>.size >= 512 << 10 ? 4 : 1
+  }
 
-  /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count` (at most
-  /// `flashQueryBlock`), heads side by side in rows of `channels` floats; `causal` masks key
-  /// j > query i. The queries go in blocks of nr, each with its own running maximum, sum and
-  /// output; every key block is visited by all of them in turn. `scratch` holds at least
-  /// `flashScratchCount(d:)` floats.
+  /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count`, heads side
+  /// by side in rows of `channels` floats; `causal` masks key j > query i. The queries go in
+  /// blocks of nr, each with its own running maximum, sum and output; every key block is visited
+  /// by all of them in turn. `scratch` holds at least `flashScratchCount(d:queryBlocks:)` floats
+  /// for that many blocks.
   func flashAttentionBlock(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     output: UnsafeMutablePointer<Float>, channels: Int, d: Int, keys tk: Int, q0: Int, count: Int,
@@ -47,7 +52,7 @@
     // Scratch: per query block Qᵀ [d][nr] and Oᵀ [paddedD][nr]; then one Sᵀ/Pᵀ [kb][nr] and
     // an edge tile [mr][max(d, kb)] for whichever block is being worked on.
     let groupFloats = (d + paddedD) * nr
-    let scores = scratch + flashQueryGroups * groupFloats
+    let scores = scratch + groups * groupFloats
     let edge = scores + keysPerBlock * nr
     let rowBytes = nr * 4
 
@@ -253,15 +258,15 @@
     return (full, full + (d - full + vr - 1) / vr * vr)
   }
 
-  /// Floats of scratch `flashAttentionBlock` needs for head size `d`.
-  func flashScratchCount(d: Int) -> Int {
+  /// Floats of scratch `flashAttentionBlock` needs for head size `d` and up to `queryBlocks`
+  /// blocks of queries.
+  func flashScratchCount(d: Int, queryBlocks: Int) -> Int {
     let (mr, nr) = (gemmTileRows, gemmTileColumns)
     let paddedD = valueTileRows(d: d).padded
-    return flashQueryGroups * (d + paddedD) * nr + keysPerBlock * nr
-      + mr * Swift.max(d, keysPerBlock)
+    return queryBlocks * (d + paddedD) * nr + keysPerBlock * nr + mr * Swift.max(d, keysPerBlock)
   }
 
-  /// Queries per call of `flashAttentionBlock`.
-  let flashQueryBlock = flashQueryGroups * gemmTileColumns
+  /// Queries per block of `flashAttentionBlock`.
+  let flashQueryBlock = gemmTileColumns
 
 #endif
