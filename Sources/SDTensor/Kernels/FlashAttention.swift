@@ -29,8 +29,8 @@
   /// GFLOP/s (median), two threads 289 → 288 (within the host's noise); 2 × 10 × 4096², d = 64,
   /// two threads 0.278–0.282 → 0.243–0.260 s. Slices under 512 KB (half of that L2) gain
   /// nothing, and their few queries spread over fewer tasks (64 tokens, d = 160: 0.3–0.4 →
-  /// 0.5–0.6 ms), so they keep one block. It changes no bits: each query block's arithmetic is the same whichever
-  /// blocks share its pass.
+  /// 0.5–0.6 ms), so they keep one block. It changes no bits: each query block's arithmetic is
+  /// the same whichever blocks share its pass.
   func flashQueryBlocksPerCall(keys: Int, d: Int) -> Int {
     2 * keys * d * MemoryLayout<Float>.size >= 512 << 10 ? 4 : 1
   }
@@ -56,8 +56,8 @@
     let edge = scores + keysPerBlock * nr
     let rowBytes = nr * 4
 
-    // Qᵀ·log₂e·scale: column c is query q0 + c; missing queries are zero columns (their
-    // results are dropped).
+    // Qᵀ·log₂e·scale: column c of block g is query q0 + g·nr + c; missing queries are zero
+    // columns (their results are dropped).
     let queryScale = scale * 1.442_695_04
     for group in 0..<groups {
       let queriesT = scratch + group * groupFloats
