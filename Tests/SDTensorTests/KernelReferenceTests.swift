@@ -182,6 +182,11 @@ struct KernelConsistencyTests {
       ([2, 8, 33, 29], [9, 8, 3, 3], 1, 1), ([1, 12, 30, 35], [8, 12, 3, 3], 1, 1),
       // Wide enough for whole eight-tile vectors in the transforms, plus a partial one.
       ([2, 16, 32, 45], [16, 16, 3, 3], 1, 1), ([1, 8, 29, 70], [10, 8, 3, 3], 1, 1),
+      // Winograd F(2×2, 3×3) path (fewer than 64 4×4 tiles, at least 64 2×2 ones): an even
+      // square, odd sizes with partial tiles, and a row of two whole eight-tile vectors plus a
+      // partial one.
+      ([2, 8, 16, 16], [12, 8, 3, 3], 1, 1), ([1, 9, 17, 15], [8, 9, 3, 3], 1, 1),
+      ([1, 8, 9, 35], [9, 8, 3, 3], 1, 1),
     ])
   func convolutionShapes(input: [Int], weight: [Int], stride: Int, padding: Int) {
     let x = seededTensor(input, seed: 3)

@@ -55,12 +55,12 @@ public func conv2d(
     x.scalars.withUnsafeBufferPointer { px in
       weight.withFloats(options: options) { wBase in
         guard let xBase = px.baseAddress else { return }
-        if winogradApplies(g) {
+        if let tiling = winogradTiling(g) {
           for item in 0..<g.n {
             fillBias(
               bias, outBase + item * g.o * ho * wo, channels: g.o, count: ho * wo, ldc: ho * wo)
           }
-          winogradConv3x3(xBase, weight: wBase, g, into: outBase, options: options)
+          winogradConv3x3(tiling, xBase, weight: wBase, g, into: outBase, options: options)
           return
         }
         if pointwise {

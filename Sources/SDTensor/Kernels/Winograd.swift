@@ -1,81 +1,113 @@
-// 3×3, stride-1, pad-1 convolution by Winograd's minimal filtering F(4×4, 3×3) (Lavin & Gray
-// 2016, "Fast Algorithms for Convolutional Neural Networks"): each 4×4 output tile costs 36
-// multiplies per channel pair instead of 144, as 36 independent GEMMs. The transformed weights
-// are made per call (o·c·36 values, small next to the GEMMs), so no memory is held: keeping them
-// would quadruple the memory of every 3×3 kernel.
-// Legend: n batch, c/o channels, h/w size, ξ one of the 36 transform positions (6×6),
-// tx/ty tile column/row, L = tiles per row + 1.
-//
-// Transforms (rows and columns alike; interpolation points 0, ±1, ±2, ∞):
-//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1]
-//   G  = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1]
-//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
-// Both transforms run along whole tile rows: a tile row's six input rows are split into four
-// phases (x mod 4), after which every step is a contiguous loop over the tiles that LLVM
-// vectorises.
+// 3×3, stride-1, pad-1 convolution by Winograd's minimal filtering (Lavin & Gray 2016, "Fast
+// Algorithms for Convolutional Neural Networks"): the output is cut into m×m tiles, and each costs
+// (m + 2)² multiplies per channel pair instead of 9·m², as (m + 2)² independent GEMMs. Two tile
+// sizes: F(4×4, 3×3) (36 multiplies for 16 outputs, Winograd+F4.swift) on large images, and
+// F(2×2, 3×3) (16 for 4, Winograd+F2.swift) on images with too few 4×4 tiles. The transformed
+// weights are made per call ((m + 2)²·o·c values), so no memory is held: keeping them would
+// multiply the memory of every 3×3 kernel by 4 (F4) or 16/9 (F2).
+// Legend: n batch, c/o channels, h/w size, ξ one of the (m + 2)² transform positions, tx/ty tile
+// column/row.
 
 /// Bytes of transformed-input (and, separately, product) scratch one chunk of tile rows may use.
 private let winogradChunkBudget = 16 << 20
 
-/// Whether `conv2d` routes a convolution to the Winograd path. Small images and wide layers are
-/// left to im2col: there the per-call weight transform and the thin GEMMs cost more than the
-/// multiplies saved. Tiles are counted per image, so an image gets the same path whatever the
-/// batch it is in (a CFG batch of 2 or 3 prompts). The bounds were measured on the SD 1.5 UNet's
-/// 3×3 convolutions at batch 2: Winograd takes the 64×64 level (0.086 → 0.029 s at 320 channels)
-/// and the 32×32 level (64 tiles, 640–1920 channels: 0.086 → 0.034 s at 640; UNet step 8.6 →
-/// 7.7 s), not the 8×8 one (4 tiles, 1280 channels: 0.023 → 0.059 s); the 16×16 level (16 tiles)
-/// gained ~10 % per conv but would need up to 354 MB of transformed weights per call.
-func winogradApplies(_ g: ConvGeometry) -> Bool {
-  let tilesPerImage = ((g.h + 3) / 4) * ((g.w + 3) / 4)
-  return g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.c >= 8 && g.o >= 8
-    && tilesPerImage >= 64 && 32 * tilesPerImage >= Swift.max(g.c, g.o)
+/// One Winograd algorithm F(m×m, 3×3): its tile and its three transforms. Layouts: U[ξ][o][c]
+/// (weights), V[ξ][c][t] (input tiles, t counting the tiles of a chunk row by row), M[ξ][o][t]
+/// (products).
+protocol WinogradTiling {
+  /// The output tile side m; input patches are m + 2 wide.
+  static var tile: Int { get }
+  /// U[ξ][o][c] = (G g Gᵀ)[ξ] for each of the o·c 3×3 kernels g of `weight` (`[o, c, 3, 3]`).
+  static func transformWeights(
+    _ weight: UnsafePointer<Float>, o: Int, c: Int, into u: UnsafeMutablePointer<Float>,
+    options: ComputeOptions)
+  /// V[ξ][c][t] = (Bᵀ d B)[ξ] for the input patch d of every tile in tile rows
+  /// `firstRow..<firstRow + rows` (tile rows counted across the batch).
+  static func transformInput(
+    _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
+    into v: UnsafeMutablePointer<Float>, options: ComputeOptions)
+  /// out[tile] += Aᵀ M A for every tile of the chunk's tile rows, dropping rows and columns past
+  /// the image. M has one vector of readable padding after its last row.
+  static func transformOutput(
+    _ m: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldm: Int,
+    into out: UnsafeMutablePointer<Float>, options: ComputeOptions)
 }
 
-/// out (`[n, o, h, w]`, pre-filled with the bias) += conv3×3(x, weight).
-func winogradConv3x3(
-  _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, _ g: ConvGeometry,
-  into out: UnsafeMutablePointer<Float>, options: ComputeOptions
+extension WinogradTiling {
+  /// Transform positions per tile, (m + 2)².
+  static var positions: Int { (tile + 2) * (tile + 2) }
+}
+
+/// The Winograd algorithm `conv2d` routes a convolution to, or nil for im2col. Small images and
+/// wide layers are left to im2col: there the per-call weight transform and the thin GEMMs cost
+/// more than the multiplies saved. Tiles are counted per image, so an image gets the same path
+/// whatever the batch it is in (a CFG batch of 2 or 3 prompts). The bounds were measured on the
+/// SD 1.5 UNet's 3×3 convolutions at batch 2: F4 takes the 64×64 level (0.086 → 0.029 s at 320
+/// channels) and the 32×32 level (64 tiles, 640–1920 channels: 0.086 → 0.034 s at 640; UNet step
+/// 8.6 → 7.7 s). At the 16×16 level F4 has 16 tiles an image and needs 36/9 = 4 times the weights
+/// in transformed form (up to 354 MB a call) for ~10 % less time; F2 has 64 tiles and needs 16/9.
+func winogradTiling(_ g: ConvGeometry) -> (any WinogradTiling.Type)? {
+  guard g.kh == 3 && g.kw == 3 && g.stride == 1 && g.padding == 1 && g.c >= 8 && g.o >= 8 else {
+    return nil
+  }
+  let widest = Swift.max(g.c, g.o)
+  let f4Tiles = ((g.h + 3) / 4) * ((g.w + 3) / 4)
+  if f4Tiles >= 64 && 32 * f4Tiles >= widest { return WinogradF4.self }
+  let f2Tiles = ((g.h + 1) / 2) * ((g.w + 1) / 2)
+  if f2Tiles >= 64 && 64 * f2Tiles >= widest { return WinogradF2.self }
+  return nil
+}
+
+/// out (`[n, o, h, w]`, pre-filled with the bias) += conv3×3(x, weight) by `tiling`.
+func winogradConv3x3<Tiling: WinogradTiling>(
+  _ tiling: Tiling.Type, _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+  _ g: ConvGeometry, into out: UnsafeMutablePointer<Float>, options: ComputeOptions
 ) {
   let (c, o) = (g.c, g.o)
-  let tilesWide = (g.w + 3) / 4
-  let tileRows = g.n * ((g.h + 3) / 4)
+  let (side, positions) = (Tiling.tile, Tiling.positions)
+  let tilesWide = (g.w + side - 1) / side
+  let tileRows = g.n * ((g.h + side - 1) / side)
   // Chunks of whole tile rows, as even as the budget allows.
-  let budgetRows = Swift.max(1, winogradChunkBudget / (36 * 4 * Swift.max(c, o) * tilesWide))
+  let budgetRows = Swift.max(
+    1, winogradChunkBudget / (positions * 4 * Swift.max(c, o) * tilesWide))
   let chunkCount = (tileRows + budgetRows - 1) / budgetRows
   let rowsPerChunk = (tileRows + chunkCount - 1) / chunkCount
   let chunk = rowsPerChunk * tilesWide
 
   // Scratch is fully written before it is read; skip zero-filling it.
-  var transformedWeights = [Float](unsafeUninitializedCapacity: 36 * o * c) { $1 = 36 * o * c }
-  var inputTiles = [Float](unsafeUninitializedCapacity: 36 * c * chunk) { $1 = 36 * c * chunk }
+  let weightCount = positions * o * c
+  var transformedWeights = [Float](unsafeUninitializedCapacity: weightCount) { $1 = weightCount }
+  let tileCount = positions * c * chunk
+  var inputTiles = [Float](unsafeUninitializedCapacity: tileCount) { $1 = tileCount }
   // One vector of padding, zeroed: the output transform's last loads run past the final row
   // (the lanes they read there are never stored).
-  var products = [Float](unsafeUninitializedCapacity: 36 * o * chunk + 8) { buffer, count in
-    count = 36 * o * chunk + 8
-    buffer.baseAddress?.advanced(by: 36 * o * chunk).initialize(repeating: 0, count: 8)
+  let productCount = positions * o * chunk
+  var products = [Float](unsafeUninitializedCapacity: productCount + 8) { buffer, count in
+    count = productCount + 8
+    buffer.baseAddress?.advanced(by: productCount).initialize(repeating: 0, count: 8)
   }
   transformedWeights.withUnsafeMutableBufferPointer { pu in
     inputTiles.withUnsafeMutableBufferPointer { pv in
       products.withUnsafeMutableBufferPointer { pm in
         guard let u = pu.baseAddress, let v = pv.baseAddress, let m = pm.baseAddress else { return }
-        transformWeights(weight, o: o, c: c, into: u, options: options)
+        Tiling.transformWeights(weight, o: o, c: c, into: u, options: options)
         var firstRow = 0
         while firstRow < tileRows {
           let rows = Swift.min(rowsPerChunk, tileRows - firstRow)
           let count = rows * tilesWide
-          transformInput(
+          Tiling.transformInput(
             x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
-          // The 36 products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
+          // The products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
           let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
-          parallelFor(36, grain: 1, options: options) { positions in
-            for position in positions {
+          parallelFor(positions, grain: 1, options: options) { range in
+            for position in range {
               sgemm(
                 transposeA: false, transposeB: false, m: o, n: count, k: c,
                 a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk,
                 ldb: chunk, c: ms.base + position * o * chunk, ldc: chunk)
             }
           }
-          transformOutput(
+          Tiling.transformOutput(
             m, g, firstRow: firstRow, rows: rows, ldm: chunk, into: out, options: options)
           firstRow += rows
         }
@@ -84,260 +116,22 @@ func winogradConv3x3(
   }
 }
 
-/// U[ξ][o][c] = (G g Gᵀ)[ξ] for each of the o·c 3×3 kernels, computed in double precision (the
-/// sixths and twenty-fourths are not exact in float). Kernels go in blocks: their taps are first
-/// gathered into one contiguous row per tap, so every step below is a loop over the block that
-/// LLVM vectorises, and each ξ is written as a contiguous run of the block's kernels.
-private func transformWeights(
-  _ weight: UnsafePointer<Float>, o: Int, c: Int, into u: UnsafeMutablePointer<Float>,
-  options: ComputeOptions
-) {
-  let (source, destination) = (SharedPointer(weight), SharedMutablePointer(u))
-  let plane = o * c
-  let block = 64
-  // Each block of (o, c) pairs writes its own columns of the 36 rows of U.
-  parallelFor((plane + block - 1) / block, grain: 4, options: options) { blocks in
-    // taps[t·block + j] = g[t] of kernel j; columns[(3·row + col)·block + j] = (G g)[row][col].
-    withUnsafeTemporaryAllocation(of: Double.self, capacity: (9 + 18 + 6) * block) { scratch in
-      guard let taps = scratch.baseAddress else { return }
-      let columns = taps + 9 * block
-      let row6 = columns + 18 * block
-      for blockIndex in blocks {
-        let first = blockIndex * block
-        let count = Swift.min(block, plane - first)
-        for j in 0..<count {
-          for t in 0..<9 { taps[t * block + j] = Double(source.base[(first + j) * 9 + t]) }
-        }
-        for col in 0..<3 {
-          interpolate(
-            taps + col * block, taps + (3 + col) * block, taps + (6 + col) * block,
-            into: columns + col * block, stride: 3 * block, count: count)
-        }
-        for row in 0..<6 {
-          let g = columns + 3 * row * block
-          interpolate(g, g + block, g + 2 * block, into: row6, stride: block, count: count)
-          for col in 0..<6 {
-            let out = destination.base + (6 * row + col) * plane + first
-            for j in 0..<count { out[j] = Float(row6[col * block + j]) }
-          }
-        }
-      }
-    }
-  }
-}
+// Vector helpers of the transforms.
 
-/// G·(g0, g1, g2)ᵀ for `count` kernels side by side: row r of the result goes to
-/// `out[r·stride ..< r·stride + count]`. Multiplies by the reciprocals instead of dividing: a
-/// double division costs ~10 multiplies and made this transform 1.6 % of a UNet step; the
-/// difference in double precision never reaches the float result.
-private func interpolate(
-  _ g0: UnsafePointer<Double>, _ g1: UnsafePointer<Double>, _ g2: UnsafePointer<Double>,
-  into out: UnsafeMutablePointer<Double>, stride: Int, count: Int
-) {
-  let (sixth, twelfth, twentyFourth) = (1.0 / 6, 1.0 / 12, 1.0 / 24)
-  for j in 0..<count {
-    let (a, b, c) = (g0[j], g1[j], g2[j])
-    out[j] = a * 0.25
-    out[stride + j] = -(a + b + c) * sixth
-    out[2 * stride + j] = -(a - b + c) * sixth
-    out[3 * stride + j] = a * twentyFourth + b * twelfth + c * sixth
-    out[4 * stride + j] = a * twentyFourth - b * twelfth + c * sixth
-    out[5 * stride + j] = c
-  }
-}
-
-/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 6×6 input patch d of every tile in tile rows
-/// `firstRow..<firstRow + rows` (tile rows counted across the batch).
-private func transformInput(
-  _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
-  into v: UnsafeMutablePointer<Float>, options: ComputeOptions
-) {
-  let (c, h, w) = (g.c, g.h, g.w)
-  let tilesHigh = (h + 3) / 4
-  let tilesWide = (w + 3) / 4
-  // Phase rows hold tiles 0...tilesWide, padded to whole vectors.
-  let span = (tilesWide + 1 + 7) / 8 * 8
-  let width = 4 * span
-  let (source, destination) = (SharedPointer(x), SharedMutablePointer(v))
-  let plane = c * ldv
-  // Each channel fills its own row of every V[ξ].
-  parallelFor(c, grain: 1, options: options) { range in
-    // phases[r·width + φ·span + j] = row r of the patch at x = 4j + φ − 1 (0 outside the
-    // image); rowsT = Bᵀ d in the same layout. The extra vector lets the last loads run over.
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 12 * width + 8) { scratch in
-      guard let p = scratch.baseAddress else { return }
-      let t = p + 6 * width
-      (t + 6 * width).initialize(repeating: 0, count: 8)
-      for channel in range {
-        for local in 0..<rows {
-          let tileRow = firstRow + local
-          let item = tileRow / tilesHigh
-          let y0 = (tileRow % tilesHigh) * 4 - 1
-          let image = source.base + (item * c + channel) * h * w
-          for r in 0..<6 {
-            let y = y0 + r
-            if y >= 0 && y < h {
-              splitPhases(image + y * w, count: w, into: p + r * width, span: span)
-            } else {
-              (p + r * width).initialize(repeating: 0, count: width)
-            }
-          }
-          for q in stride(from: 0, to: width, by: 8) {
-            let (d0, d1, d2) = (load8(p + q), load8(p + width + q), load8(p + 2 * width + q))
-            let (d3, d4, d5) = (
-              load8(p + 3 * width + q), load8(p + 4 * width + q), load8(p + 5 * width + q)
-            )
-            store8(4 * d0 - 5 * d2 + d4, t + q)
-            store8(d4 + d3 - 4 * (d1 + d2), t + width + q)
-            store8(d4 - d3 + 4 * (d1 - d2), t + 2 * width + q)
-            store8(d4 - d2 + 2 * (d3 - d1), t + 3 * width + q)
-            store8(d4 - d2 - 2 * (d3 - d1), t + 4 * width + q)
-            store8(4 * d1 - 5 * d3 + d5, t + 5 * width + q)
-          }
-          let base = destination.base + channel * ldv + local * tilesWide
-          for i in 0..<6 {
-            // e_k of tile tx is row i of Bᵀ d at patch column k: phase k mod 4, index tx + k/4.
-            let e = t + i * width
-            let out = base + i * 6 * plane
-            for tx in stride(from: 0, to: tilesWide, by: 8) {
-              let (e0, e1, e2, e3) = (
-                load8(e + tx), load8(e + span + tx), load8(e + 2 * span + tx),
-                load8(e + 3 * span + tx)
-              )
-              let (e4, e5) = (load8(e + tx + 1), load8(e + span + tx + 1))
-              let valid = tilesWide - tx
-              store8(4 * e0 - 5 * e2 + e4, out + tx, valid: valid)
-              store8(e4 + e3 - 4 * (e1 + e2), out + plane + tx, valid: valid)
-              store8(e4 - e3 + 4 * (e1 - e2), out + 2 * plane + tx, valid: valid)
-              store8(e4 - e2 + 2 * (e3 - e1), out + 3 * plane + tx, valid: valid)
-              store8(e4 - e2 - 2 * (e3 - e1), out + 4 * plane + tx, valid: valid)
-              store8(4 * e1 - 5 * e3 + e5, out + 5 * plane + tx, valid: valid)
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-/// Splits one input row into four phase rows: phase φ, index j holds x = 4j + φ − 1, zero where
-/// that is outside the row (each phase row has `span` entries).
-private func splitPhases(
-  _ input: UnsafePointer<Float>, count w: Int, into line: UnsafeMutablePointer<Float>, span: Int
-) {
-  line.initialize(repeating: 0, count: 4 * span)
-  // x = 0, 1, 2 are phases 1, 2, 3 of j = 0; then blocks of 16 (j…j+3, all phases) transposed
-  // from four vectors; the rest one by one.
-  for x in 0..<Swift.min(3, w) { line[(x + 1) * span] = input[x] }
-  var x = 3
-  while x + 16 <= w {
-    let j = (x + 1) / 4
-    let (a, b, c, d) = transposed(
-      load4(input + x), load4(input + x + 4), load4(input + x + 8), load4(input + x + 12))
-    store4(a, line + j)
-    store4(b, line + span + j)
-    store4(c, line + 2 * span + j)
-    store4(d, line + 3 * span + j)
-    x += 16
-  }
-  while x < w {
-    let shifted = x + 1
-    line[(shifted & 3) * span + shifted >> 2] = input[x]
-    x += 1
-  }
-}
-
-/// out[4×4 tile] += Aᵀ M A for every tile of the chunk's tile rows, dropping rows and columns
-/// past the image.
-private func transformOutput(
-  _ m: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldm: Int,
-  into out: UnsafeMutablePointer<Float>, options: ComputeOptions
-) {
-  let (o, h, w) = (g.o, g.h, g.w)
-  let tilesHigh = (h + 3) / 4
-  let tilesWide = (w + 3) / 4
-  let span = (tilesWide + 7) / 8 * 8
-  let (source, destination) = (SharedPointer(m), SharedMutablePointer(out))
-  let plane = o * ldm
-  // Each output channel writes only its own plane.
-  parallelFor(o, grain: 1, options: options) { range in
-    // s[(6a + j)·span + tx] = row a of Aᵀ M, column j, for every tile of the row.
-    withUnsafeTemporaryAllocation(of: Float.self, capacity: 24 * span) { scratch in
-      guard let s = scratch.baseAddress else { return }
-      for channel in range {
-        for local in 0..<rows {
-          let tileRow = firstRow + local
-          let item = tileRow / tilesHigh
-          let y0 = (tileRow % tilesHigh) * 4
-          // Loads past the row's last tile read neighbouring (or padding) products whose lanes
-          // are never stored.
-          let products = source.base + channel * ldm + local * tilesWide
-          for j in 0..<6 {
-            for tx in stride(from: 0, to: tilesWide, by: 8) {
-              let column = products + j * plane + tx
-              let (m0, m1, m2) = (
-                load8(column), load8(column + 6 * plane), load8(column + 12 * plane)
-              )
-              let (m3, m4, m5) = (
-                load8(column + 18 * plane), load8(column + 24 * plane), load8(column + 30 * plane)
-              )
-              let (sum, difference) = (m1 + m2, m1 - m2)
-              store8(m0 + sum + m3 + m4, s + j * span + tx)
-              store8(difference + 2 * (m3 - m4), s + (6 + j) * span + tx)
-              store8(sum + 4 * (m3 + m4), s + (12 + j) * span + tx)
-              store8(difference + 8 * (m3 - m4) + m5, s + (18 + j) * span + tx)
-            }
-          }
-          let image = destination.base + (item * o + channel) * h * w
-          for a in 0..<Swift.min(4, h - y0) {
-            let row = s + a * 6 * span
-            let line = image + (y0 + a) * w
-            for tx in stride(from: 0, to: tilesWide, by: 8) {
-              let (r0, r1, r2) = (
-                load8(row + tx), load8(row + span + tx), load8(row + 2 * span + tx)
-              )
-              let (r3, r4, r5) = (
-                load8(row + 3 * span + tx), load8(row + 4 * span + tx), load8(row + 5 * span + tx)
-              )
-              let (sum, difference) = (r1 + r2, r1 - r2)
-              let c0 = r0 + sum + r3 + r4
-              let c1 = difference + 2 * (r3 - r4)
-              let c2 = sum + 4 * (r3 + r4)
-              let c3 = difference + 8 * (r3 - r4) + r5
-              // Four tiles at a time: transpose (output column b, tile) to (tile, b).
-              let low = transposed(c0.lowHalf, c1.lowHalf, c2.lowHalf, c3.lowHalf)
-              let high = transposed(c0.highHalf, c1.highHalf, c2.highHalf, c3.highHalf)
-              let x0 = 4 * tx
-              accumulate(low.0, line, at: x0, width: w)
-              accumulate(low.1, line, at: x0 + 4, width: w)
-              accumulate(low.2, line, at: x0 + 8, width: w)
-              accumulate(low.3, line, at: x0 + 12, width: w)
-              accumulate(high.0, line, at: x0 + 16, width: w)
-              accumulate(high.1, line, at: x0 + 20, width: w)
-              accumulate(high.2, line, at: x0 + 24, width: w)
-              accumulate(high.3, line, at: x0 + 28, width: w)
-            }
-          }
-        }
-      }
-    }
-  }
-}
-
-@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
   UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
 }
 
-@inline(__always) private func load4(_ p: UnsafePointer<Float>) -> SIMD4<Float> {
+@inline(__always) func load4(_ p: UnsafePointer<Float>) -> SIMD4<Float> {
   UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self)
 }
 
-@inline(__always) private func store8(_ value: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+@inline(__always) func store8(_ value: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
   UnsafeMutableRawPointer(p).storeBytes(of: value, as: SIMD8<Float>.self)
 }
 
 /// Stores the first `valid` lanes (all eight when `valid` ≥ 8).
-@inline(__always) private func store8(
+@inline(__always) func store8(
   _ value: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, valid: Int
 ) {
   if valid >= 8 {
@@ -347,27 +141,6 @@ private func transformOutput(
   }
 }
 
-@inline(__always) private func store4(_ value: SIMD4<Float>, _ p: UnsafeMutablePointer<Float>) {
+@inline(__always) func store4(_ value: SIMD4<Float>, _ p: UnsafeMutablePointer<Float>) {
   UnsafeMutableRawPointer(p).storeBytes(of: value, as: SIMD4<Float>.self)
-}
-
-/// line[x…x+3] += values, dropping the columns at or past `width`.
-@inline(__always) private func accumulate(
-  _ values: SIMD4<Float>, _ line: UnsafeMutablePointer<Float>, at x: Int, width: Int
-) {
-  if x + 4 <= width {
-    store4(load4(line + x) + values, line + x)
-  } else {
-    for b in 0..<Swift.max(0, width - x) { line[x + b] += values[b] }
-  }
-}
-
-/// The 4×4 transpose of rows a, b, c, d.
-@inline(__always) private func transposed(
-  _ a: SIMD4<Float>, _ b: SIMD4<Float>, _ c: SIMD4<Float>, _ d: SIMD4<Float>
-) -> (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, SIMD4<Float>) {
-  (
-    SIMD4(a[0], b[0], c[0], d[0]), SIMD4(a[1], b[1], c[1], d[1]),
-    SIMD4(a[2], b[2], c[2], d[2]), SIMD4(a[3], b[3], c[3], d[3])
-  )
 }
