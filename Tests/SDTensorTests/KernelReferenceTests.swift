@@ -200,6 +200,40 @@ struct KernelConsistencyTests {
     #expect(difference.isWithin(1e-5), "\(difference)")
   }
 
+  /// Layers whose transformed weights exceed the budget (128 MB) run their output channels in
+  /// blocks: 16 × 1451 × 1448 floats are 134 MB, two uneven blocks of the F2 path at 16×16. The
+  /// reference is the same convolution as one product of an explicit lowering (the plain-loop
+  /// reference would take minutes at this size).
+  @Test("Winograd in blocks of output channels equals the lowered product")
+  func winogradInChannelBlocks() {
+    let (c, o, side) = (1448, 1451, 16)
+    let x = seededTensor([1, c, side, side], seed: 21)
+    let w = seededTensor([o, c, 3, 3], seed: 22)
+    let b = seededTensor([o], seed: 23)
+    var lowered = [Float](repeating: 0, count: c * 9 * side * side)
+    for channel in 0..<c {
+      for ky in 0..<3 {
+        for kx in 0..<3 {
+          let row = (channel * 9 + ky * 3 + kx) * side * side
+          for y in 0..<side {
+            for xx in 0..<side {
+              let (iy, ix) = (y + ky - 1, xx + kx - 1)
+              guard iy >= 0 && iy < side && ix >= 0 && ix < side else { continue }
+              lowered[row + y * side + xx] = x.scalars[(channel * side + iy) * side + ix]
+            }
+          }
+        }
+      }
+    }
+    var expected = matmul(
+      w.reshaped([o, c * 9]), Tensor(shape: [c * 9, side * side], scalars: lowered),
+      options: two)
+    expected = (expected + b.reshaped([o, 1])).reshaped([1, o, side, side])
+    let fast = conv2d(x, weight: w, bias: b, padding: 1, options: two)
+    let difference = compare(fast, expected, name: "blocked Winograd")
+    #expect(difference.isWithin(1e-5), "\(difference)")
+  }
+
   @Test("attention in query blocks equals the reference, with and without the causal mask")
   func attentionBlocks() {
     for causal in [false, true] {

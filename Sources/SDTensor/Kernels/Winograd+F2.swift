@@ -122,20 +122,20 @@ enum WinogradF2: WinogradTiling {
     }
   }
 
-  /// out[2×2 tile] += Aᵀ M A for every tile of the chunk's tile rows, dropping rows and columns
-  /// past the image.
+  /// out[2×2 tile] += Aᵀ M A for every tile of the chunk's tile rows and output channels
+  /// `channels` (M holds those channels, from 0), dropping rows and columns past the image.
   static func transformOutput(
-    _ m: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldm: Int,
-    into out: UnsafeMutablePointer<Float>, options: ComputeOptions
+    _ m: UnsafePointer<Float>, _ g: ConvGeometry, channels: Range<Int>, firstRow: Int, rows: Int,
+    ldm: Int, into out: UnsafeMutablePointer<Float>, options: ComputeOptions
   ) {
     let (o, h, w) = (g.o, g.h, g.w)
     let tilesHigh = (h + 1) / 2
     let tilesWide = (w + 1) / 2
     let span = (tilesWide + 7) / 8 * 8
     let (source, destination) = (SharedPointer(m), SharedMutablePointer(out))
-    let plane = o * ldm
+    let plane = channels.count * ldm
     // Each output channel writes only its own plane.
-    parallelFor(o, grain: 1, options: options) { range in
+    parallelFor(channels.count, grain: 1, options: options) { range in
       // s[(4a + j)·span + tx] = row a of Aᵀ M, column j, for every tile of the row.
       withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span) { scratch in
         guard let s = scratch.baseAddress else { return }
@@ -156,7 +156,7 @@ enum WinogradF2: WinogradTiling {
                 store8(m1 - m2 - m3, s + (4 + j) * span + tx)
               }
             }
-            let image = destination.base + (item * o + channel) * h * w
+            let image = destination.base + (item * o + channels.lowerBound + channel) * h * w
             for a in 0..<Swift.min(2, h - y0) {
               let row = s + a * 4 * span
               let line = image + (y0 + a) * w

@@ -11,6 +11,12 @@
 /// Bytes of transformed-input (and, separately, product) scratch one chunk of tile rows may use.
 private let winogradChunkBudget = 16 << 20
 
+/// Bytes of transformed weights one call may hold: larger layers transform their output channels
+/// in blocks. Whole, the UNet's largest (F4 at 32×32 with 1280 channels, F2 at 16×16 with 2560
+/// inputs) held 236 and 210 MB for the call; in blocks, `sd generate` on fp32 files (512×512)
+/// peaked at 3.67 instead of 3.77 GB.
+private let winogradWeightBudget = 128 << 20
+
 /// One Winograd algorithm F(m×m, 3×3): its tile and its three transforms. Layouts: U[ξ][o][c]
 /// (weights), V[ξ][c][t] (input tiles, t counting the tiles of a chunk row by row), M[ξ][o][t]
 /// (products).
@@ -26,11 +32,12 @@ protocol WinogradTiling {
   static func transformInput(
     _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
     into v: UnsafeMutablePointer<Float>, options: ComputeOptions)
-  /// out[tile] += Aᵀ M A for every tile of the chunk's tile rows, dropping rows and columns past
-  /// the image. M has one vector of readable padding after its last row.
+  /// out[tile] += Aᵀ M A for every tile of the chunk's tile rows and output channels `channels`
+  /// (M holds those channels, from 0), dropping rows and columns past the image. M has one
+  /// vector of readable padding after its last row.
   static func transformOutput(
-    _ m: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldm: Int,
-    into out: UnsafeMutablePointer<Float>, options: ComputeOptions)
+    _ m: UnsafePointer<Float>, _ g: ConvGeometry, channels: Range<Int>, firstRow: Int, rows: Int,
+    ldm: Int, into out: UnsafeMutablePointer<Float>, options: ComputeOptions)
 }
 
 extension WinogradTiling {
@@ -58,30 +65,35 @@ func winogradTiling(_ g: ConvGeometry) -> (any WinogradTiling.Type)? {
   return nil
 }
 
-/// out (`[n, o, h, w]`, pre-filled with the bias) += conv3×3(x, weight) by `tiling`.
+/// out (`[n, o, h, w]`, pre-filled with the bias) += conv3×3(x, weight) by `tiling`. Output
+/// channels go in blocks whose transformed weights fit `winogradWeightBudget`, each block's U made
+/// once; the input tiles are made once when one chunk holds them all, else once per block.
 func winogradConv3x3<Tiling: WinogradTiling>(
   _ tiling: Tiling.Type, _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
   _ g: ConvGeometry, into out: UnsafeMutablePointer<Float>, options: ComputeOptions
 ) {
-  let (c, o) = (g.c, g.o)
+  let c = g.c
   let (side, positions) = (Tiling.tile, Tiling.positions)
+  let weightBytes = positions * g.o * c * MemoryLayout<Float>.size
+  let blockCount = Swift.max(1, (weightBytes + winogradWeightBudget - 1) / winogradWeightBudget)
+  let blockChannels = (g.o + blockCount - 1) / blockCount
   let tilesWide = (g.w + side - 1) / side
   let tileRows = g.n * ((g.h + side - 1) / side)
   // Chunks of whole tile rows, as even as the budget allows.
   let budgetRows = Swift.max(
-    1, winogradChunkBudget / (positions * 4 * Swift.max(c, o) * tilesWide))
+    1, winogradChunkBudget / (positions * 4 * Swift.max(c, blockChannels) * tilesWide))
   let chunkCount = (tileRows + budgetRows - 1) / budgetRows
   let rowsPerChunk = (tileRows + chunkCount - 1) / chunkCount
   let chunk = rowsPerChunk * tilesWide
 
   // Scratch is fully written before it is read; skip zero-filling it.
-  let weightCount = positions * o * c
+  let weightCount = positions * blockChannels * c
   var transformedWeights = [Float](unsafeUninitializedCapacity: weightCount) { $1 = weightCount }
   let tileCount = positions * c * chunk
   var inputTiles = [Float](unsafeUninitializedCapacity: tileCount) { $1 = tileCount }
   // One vector of padding, zeroed: the output transform's last loads run past the final row
   // (the lanes they read there are never stored).
-  let productCount = positions * o * chunk
+  let productCount = positions * blockChannels * chunk
   var products = [Float](unsafeUninitializedCapacity: productCount + 8) { buffer, count in
     count = productCount + 8
     buffer.baseAddress?.advanced(by: productCount).initialize(repeating: 0, count: 8)
@@ -90,26 +102,33 @@ func winogradConv3x3<Tiling: WinogradTiling>(
     inputTiles.withUnsafeMutableBufferPointer { pv in
       products.withUnsafeMutableBufferPointer { pm in
         guard let u = pu.baseAddress, let v = pv.baseAddress, let m = pm.baseAddress else { return }
-        Tiling.transformWeights(weight, o: o, c: c, into: u, options: options)
-        var firstRow = 0
-        while firstRow < tileRows {
-          let rows = Swift.min(rowsPerChunk, tileRows - firstRow)
-          let count = rows * tilesWide
-          Tiling.transformInput(
-            x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
-          // The products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
-          let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
-          parallelFor(positions, grain: 1, options: options) { range in
-            for position in range {
-              sgemm(
-                transposeA: false, transposeB: false, m: o, n: count, k: c,
-                a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk,
-                ldb: chunk, c: ms.base + position * o * chunk, ldc: chunk)
+        for first in stride(from: 0, to: g.o, by: blockChannels) {
+          let channels = first..<Swift.min(g.o, first + blockChannels)
+          let o = channels.count
+          Tiling.transformWeights(weight + first * c * 9, o: o, c: c, into: u, options: options)
+          var firstRow = 0
+          while firstRow < tileRows {
+            let rows = Swift.min(rowsPerChunk, tileRows - firstRow)
+            let count = rows * tilesWide
+            if chunkCount > 1 || first == 0 {
+              Tiling.transformInput(
+                x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
             }
+            // The products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
+            let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
+            parallelFor(positions, grain: 1, options: options) { range in
+              for position in range {
+                sgemm(
+                  transposeA: false, transposeB: false, m: o, n: count, k: c,
+                  a: us.base + position * o * c, lda: c, b: vs.base + position * c * chunk,
+                  ldb: chunk, c: ms.base + position * o * chunk, ldc: chunk)
+              }
+            }
+            Tiling.transformOutput(
+              m, g, channels: channels, firstRow: firstRow, rows: rows, ldm: chunk, into: out,
+              options: options)
+            firstRow += rows
           }
-          Tiling.transformOutput(
-            m, g, firstRow: firstRow, rows: rows, ldm: chunk, into: out, options: options)
-          firstRow += rows
         }
       }
     }
