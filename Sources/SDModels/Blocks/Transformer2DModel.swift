@@ -58,12 +58,21 @@ public struct BasicTransformerBlock: Sendable {
 public struct Transformer2DModel: Sendable {
   /// `norm`: group norm of the input, eps 1e-6.
   public let norm: GroupNorm
-  /// `proj_in`: channels -> channels on the tokens, before the blocks.
-  public let projIn: Linear
+  /// `proj_in`: channels -> channels, before the blocks.
+  public let projIn: Projection
   /// `transformer_blocks.<i>`: the block's `transformerLayersPerBlock` entry (1 in SD).
   public let transformerBlocks: [BasicTransformerBlock]
-  /// `proj_out`: channels -> channels on the tokens, after the blocks (then the input is added).
-  public let projOut: Linear
+  /// `proj_out`: channels -> channels, after the blocks (then the input is added).
+  public let projOut: Projection
+
+  /// proj_in/proj_out are 1×1 convolutions in SD 1.x and linear layers in SD 2.x; both map
+  /// channels to channels, so one type holds either.
+  public enum Projection: Sendable {
+    /// A 1×1 convolution on `[n, c, h, w]` (SD 1.x).
+    case convolution(Conv2D)
+    /// A linear layer on the tokens `[n, h·w, c]` (`use_linear_projection`, SD 2.x).
+    case linear(Linear)
+  }
 
   init(
     _ store: WeightStore, _ key: String, channels: Int, heads: Int, contextDim: Int, layers: Int,
@@ -71,18 +80,10 @@ public struct Transformer2DModel: Sendable {
   ) throws(WeightError) {
     // The transformer's group norm uses eps 1e-6 (diffusers Transformer2DModel), not norm_eps.
     norm = try GroupNorm(store, "\(key).norm", groups: groups, channels: channels, eps: 1e-6)
-    // proj_in/proj_out are 1×1 convolutions in SD 1.x and linear layers in SD 2.x. A 1×1
-    // convolution of NCHW maps is the same product as a linear layer of the tokens (its
-    // [c, c, 1, 1] kernel is the [c, c] matrix), so both run as linear layers, after the tokens
-    // are made: the same values, and with our GEMM the same bits, but the product has h·w rows
-    // over the whole batch instead of c rows an image (measured at the 64×64 level on a Zen 3
-    // host: the 1×1 convolutions ran at 69 GFLOP/s, the linear layers of that shape at 150–170).
-    func projection(_ name: String) throws(WeightError) -> Linear {
-      if linearProjection {
-        return try Linear(store, "\(key).\(name)", in: channels, out: channels)
-      }
-      let conv = try Conv2D(store, "\(key).\(name)", in: channels, out: channels, kernel: 1)
-      return Linear(weight: conv.weight.reshaped([channels, channels]), bias: conv.bias)
+    func projection(_ name: String) throws(WeightError) -> Projection {
+      linearProjection
+        ? .linear(try Linear(store, "\(key).\(name)", in: channels, out: channels))
+        : .convolution(try Conv2D(store, "\(key).\(name)", in: channels, out: channels, kernel: 1))
     }
     projIn = try projection("proj_in")
     var blocks: [BasicTransformerBlock] = []
@@ -96,6 +97,7 @@ public struct Transformer2DModel: Sendable {
     projOut = try projection("proj_out")
   }
 
+  /// The `<key>.attentions.<j>` of a UNet block, `count` of them, as `configuration` builds them.
   static func stack(
     _ store: WeightStore, _ key: String, count: Int, channels: Int, heads: Int, layers: Int,
     configuration config: UNetConfiguration
@@ -117,11 +119,15 @@ public struct Transformer2DModel: Sendable {
     -> Tensor
   {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    // Tokens are the h·w positions: NCHW -> [n, h·w, c] around the projections and blocks.
-    var hidden = norm(x, options: options).reshaped([n, c, h * w]).transposedLastTwo()
-    hidden = projIn(hidden, options: options)
+    var hidden = norm(x, options: options)
+    // Tokens are the h·w positions: NCHW -> [n, h·w, c] around the blocks.
+    if case .convolution(let conv) = projIn { hidden = conv(hidden, options: options) }
+    hidden = hidden.reshaped([n, c, h * w]).transposedLastTwo()
+    if case .linear(let linear) = projIn { hidden = linear(hidden, options: options) }
     for block in transformerBlocks { hidden = block(hidden, context: context, options: options) }
-    hidden = projOut(hidden, options: options).transposedLastTwo().reshaped([n, c, h, w])
+    if case .linear(let linear) = projOut { hidden = linear(hidden, options: options) }
+    hidden = hidden.transposedLastTwo().reshaped([n, c, h, w])
+    if case .convolution(let conv) = projOut { hidden = conv(hidden, options: options) }
     hidden.add(x)
     return hidden
   }

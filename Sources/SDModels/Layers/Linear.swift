@@ -20,15 +20,6 @@ public struct Linear: Sendable {
     self.bias = bias ? try store.tensor("\(key).bias", shape: [outFeatures]) : nil
   }
 
-  /// A layer of the given tensors: `weight` `[outFeatures, inFeatures]`, `bias` `[outFeatures]`.
-  public init(weight: Weight, bias: Tensor?) {
-    precondition(weight.shape.count == 2, "linear weight of shape \(weight.shape)")
-    precondition(
-      bias.map { $0.shape == [weight.shape[0]] } ?? true, "linear bias for weight \(weight.shape)")
-    self.weight = weight
-    self.bias = bias
-  }
-
   /// Width of the output's last axis, from the weight's first extent.
   public var outFeatures: Int { weight.shape[0] }
 

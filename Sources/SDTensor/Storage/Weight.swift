@@ -38,17 +38,6 @@ public struct Weight: Sendable {
     self.storage = storage
   }
 
-  /// The same values under another shape of as many elements (a 1×1 convolution's
-  /// `[out, in, 1, 1]` kernel as a linear layer's `[out, in]`); the storage is shared, not copied.
-  public func reshaped(_ newShape: [Int]) -> Weight {
-    precondition(
-      newShape.reduce(1, *) == elementCount, "weight of shape \(shape) reshaped to \(newShape)")
-    if case .float(let tensor) = storage {
-      return Weight(shape: newShape, storage: .float(tensor.reshaped(newShape)))
-    }
-    return Weight(shape: newShape, storage: storage)
-  }
-
   /// Whether the weight is stored in half precision.
   public var isHalfPrecision: Bool {
     switch storage {
