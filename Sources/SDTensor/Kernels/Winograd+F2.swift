@@ -57,154 +57,99 @@ enum WinogradF2: WinogradTiling {
     }
   }
 
-  /// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 4×4 input patch d of every tile in tile rows
-  /// `firstRow..<firstRow + rows` (tile rows counted across the batch).
-  static func transformInput(
-    _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
-    into v: UnsafeMutablePointer<Float>, options: ComputeOptions
+  /// Bᵀ d B for the tiles of one tile row: `p` holds their four input rows split into two
+  /// phases (row r at `r·2·span`), `t` gets Bᵀ d in the same layout (one readable vector past
+  /// it); position ξ of tile tx goes to `v[ξ·plane + tx]`.
+  static func transformInputRow(
+    _ p: UnsafePointer<Float>, rowsT t: UnsafeMutablePointer<Float>, span: Int, tilesWide: Int,
+    into v: UnsafeMutablePointer<Float>, plane: Int
   ) {
-    let (c, h, w) = (g.c, g.h, g.w)
-    let tilesHigh = (h + 1) / 2
-    let tilesWide = (w + 1) / 2
-    // Phase rows hold indices 0...tilesWide, padded to whole vectors.
-    let span = (tilesWide + 1 + 7) / 8 * 8
     let width = 2 * span
-    let (source, destination) = (SharedPointer(x), SharedMutablePointer(v))
-    let plane = c * ldv
-    // Each channel fills its own row of every V[ξ].
-    parallelFor(c, grain: 1, options: options) { range in
-      // phases[r·width + φ·span + j] = row r of the patch at x = 2j + φ − 1 (0 outside the
-      // image); rowsT = Bᵀ d in the same layout. The extra vector lets the last loads run over.
-      withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * width + 8) { scratch in
-        guard let p = scratch.baseAddress else { return }
-        let t = p + 4 * width
-        (t + 4 * width).initialize(repeating: 0, count: 8)
-        for channel in range {
-          for local in 0..<rows {
-            let tileRow = firstRow + local
-            let item = tileRow / tilesHigh
-            let y0 = (tileRow % tilesHigh) * 2 - 1
-            let image = source.base + (item * c + channel) * h * w
-            for r in 0..<4 {
-              let y = y0 + r
-              if y >= 0 && y < h {
-                splitPhases(image + y * w, count: w, into: p + r * width, span: span)
-              } else {
-                (p + r * width).initialize(repeating: 0, count: width)
-              }
-            }
-            for q in stride(from: 0, to: width, by: 8) {
-              let (d0, d1) = (load8(p + q), load8(p + width + q))
-              let (d2, d3) = (load8(p + 2 * width + q), load8(p + 3 * width + q))
-              store8(d0 - d2, t + q)
-              store8(d1 + d2, t + width + q)
-              store8(d2 - d1, t + 2 * width + q)
-              store8(d1 - d3, t + 3 * width + q)
-            }
-            let base = destination.base + channel * ldv + local * tilesWide
-            for i in 0..<4 {
-              // e_k of tile tx is row i of Bᵀ d at patch column k: phase k mod 2, index tx + k/2.
-              let e = t + i * width
-              let out = base + i * 4 * plane
-              for tx in stride(from: 0, to: tilesWide, by: 8) {
-                let (e0, e1) = (load8(e + tx), load8(e + span + tx))
-                let (e2, e3) = (load8(e + tx + 1), load8(e + span + tx + 1))
-                let valid = tilesWide - tx
-                store8(e0 - e2, out + tx, valid: valid)
-                store8(e1 + e2, out + plane + tx, valid: valid)
-                store8(e2 - e1, out + 2 * plane + tx, valid: valid)
-                store8(e1 - e3, out + 3 * plane + tx, valid: valid)
-              }
-            }
-          }
-        }
+    for q in stride(from: 0, to: width, by: 8) {
+      let (d0, d1) = (load8(p + q), load8(p + width + q))
+      let (d2, d3) = (load8(p + 2 * width + q), load8(p + 3 * width + q))
+      store8(d0 - d2, t + q)
+      store8(d1 + d2, t + width + q)
+      store8(d2 - d1, t + 2 * width + q)
+      store8(d1 - d3, t + 3 * width + q)
+    }
+    for i in 0..<4 {
+      // e_k of tile tx is row i of Bᵀ d at patch column k: phase k mod 2, index tx + k/2.
+      let e = t + i * width
+      let out = v + i * 4 * plane
+      for tx in stride(from: 0, to: tilesWide, by: 8) {
+        let (e0, e1) = (load8(e + tx), load8(e + span + tx))
+        let (e2, e3) = (load8(e + tx + 1), load8(e + span + tx + 1))
+        let valid = tilesWide - tx
+        store8(e0 - e2, out + tx, valid: valid)
+        store8(e1 + e2, out + plane + tx, valid: valid)
+        store8(e2 - e1, out + 2 * plane + tx, valid: valid)
+        store8(e1 - e3, out + 3 * plane + tx, valid: valid)
       }
     }
   }
 
-  /// out[2×2 tile] += Aᵀ M A for every tile of the chunk's tile rows and output channels
-  /// `channels` (M holds those channels, from 0), dropping rows and columns past the image.
-  static func transformOutput(
-    _ m: UnsafePointer<Float>, _ g: ConvGeometry, channels: Range<Int>, firstRow: Int, rows: Int,
-    ldm: Int, into out: UnsafeMutablePointer<Float>, options: ComputeOptions
+  /// Aᵀ M A for the tiles of one tile row, added onto its first `rows` output rows (`image`,
+  /// `image + w`), dropping columns past w: M[ξ] of tile tx is `products[ξ·plane + tx]`; `s`
+  /// holds Aᵀ M, s[(4a + j)·span + tx] = row a, column j.
+  static func transformOutputRow(
+    _ products: UnsafePointer<Float>, plane: Int, span: Int, tilesWide: Int,
+    scratch s: UnsafeMutablePointer<Float>, into image: UnsafeMutablePointer<Float>, rows: Int,
+    width w: Int
   ) {
-    let (o, h, w) = (g.o, g.h, g.w)
-    let tilesHigh = (h + 1) / 2
-    let tilesWide = (w + 1) / 2
-    let span = (tilesWide + 7) / 8 * 8
-    let (source, destination) = (SharedPointer(m), SharedMutablePointer(out))
-    let plane = channels.count * ldm
-    // Each output channel writes only its own plane.
-    parallelFor(channels.count, grain: 1, options: options) { range in
-      // s[(4a + j)·span + tx] = row a of Aᵀ M, column j, for every tile of the row.
-      withUnsafeTemporaryAllocation(of: Float.self, capacity: 8 * span) { scratch in
-        guard let s = scratch.baseAddress else { return }
-        for channel in range {
-          for local in 0..<rows {
-            let tileRow = firstRow + local
-            let item = tileRow / tilesHigh
-            let y0 = (tileRow % tilesHigh) * 2
-            // Loads past the row's last tile read neighbouring (or padding) products whose
-            // lanes are never stored.
-            let products = source.base + channel * ldm + local * tilesWide
-            for j in 0..<4 {
-              for tx in stride(from: 0, to: tilesWide, by: 8) {
-                let column = products + j * plane + tx
-                let (m0, m1) = (load8(column), load8(column + 4 * plane))
-                let (m2, m3) = (load8(column + 8 * plane), load8(column + 12 * plane))
-                store8(m0 + m1 + m2, s + j * span + tx)
-                store8(m1 - m2 - m3, s + (4 + j) * span + tx)
-              }
-            }
-            let image = destination.base + (item * o + channels.lowerBound + channel) * h * w
-            for a in 0..<Swift.min(2, h - y0) {
-              let row = s + a * 4 * span
-              let line = image + (y0 + a) * w
-              for tx in stride(from: 0, to: tilesWide, by: 8) {
-                let (r0, r1) = (load8(row + tx), load8(row + span + tx))
-                let (r2, r3) = (load8(row + 2 * span + tx), load8(row + 3 * span + tx))
-                let (c0, c1) = (r0 + r1 + r2, r1 - r2 - r3)
-                // Output column 2·tile + b: the two columns' vectors interleaved.
-                let pairs = SIMD16(
-                  c0[0], c1[0], c0[1], c1[1], c0[2], c1[2], c0[3], c1[3],
-                  c0[4], c1[4], c0[5], c1[5], c0[6], c1[6], c0[7], c1[7])
-                let x0 = 2 * tx
-                if x0 + 16 <= w {
-                  let target = UnsafeMutableRawPointer(line + x0)
-                  let sum = target.loadUnaligned(as: SIMD16<Float>.self) + pairs
-                  target.storeBytes(of: sum, as: SIMD16<Float>.self)
-                } else {
-                  for lane in 0..<Swift.max(0, w - x0) { line[x0 + lane] += pairs[lane] }
-                }
-              }
-            }
-          }
+    for j in 0..<4 {
+      for tx in stride(from: 0, to: tilesWide, by: 8) {
+        let column = products + j * plane + tx
+        let (m0, m1) = (load8(column), load8(column + 4 * plane))
+        let (m2, m3) = (load8(column + 8 * plane), load8(column + 12 * plane))
+        store8(m0 + m1 + m2, s + j * span + tx)
+        store8(m1 - m2 - m3, s + (4 + j) * span + tx)
+      }
+    }
+    for a in 0..<rows {
+      let row = s + a * 4 * span
+      let line = image + a * w
+      for tx in stride(from: 0, to: tilesWide, by: 8) {
+        let (r0, r1) = (load8(row + tx), load8(row + span + tx))
+        let (r2, r3) = (load8(row + 2 * span + tx), load8(row + 3 * span + tx))
+        let (c0, c1) = (r0 + r1 + r2, r1 - r2 - r3)
+        // Output column 2·tile + b: the two columns' vectors interleaved.
+        let pairs = SIMD16(
+          c0[0], c1[0], c0[1], c1[1], c0[2], c1[2], c0[3], c1[3],
+          c0[4], c1[4], c0[5], c1[5], c0[6], c1[6], c0[7], c1[7])
+        let x0 = 2 * tx
+        if x0 + 16 <= w {
+          let target = UnsafeMutableRawPointer(line + x0)
+          let sum = target.loadUnaligned(as: SIMD16<Float>.self) + pairs
+          target.storeBytes(of: sum, as: SIMD16<Float>.self)
+        } else {
+          for lane in 0..<Swift.max(0, w - x0) { line[x0 + lane] += pairs[lane] }
         }
       }
     }
   }
-}
 
-/// Splits one input row into two phase rows: phase φ, index j holds x = 2j + φ − 1, zero where
-/// that is outside the row (each phase row has `span` entries).
-private func splitPhases(
-  _ input: UnsafePointer<Float>, count w: Int, into line: UnsafeMutablePointer<Float>, span: Int
-) {
-  line.initialize(repeating: 0, count: 2 * span)
-  // x = 0 is phase 1 of j = 0; then blocks of 16 (j…j+7, both phases) split into their even and
-  // odd lanes; the rest one by one.
-  if w > 0 { line[span] = input[0] }
-  var x = 1
-  while x + 16 <= w {
-    let j = (x + 1) / 2
-    let values = UnsafeRawPointer(input + x).loadUnaligned(as: SIMD16<Float>.self)
-    store8(values.evenHalf, line + j)
-    store8(values.oddHalf, line + span + j)
-    x += 16
-  }
-  while x < w {
-    let shifted = x + 1
-    line[(shifted & 1) * span + shifted >> 1] = input[x]
-    x += 1
+  /// Splits one input row into two phase rows: phase φ, index j holds x = 2j + φ − 1, zero where
+  /// that is outside the row (each phase row has `span` entries).
+  static func splitPhases(
+    _ input: UnsafePointer<Float>, count w: Int, into line: UnsafeMutablePointer<Float>, span: Int
+  ) {
+    line.initialize(repeating: 0, count: 2 * span)
+    // x = 0 is phase 1 of j = 0; then blocks of 16 (j…j+7, both phases) split into their even and
+    // odd lanes; the rest one by one.
+    if w > 0 { line[span] = input[0] }
+    var x = 1
+    while x + 16 <= w {
+      let j = (x + 1) / 2
+      let values = UnsafeRawPointer(input + x).loadUnaligned(as: SIMD16<Float>.self)
+      store8(values.evenHalf, line + j)
+      store8(values.oddHalf, line + span + j)
+      x += 16
+    }
+    while x < w {
+      let shifted = x + 1
+      line[(shifted & 1) * span + shifted >> 1] = input[x]
+      x += 1
+    }
   }
 }

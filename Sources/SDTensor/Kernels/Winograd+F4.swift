@@ -73,182 +73,127 @@ enum WinogradF4: WinogradTiling {
     }
   }
 
-  /// V[ξ][c][t] = (Bᵀ d B)[ξ] for the 6×6 input patch d of every tile in tile rows
-  /// `firstRow..<firstRow + rows` (tile rows counted across the batch).
-  static func transformInput(
-    _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
-    into v: UnsafeMutablePointer<Float>, options: ComputeOptions
+  /// Bᵀ d B for the tiles of one tile row: `p` holds their six input rows split into four
+  /// phases (row r at `r·4·span`), `t` gets Bᵀ d in the same layout (one readable vector past
+  /// it); position ξ of tile tx goes to `v[ξ·plane + tx]`.
+  static func transformInputRow(
+    _ p: UnsafePointer<Float>, rowsT t: UnsafeMutablePointer<Float>, span: Int, tilesWide: Int,
+    into v: UnsafeMutablePointer<Float>, plane: Int
   ) {
-    let (c, h, w) = (g.c, g.h, g.w)
-    let tilesHigh = (h + 3) / 4
-    let tilesWide = (w + 3) / 4
-    // Phase rows hold tiles 0...tilesWide, padded to whole vectors.
-    let span = (tilesWide + 1 + 7) / 8 * 8
     let width = 4 * span
-    let (source, destination) = (SharedPointer(x), SharedMutablePointer(v))
-    let plane = c * ldv
-    // Each channel fills its own row of every V[ξ].
-    parallelFor(c, grain: 1, options: options) { range in
-      // phases[r·width + φ·span + j] = row r of the patch at x = 4j + φ − 1 (0 outside the
-      // image); rowsT = Bᵀ d in the same layout. The extra vector lets the last loads run over.
-      withUnsafeTemporaryAllocation(of: Float.self, capacity: 12 * width + 8) { scratch in
-        guard let p = scratch.baseAddress else { return }
-        let t = p + 6 * width
-        (t + 6 * width).initialize(repeating: 0, count: 8)
-        for channel in range {
-          for local in 0..<rows {
-            let tileRow = firstRow + local
-            let item = tileRow / tilesHigh
-            let y0 = (tileRow % tilesHigh) * 4 - 1
-            let image = source.base + (item * c + channel) * h * w
-            for r in 0..<6 {
-              let y = y0 + r
-              if y >= 0 && y < h {
-                splitPhases(image + y * w, count: w, into: p + r * width, span: span)
-              } else {
-                (p + r * width).initialize(repeating: 0, count: width)
-              }
-            }
-            for q in stride(from: 0, to: width, by: 8) {
-              let (d0, d1, d2) = (load8(p + q), load8(p + width + q), load8(p + 2 * width + q))
-              let (d3, d4, d5) = (
-                load8(p + 3 * width + q), load8(p + 4 * width + q), load8(p + 5 * width + q)
-              )
-              store8(4 * d0 - 5 * d2 + d4, t + q)
-              store8(d4 + d3 - 4 * (d1 + d2), t + width + q)
-              store8(d4 - d3 + 4 * (d1 - d2), t + 2 * width + q)
-              store8(d4 - d2 + 2 * (d3 - d1), t + 3 * width + q)
-              store8(d4 - d2 - 2 * (d3 - d1), t + 4 * width + q)
-              store8(4 * d1 - 5 * d3 + d5, t + 5 * width + q)
-            }
-            let base = destination.base + channel * ldv + local * tilesWide
-            for i in 0..<6 {
-              // e_k of tile tx is row i of Bᵀ d at patch column k: phase k mod 4, index tx + k/4.
-              let e = t + i * width
-              let out = base + i * 6 * plane
-              for tx in stride(from: 0, to: tilesWide, by: 8) {
-                let (e0, e1, e2, e3) = (
-                  load8(e + tx), load8(e + span + tx), load8(e + 2 * span + tx),
-                  load8(e + 3 * span + tx)
-                )
-                let (e4, e5) = (load8(e + tx + 1), load8(e + span + tx + 1))
-                let valid = tilesWide - tx
-                store8(4 * e0 - 5 * e2 + e4, out + tx, valid: valid)
-                store8(e4 + e3 - 4 * (e1 + e2), out + plane + tx, valid: valid)
-                store8(e4 - e3 + 4 * (e1 - e2), out + 2 * plane + tx, valid: valid)
-                store8(e4 - e2 + 2 * (e3 - e1), out + 3 * plane + tx, valid: valid)
-                store8(e4 - e2 - 2 * (e3 - e1), out + 4 * plane + tx, valid: valid)
-                store8(4 * e1 - 5 * e3 + e5, out + 5 * plane + tx, valid: valid)
-              }
-            }
-          }
-        }
+    for q in stride(from: 0, to: width, by: 8) {
+      let (d0, d1, d2) = (load8(p + q), load8(p + width + q), load8(p + 2 * width + q))
+      let (d3, d4, d5) = (
+        load8(p + 3 * width + q), load8(p + 4 * width + q), load8(p + 5 * width + q)
+      )
+      store8(4 * d0 - 5 * d2 + d4, t + q)
+      store8(d4 + d3 - 4 * (d1 + d2), t + width + q)
+      store8(d4 - d3 + 4 * (d1 - d2), t + 2 * width + q)
+      store8(d4 - d2 + 2 * (d3 - d1), t + 3 * width + q)
+      store8(d4 - d2 - 2 * (d3 - d1), t + 4 * width + q)
+      store8(4 * d1 - 5 * d3 + d5, t + 5 * width + q)
+    }
+    for i in 0..<6 {
+      // e_k of tile tx is row i of Bᵀ d at patch column k: phase k mod 4, index tx + k/4.
+      let e = t + i * width
+      let out = v + i * 6 * plane
+      for tx in stride(from: 0, to: tilesWide, by: 8) {
+        let (e0, e1, e2, e3) = (
+          load8(e + tx), load8(e + span + tx), load8(e + 2 * span + tx),
+          load8(e + 3 * span + tx)
+        )
+        let (e4, e5) = (load8(e + tx + 1), load8(e + span + tx + 1))
+        let valid = tilesWide - tx
+        store8(4 * e0 - 5 * e2 + e4, out + tx, valid: valid)
+        store8(e4 + e3 - 4 * (e1 + e2), out + plane + tx, valid: valid)
+        store8(e4 - e3 + 4 * (e1 - e2), out + 2 * plane + tx, valid: valid)
+        store8(e4 - e2 + 2 * (e3 - e1), out + 3 * plane + tx, valid: valid)
+        store8(e4 - e2 - 2 * (e3 - e1), out + 4 * plane + tx, valid: valid)
+        store8(4 * e1 - 5 * e3 + e5, out + 5 * plane + tx, valid: valid)
       }
     }
   }
 
-  /// out[4×4 tile] += Aᵀ M A for every tile of the chunk's tile rows and output channels
-  /// `channels` (M holds those channels, from 0), dropping rows and columns past the image.
-  static func transformOutput(
-    _ m: UnsafePointer<Float>, _ g: ConvGeometry, channels: Range<Int>, firstRow: Int, rows: Int,
-    ldm: Int, into out: UnsafeMutablePointer<Float>, options: ComputeOptions
+  /// Aᵀ M A for the tiles of one tile row, added onto its first `rows` output rows (`image`,
+  /// `image + w`, ...), dropping columns past w: M[ξ] of tile tx is `products[ξ·plane + tx]`;
+  /// `s` holds Aᵀ M, s[(6a + j)·span + tx] = row a, column j.
+  static func transformOutputRow(
+    _ products: UnsafePointer<Float>, plane: Int, span: Int, tilesWide: Int,
+    scratch s: UnsafeMutablePointer<Float>, into image: UnsafeMutablePointer<Float>, rows: Int,
+    width w: Int
   ) {
-    let (o, h, w) = (g.o, g.h, g.w)
-    let tilesHigh = (h + 3) / 4
-    let tilesWide = (w + 3) / 4
-    let span = (tilesWide + 7) / 8 * 8
-    let (source, destination) = (SharedPointer(m), SharedMutablePointer(out))
-    let plane = channels.count * ldm
-    // Each output channel writes only its own plane.
-    parallelFor(channels.count, grain: 1, options: options) { range in
-      // s[(6a + j)·span + tx] = row a of Aᵀ M, column j, for every tile of the row.
-      withUnsafeTemporaryAllocation(of: Float.self, capacity: 24 * span) { scratch in
-        guard let s = scratch.baseAddress else { return }
-        for channel in range {
-          for local in 0..<rows {
-            let tileRow = firstRow + local
-            let item = tileRow / tilesHigh
-            let y0 = (tileRow % tilesHigh) * 4
-            // Loads past the row's last tile read neighbouring (or padding) products whose lanes
-            // are never stored.
-            let products = source.base + channel * ldm + local * tilesWide
-            for j in 0..<6 {
-              for tx in stride(from: 0, to: tilesWide, by: 8) {
-                let column = products + j * plane + tx
-                let (m0, m1, m2) = (
-                  load8(column), load8(column + 6 * plane), load8(column + 12 * plane)
-                )
-                let (m3, m4, m5) = (
-                  load8(column + 18 * plane), load8(column + 24 * plane), load8(column + 30 * plane)
-                )
-                let (sum, difference) = (m1 + m2, m1 - m2)
-                store8(m0 + sum + m3 + m4, s + j * span + tx)
-                store8(difference + 2 * (m3 - m4), s + (6 + j) * span + tx)
-                store8(sum + 4 * (m3 + m4), s + (12 + j) * span + tx)
-                store8(difference + 8 * (m3 - m4) + m5, s + (18 + j) * span + tx)
-              }
-            }
-            let image = destination.base + (item * o + channels.lowerBound + channel) * h * w
-            for a in 0..<Swift.min(4, h - y0) {
-              let row = s + a * 6 * span
-              let line = image + (y0 + a) * w
-              for tx in stride(from: 0, to: tilesWide, by: 8) {
-                let (r0, r1, r2) = (
-                  load8(row + tx), load8(row + span + tx), load8(row + 2 * span + tx)
-                )
-                let (r3, r4, r5) = (
-                  load8(row + 3 * span + tx), load8(row + 4 * span + tx), load8(row + 5 * span + tx)
-                )
-                let (sum, difference) = (r1 + r2, r1 - r2)
-                let c0 = r0 + sum + r3 + r4
-                let c1 = difference + 2 * (r3 - r4)
-                let c2 = sum + 4 * (r3 + r4)
-                let c3 = difference + 8 * (r3 - r4) + r5
-                // Four tiles at a time: transpose (output column b, tile) to (tile, b).
-                let low = transposed(c0.lowHalf, c1.lowHalf, c2.lowHalf, c3.lowHalf)
-                let high = transposed(c0.highHalf, c1.highHalf, c2.highHalf, c3.highHalf)
-                let x0 = 4 * tx
-                accumulate(low.0, line, at: x0, width: w)
-                accumulate(low.1, line, at: x0 + 4, width: w)
-                accumulate(low.2, line, at: x0 + 8, width: w)
-                accumulate(low.3, line, at: x0 + 12, width: w)
-                accumulate(high.0, line, at: x0 + 16, width: w)
-                accumulate(high.1, line, at: x0 + 20, width: w)
-                accumulate(high.2, line, at: x0 + 24, width: w)
-                accumulate(high.3, line, at: x0 + 28, width: w)
-              }
-            }
-          }
-        }
+    for j in 0..<6 {
+      for tx in stride(from: 0, to: tilesWide, by: 8) {
+        let column = products + j * plane + tx
+        let (m0, m1, m2) = (
+          load8(column), load8(column + 6 * plane), load8(column + 12 * plane)
+        )
+        let (m3, m4, m5) = (
+          load8(column + 18 * plane), load8(column + 24 * plane), load8(column + 30 * plane)
+        )
+        let (sum, difference) = (m1 + m2, m1 - m2)
+        store8(m0 + sum + m3 + m4, s + j * span + tx)
+        store8(difference + 2 * (m3 - m4), s + (6 + j) * span + tx)
+        store8(sum + 4 * (m3 + m4), s + (12 + j) * span + tx)
+        store8(difference + 8 * (m3 - m4) + m5, s + (18 + j) * span + tx)
+      }
+    }
+    for a in 0..<rows {
+      let row = s + a * 6 * span
+      let line = image + a * w
+      for tx in stride(from: 0, to: tilesWide, by: 8) {
+        let (r0, r1, r2) = (
+          load8(row + tx), load8(row + span + tx), load8(row + 2 * span + tx)
+        )
+        let (r3, r4, r5) = (
+          load8(row + 3 * span + tx), load8(row + 4 * span + tx), load8(row + 5 * span + tx)
+        )
+        let (sum, difference) = (r1 + r2, r1 - r2)
+        let c0 = r0 + sum + r3 + r4
+        let c1 = difference + 2 * (r3 - r4)
+        let c2 = sum + 4 * (r3 + r4)
+        let c3 = difference + 8 * (r3 - r4) + r5
+        // Four tiles at a time: transpose (output column b, tile) to (tile, b).
+        let low = transposed(c0.lowHalf, c1.lowHalf, c2.lowHalf, c3.lowHalf)
+        let high = transposed(c0.highHalf, c1.highHalf, c2.highHalf, c3.highHalf)
+        let x0 = 4 * tx
+        accumulate(low.0, line, at: x0, width: w)
+        accumulate(low.1, line, at: x0 + 4, width: w)
+        accumulate(low.2, line, at: x0 + 8, width: w)
+        accumulate(low.3, line, at: x0 + 12, width: w)
+        accumulate(high.0, line, at: x0 + 16, width: w)
+        accumulate(high.1, line, at: x0 + 20, width: w)
+        accumulate(high.2, line, at: x0 + 24, width: w)
+        accumulate(high.3, line, at: x0 + 28, width: w)
       }
     }
   }
-}
 
-/// Splits one input row into four phase rows: phase φ, index j holds x = 4j + φ − 1, zero where
-/// that is outside the row (each phase row has `span` entries).
-private func splitPhases(
-  _ input: UnsafePointer<Float>, count w: Int, into line: UnsafeMutablePointer<Float>, span: Int
-) {
-  line.initialize(repeating: 0, count: 4 * span)
-  // x = 0, 1, 2 are phases 1, 2, 3 of j = 0; then blocks of 16 (j…j+3, all phases) transposed
-  // from four vectors; the rest one by one.
-  for x in 0..<Swift.min(3, w) { line[(x + 1) * span] = input[x] }
-  var x = 3
-  while x + 16 <= w {
-    let j = (x + 1) / 4
-    let (a, b, c, d) = transposed(
-      load4(input + x), load4(input + x + 4), load4(input + x + 8), load4(input + x + 12))
-    store4(a, line + j)
-    store4(b, line + span + j)
-    store4(c, line + 2 * span + j)
-    store4(d, line + 3 * span + j)
-    x += 16
-  }
-  while x < w {
-    let shifted = x + 1
-    line[(shifted & 3) * span + shifted >> 2] = input[x]
-    x += 1
+  /// Splits one input row into four phase rows: phase φ, index j holds x = 4j + φ − 1, zero where
+  /// that is outside the row (each phase row has `span` entries).
+  static func splitPhases(
+    _ input: UnsafePointer<Float>, count w: Int, into line: UnsafeMutablePointer<Float>, span: Int
+  ) {
+    line.initialize(repeating: 0, count: 4 * span)
+    // x = 0, 1, 2 are phases 1, 2, 3 of j = 0; then blocks of 16 (j…j+3, all phases) transposed
+    // from four vectors; the rest one by one.
+    for x in 0..<Swift.min(3, w) { line[(x + 1) * span] = input[x] }
+    var x = 3
+    while x + 16 <= w {
+      let j = (x + 1) / 4
+      let (a, b, c, d) = transposed(
+        load4(input + x), load4(input + x + 4), load4(input + x + 8), load4(input + x + 12))
+      store4(a, line + j)
+      store4(b, line + span + j)
+      store4(c, line + 2 * span + j)
+      store4(d, line + 3 * span + j)
+      x += 16
+    }
+    while x < w {
+      let shifted = x + 1
+      line[(shifted & 3) * span + shifted >> 2] = input[x]
+      x += 1
+    }
   }
 }
 

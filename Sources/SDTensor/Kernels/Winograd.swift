@@ -17,9 +17,10 @@ private let winogradChunkBudget = 16 << 20
 /// peaks at 3.73 GB, against 3.85 before F2 and 3.86 with F2 unblocked.
 private let winogradWeightBudget = 128 << 20
 
-/// One Winograd algorithm F(m×m, 3×3): its tile and its three transforms. Layouts: U[ξ][o][c]
-/// (weights), V[ξ][c][t] (input tiles, t counting the tiles of a chunk row by row), M[ξ][o][t]
-/// (products).
+/// One Winograd algorithm F(m×m, 3×3): its tile and the arithmetic of its transforms (the loops
+/// over channels and tile rows around them are `transformInput` and `transformOutput` below).
+/// Layouts: U[ξ][o][c] (weights), V[ξ][c][t] (input tiles, t counting the tiles of a chunk row by
+/// row), M[ξ][o][t] (products).
 protocol WinogradTiling {
   /// The output tile side m; input patches are m + 2 wide.
   static var tile: Int { get }
@@ -27,17 +28,23 @@ protocol WinogradTiling {
   static func transformWeights(
     _ weight: UnsafePointer<Float>, o: Int, c: Int, into u: UnsafeMutablePointer<Float>,
     options: ComputeOptions)
-  /// V[ξ][c][t] = (Bᵀ d B)[ξ] for the input patch d of every tile in tile rows
-  /// `firstRow..<firstRow + rows` (tile rows counted across the batch).
-  static func transformInput(
-    _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int, ldv: Int,
-    into v: UnsafeMutablePointer<Float>, options: ComputeOptions)
-  /// out[tile] += Aᵀ M A for every tile of the chunk's tile rows and output channels `channels`
-  /// (M holds those channels, from 0), dropping rows and columns past the image. M has one
-  /// vector of readable padding after its last row.
-  static func transformOutput(
-    _ m: UnsafePointer<Float>, _ g: ConvGeometry, channels: Range<Int>, firstRow: Int, rows: Int,
-    ldm: Int, into out: UnsafeMutablePointer<Float>, options: ComputeOptions)
+  /// Splits one input row of `count` values into m phase rows of `span` entries: phase φ, index
+  /// j holds x = m·j + φ − 1, zero where that is outside the row.
+  static func splitPhases(
+    _ input: UnsafePointer<Float>, count: Int, into line: UnsafeMutablePointer<Float>, span: Int)
+  /// Bᵀ d B for the tiles of one tile row: `p` holds its m + 2 input rows, each split into m
+  /// phases (row r at `r·m·span`), `t` is scratch for Bᵀ d in the same layout (one readable
+  /// vector past it); position ξ of tile tx goes to `v[ξ·plane + tx]`.
+  static func transformInputRow(
+    _ p: UnsafePointer<Float>, rowsT t: UnsafeMutablePointer<Float>, span: Int, tilesWide: Int,
+    into v: UnsafeMutablePointer<Float>, plane: Int)
+  /// Aᵀ M A for the tiles of one tile row, added onto its first `rows` output rows (`image`,
+  /// `image + w`, ...), dropping columns past w: M[ξ] of tile tx is `products[ξ·plane + tx]`
+  /// (one vector of readable padding after the last), `s` scratch of m·(m + 2)·span floats.
+  static func transformOutputRow(
+    _ products: UnsafePointer<Float>, plane: Int, span: Int, tilesWide: Int,
+    scratch s: UnsafeMutablePointer<Float>, into image: UnsafeMutablePointer<Float>, rows: Int,
+    width w: Int)
 }
 
 extension WinogradTiling {
@@ -111,8 +118,9 @@ func winogradConv3x3<Tiling: WinogradTiling>(
             let rows = Swift.min(rowsPerChunk, tileRows - firstRow)
             let count = rows * tilesWide
             if chunkCount > 1 || first == 0 {
-              Tiling.transformInput(
-                x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v, options: options)
+              transformInput(
+                Tiling.self, x, g, firstRow: firstRow, rows: rows, ldv: chunk, into: v,
+                options: options)
             }
             // The products are independent; each writes its own M[ξ] = U[ξ]·V[ξ].
             let (us, vs, ms) = (SharedPointer(u), SharedPointer(v), SharedMutablePointer(m))
@@ -124,11 +132,93 @@ func winogradConv3x3<Tiling: WinogradTiling>(
                   ldb: chunk, c: ms.base + position * o * chunk, ldc: chunk)
               }
             }
-            Tiling.transformOutput(
-              m, g, channels: channels, firstRow: firstRow, rows: rows, ldm: chunk, into: out,
-              options: options)
+            transformOutput(
+              Tiling.self, m, g, channels: channels, firstRow: firstRow, rows: rows, ldm: chunk,
+              into: out, options: options)
             firstRow += rows
           }
+        }
+      }
+    }
+  }
+}
+
+/// V[ξ][c][t] = (Bᵀ d B)[ξ] for the (m + 2)×(m + 2) input patch d of every tile in tile rows
+/// `firstRow..<firstRow + rows` (tile rows counted across the batch). A tile row's input rows
+/// are split into m phases (x mod m) first, so that every step of the transform is a contiguous
+/// loop over the row's tiles.
+private func transformInput<Tiling: WinogradTiling>(
+  _ tiling: Tiling.Type, _ x: UnsafePointer<Float>, _ g: ConvGeometry, firstRow: Int, rows: Int,
+  ldv: Int, into v: UnsafeMutablePointer<Float>, options: ComputeOptions
+) {
+  let (c, h, w, side) = (g.c, g.h, g.w, Tiling.tile)
+  let patchRows = side + 2
+  let tilesHigh = (h + side - 1) / side
+  let tilesWide = (w + side - 1) / side
+  // Phase rows hold indices 0...tilesWide, padded to whole vectors.
+  let span = (tilesWide + 1 + 7) / 8 * 8
+  let width = side * span
+  let (source, destination) = (SharedPointer(x), SharedMutablePointer(v))
+  let plane = c * ldv
+  // Each channel fills its own row of every V[ξ].
+  parallelFor(c, grain: 1, options: options) { range in
+    // The patch's phase rows, then Bᵀ d in the same layout and one zeroed vector past it.
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * patchRows * width + 8) { scratch in
+      guard let patch = scratch.baseAddress else { return }
+      let rowsT = patch + patchRows * width
+      (rowsT + patchRows * width).initialize(repeating: 0, count: 8)
+      for channel in range {
+        for local in 0..<rows {
+          let tileRow = firstRow + local
+          let item = tileRow / tilesHigh
+          let y0 = (tileRow % tilesHigh) * side - 1
+          let image = source.base + (item * c + channel) * h * w
+          for r in 0..<patchRows {
+            let y = y0 + r
+            if y >= 0 && y < h {
+              Tiling.splitPhases(image + y * w, count: w, into: patch + r * width, span: span)
+            } else {
+              (patch + r * width).initialize(repeating: 0, count: width)
+            }
+          }
+          Tiling.transformInputRow(
+            patch, rowsT: rowsT, span: span, tilesWide: tilesWide,
+            into: destination.base + channel * ldv + local * tilesWide, plane: plane)
+        }
+      }
+    }
+  }
+}
+
+/// out[tile] += Aᵀ M A for every tile of the chunk's tile rows and output channels `channels`
+/// (M holds those channels, from 0), dropping rows and columns past the image.
+private func transformOutput<Tiling: WinogradTiling>(
+  _ tiling: Tiling.Type, _ m: UnsafePointer<Float>, _ g: ConvGeometry, channels: Range<Int>,
+  firstRow: Int, rows: Int, ldm: Int, into out: UnsafeMutablePointer<Float>,
+  options: ComputeOptions
+) {
+  let (o, h, w, side) = (g.o, g.h, g.w, Tiling.tile)
+  let tilesHigh = (h + side - 1) / side
+  let tilesWide = (w + side - 1) / side
+  let span = (tilesWide + 7) / 8 * 8
+  let (source, destination) = (SharedPointer(m), SharedMutablePointer(out))
+  let plane = channels.count * ldm
+  // Each output channel writes only its own plane.
+  parallelFor(channels.count, grain: 1, options: options) { range in
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: side * (side + 2) * span) { scratch in
+      guard let s = scratch.baseAddress else { return }
+      for channel in range {
+        for local in 0..<rows {
+          let tileRow = firstRow + local
+          let item = tileRow / tilesHigh
+          let y0 = (tileRow % tilesHigh) * side
+          let image = destination.base + (item * o + channels.lowerBound + channel) * h * w
+          // Loads past the row's last tile read neighbouring (or padding) products whose lanes
+          // are never stored.
+          Tiling.transformOutputRow(
+            source.base + channel * ldm + local * tilesWide, plane: plane, span: span,
+            tilesWide: tilesWide, scratch: s, into: image + y0 * w, rows: Swift.min(side, h - y0),
+            width: w)
         }
       }
     }
