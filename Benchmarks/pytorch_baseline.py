@@ -4,9 +4,13 @@ can print ours/PyTorch ratios measured in the same session on the same cores.
     python3 Benchmarks/pytorch_baseline.py --threads 2 [--skip-large] > baseline.json
     swift run -c release bench --pytorch baseline.json
     python3 Benchmarks/pytorch_baseline.py --threads 2 --model-type sdxl   # bench --model-type sdxl
+    python3 Benchmarks/pytorch_baseline.py --threads 2 --serve-unet 64     # bench --interleave N
 
 Weights are random (the released SD 1.5 or SDXL base configs, fp32); only the time matters. Prints
 one JSON object with seconds per part (median of the timed runs after one warm-up) and peak RSS.
+With --serve-unet SIZE it builds the SD 1.5 UNet, runs one warm-up CFG step at SIZE x SIZE
+latents, prints "ready", then times one step per line read from stdin and prints its seconds:
+the bench alternates these steps with its own, so both see the same minutes of a shared host.
 """
 
 import argparse
@@ -14,6 +18,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -89,15 +94,34 @@ def sdxl(result, unet_runs):
         + result["SDXL VAE decode tiled 128x128 -> 1024x1024"])
 
 
+def serve_unet(size):
+    """One CFG UNet step (batch 2) per stdin line, its seconds printed as soon as it ends."""
+    unet = UNet2DConditionModel(**UNET).eval()
+    sample = torch.randn(2, 4, size, size)
+    t = torch.tensor([999, 999])
+    context = torch.randn(2, 77, 768)
+    unet(sample, t, context)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        unet(sample, t, context)
+        print(time.perf_counter() - start, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--model-type", choices=["sd15", "sdxl"], default="sd15")
     parser.add_argument("--unet-runs", type=int, default=1)
+    parser.add_argument("--serve-unet", type=int, metavar="SIZE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.serve_unet:
+        with torch.inference_mode():
+            serve_unet(args.serve_unet)
+        return
     # The vector ISA ATen's kernels use, and the one oneDNN's convolutions may use (both can be
     # capped by the environment: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2).
     result = {"torch": torch.__version__, "threads": args.threads,

@@ -16,6 +16,8 @@ struct BenchArguments {
   var unetRuns = 1
   /// Only the sgemm peak and the UNet (for optimisation work).
   var unetOnly = false
+  /// Pairs of 64×64 UNet steps alternated with PyTorch's (0: none).
+  var interleavedPairs = 0
   /// Only the sgemm peak and the VAE decoder and encoder (for optimisation work).
   var vaeOnly = false
   /// Image size of the txt2img run.
@@ -60,6 +62,7 @@ struct BenchArguments {
       case "--pytorch": result.pytorchBaseline = value()
       case "--unet-runs": result.unetRuns = positive()
       case "--unet-only": result.unetOnly = true
+      case "--interleave": result.interleavedPairs = positive()
       case "--vae-only": result.vaeOnly = true
       case "--fp16-weights": result.halfPrecisionWeights = true
       case "--fp32-weights": result.fullPrecisionWeights = true
@@ -79,6 +82,7 @@ struct BenchArguments {
           """
           usage: bench [--threads N] [--steps N] [--weights DIR] [--kernels-only] [--skip-large]
                        [--pytorch BASELINE.json] [--unet-runs N] [--unet-only] [--vae-only]
+                       [--interleave N]
                        [--size N] [--fp16-weights] [--model-type sd15|sdxl]
                        [--weights-cache DIR] [--fp32-weights]
             --threads N      threads for our kernels (default: CPU count)
@@ -90,6 +94,9 @@ struct BenchArguments {
                              "--pytorch run" runs that script first, in this invocation
             --unet-runs N    timed runs of the 64x64 UNet, median reported (default 1)
             --unet-only      only the sgemm peak and the UNet
+            --interleave N   N pairs of 64x64 UNet steps, each PyTorch's (a python3 process kept
+                             alive beside this one) right before ours: the ratio of each pair, and
+                             their median, from the same minutes of a shared host
             --vae-only       only the sgemm peak and the VAE decoder and encoder
             --size N         image size of the txt2img run (default 512; above 768 the VAE decodes in tiles)
             --fp16-weights   keep layer weights in half precision in memory
@@ -268,6 +275,9 @@ struct BenchReport {
       if let theirs = extra["pytorch seconds \(row.name)"] {
         line += String(format: "  PyTorch %.2f s, ratio %.2f", theirs, seconds / theirs)
       }
+      if let pairs = extra["ratio ours/pytorch \(row.name), median of pairs"] {
+        line += String(format: " (median of pairs %.2f)", pairs)
+      }
       lines.append(line)
     }
     lines.append(String(format: "peak resident memory %.2f GB", Double(peakResidentBytes) / 1e9))
@@ -361,4 +371,61 @@ func pytorchBaseline(
       + "\(json["cpu_capability"]?.stringValue ?? "?"), oneDNN ISA cap "
       + "\(json["onednn_max_cpu_isa"]?.stringValue ?? "?")")
   return json
+}
+
+/// PyTorch's SD 1.5 UNet in a python3 process kept alive beside the bench
+/// (`pytorch_baseline.py --serve-unet`): each `step()` runs one CFG step there and returns its
+/// seconds, so the bench can alternate PyTorch's steps with its own.
+final class PyTorchUNetServer {
+  private let process = Process()
+  private let input = Pipe()
+  private let output = Pipe()
+  private var buffered = Data()
+
+  /// Starts the process and waits until its model is built and warmed up; nil (with the reason
+  /// printed) when python3, torch or diffusers are missing.
+  init?(latentSize: Int, threads: Int) {
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = [
+      "python3", "Benchmarks/pytorch_baseline.py", "--threads", String(threads), "--serve-unet",
+      String(latentSize),
+    ]
+    process.standardInput = input
+    process.standardOutput = output
+    guard (try? process.run()) != nil else {
+      printError("bench: cannot run python3")
+      return nil
+    }
+    guard readLine() == "ready" else {
+      printError("bench: the PyTorch UNet process did not start (is torch installed?)")
+      return nil
+    }
+  }
+
+  deinit {
+    try? input.fileHandleForWriting.close()
+    process.waitUntilExit()
+  }
+
+  /// Seconds of one PyTorch UNet step, or nil if the process has gone.
+  func step() -> Double? {
+    guard (try? input.fileHandleForWriting.write(contentsOf: Data("step\n".utf8))) != nil else {
+      return nil
+    }
+    return readLine().flatMap(Double.init)
+  }
+
+  /// The next line the process prints, without its newline; nil at its end.
+  private func readLine() -> String? {
+    while true {
+      if let newline = buffered.firstIndex(of: UInt8(ascii: "\n")) {
+        let line = String(decoding: buffered[..<newline], as: UTF8.self)
+        buffered.removeSubrange(...newline)
+        return line
+      }
+      let chunk = output.fileHandleForReading.availableData
+      if chunk.isEmpty { return nil }
+      buffered.append(chunk)
+    }
+  }
 }

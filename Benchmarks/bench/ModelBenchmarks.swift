@@ -225,6 +225,11 @@ func runModelBenchmarks(
     report.extra["UNet \(size)x\(size) GFLOP linear"] = flops.linear / 1e9
     report.extra["UNet \(size)x\(size) GFLOP attention"] = flops.attention / 1e9
   }
+  if arguments.interleavedPairs > 0 && !arguments.skipLarge {
+    runInterleavedUNet(
+      unet, context: context, pairs: arguments.interleavedPairs, threads: arguments.threads,
+      options: options, report: &report)
+  }
   if !arguments.skipLarge && !arguments.unetOnly {
     let vae = try vaeModel()
     runVAEBenchmarks(vae, options: options, report: &report)
@@ -243,6 +248,42 @@ func runModelBenchmarks(
     try runLoRABenchmarks(
       store: store, unet: unet, context: context, options: options, report: &report)
   }
+}
+
+/// The 64×64 CFG UNet step, PyTorch's and ours in turn, `pairs` times: on a shared host whose
+/// load changes within minutes, a pair's two steps see the same minute, where the sequential
+/// baseline's run minutes before ours. Reports the medians and the median of the pairs' ratios.
+func runInterleavedUNet(
+  _ unet: UNet2DConditionModel, context: Tensor, pairs: Int, threads: Int,
+  options: ComputeOptions, report: inout BenchReport
+) {
+  printError("bench: starting PyTorch's UNet in a second process for \(pairs) interleaved pairs")
+  guard let server = PyTorchUNetServer(latentSize: 64, threads: threads) else { return }
+  let sample = benchTensor([2, 4, 64, 64])
+  var (ours, theirs, ratios) = ([Double](), [Double](), [Double]())
+  for pair in 1...pairs {
+    guard let pytorch = server.step() else {
+      printError("bench: the PyTorch UNet process ended")
+      break
+    }
+    let seconds = timeMedian(runs: 1, warmUp: false) {
+      _ = unet(sample, timesteps: [999, 999], context: context, options: options)
+    }
+    (ours, theirs, ratios) = (ours + [seconds], theirs + [pytorch], ratios + [seconds / pytorch])
+    printError(
+      String(
+        format: "  pair %d: PyTorch %.2f s, ours %.2f s, ratio %.3f", pair, pytorch, seconds,
+        seconds / pytorch))
+  }
+  guard !ratios.isEmpty else { return }
+  let name = "UNet batch 2 latent 64x64 interleaved"
+  report.add(
+    name, seconds: median(ours),
+    flops: unetFLOPs(unet.configuration, height: 64, width: 64, batch: 2).total)
+  report.extra["pytorch seconds \(name)"] = median(theirs)
+  report.extra["ratio ours/pytorch \(name), median of pairs"] = median(ratios)
+  report.extra["ratio ours/pytorch \(name), lowest pair"] = ratios.min() ?? 0
+  report.extra["ratio ours/pytorch \(name), highest pair"] = ratios.max() ?? 0
 }
 
 /// Times the VAE decoder (64×64 latents -> 512×512) and encoder (512×512 -> 64×64 latents).
