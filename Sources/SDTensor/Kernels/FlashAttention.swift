@@ -35,14 +35,16 @@
     2 * keys * d * MemoryLayout<Float>.size >= 512 << 10 ? 4 : 1
   }
 
-  /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count`, heads side
-  /// by side in rows of `channels` floats; `causal` masks key j > query i. The queries go in
+  /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count`: query and
+  /// output rows of `channels` floats (heads side by side), key and value rows `keyRowStride`
+  /// floats apart; `causal` masks key j > query i. The queries go in
   /// blocks of nr, each with its own running maximum, sum and output; every key block is visited
   /// by all of them in turn. `scratch` holds at least `flashScratchCount(d:queryBlocks:)` floats
   /// for that many blocks.
   func flashAttentionBlock(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
-    output: UnsafeMutablePointer<Float>, channels: Int, d: Int, keys tk: Int, q0: Int, count: Int,
+    output: UnsafeMutablePointer<Float>, channels: Int, keyRowStride ks: Int, d: Int, keys tk: Int,
+    q0: Int, count: Int,
     scale: Float, causal: Bool, scratch: UnsafeMutablePointer<Float>
   ) {
     typealias V = TileVector
@@ -88,12 +90,12 @@
           causalOffset: causal ? k0 - (q0 + group * nr) : nil)
         for tile in stride(from: 0, to: kc, by: mr) {
           let rows = Swift.min(mr, kc - tile)
-          var a = key + (k0 + tile) * channels
-          var rowStride = channels
+          var a = key + (k0 + tile) * ks
+          var rowStride = ks
           if rows < mr {
             // The last key rows, zero-padded to a whole tile (the writer drops the padding rows).
             for r in 0..<mr {
-              for p in 0..<d { edge[r * d + p] = r < rows ? a[r * channels + p] : 0 }
+              for p in 0..<d { edge[r * d + p] = r < rows ? a[r * ks + p] : 0 }
             }
             (a, rowStride) = (UnsafePointer(edge), d)
           }
@@ -134,16 +136,16 @@
             output: UnsafeMutableRawPointer(outT + tile * nr), rowBytes: rowBytes,
             correction: correction)
           gemmMicroKernel(
-            depth: kc, a: value + k0 * channels + tile, rowStride: 1, depthStride: channels,
+            depth: kc, a: value + k0 * ks + tile, rowStride: 1, depthStride: ks,
             b: scores, writer: &accumulator)
           tile += mr
         }
         while tile < paddedD {
-          var a = value + k0 * channels + tile
-          var (rowStride, depthStride) = (1, channels)
+          var a = value + k0 * ks + tile
+          var (rowStride, depthStride) = (1, ks)
           if tile + vr > d {
             for r in 0..<vr {
-              for p in 0..<kc { edge[r * kc + p] = tile + r < d ? a[p * channels + r] : 0 }
+              for p in 0..<kc { edge[r * kc + p] = tile + r < d ? a[p * ks + r] : 0 }
             }
             (a, rowStride, depthStride) = (UnsafePointer(edge), kc, 1)
           }
