@@ -70,12 +70,17 @@ func parallelFor(
     for chunk in 0..<chunks { body(chunk * grain..<Swift.min(count, (chunk + 1) * grain)) }
     return
   }
-  // Worker w takes chunks w, w + workers, ...: a static schedule, so no shared counter is needed.
+  // Each worker starts on its own chunk, then takes the next one not yet taken. On a shared host
+  // one core may run slower than the other for seconds at a time; handing out chunks as workers
+  // come free lets the faster one take more, where a fixed w, w + workers, ... split waits for the
+  // slower (UNet 64x64 steps on a shared Zen 3, six interleaved pairs: 0.89-1.03x, median 0.96x).
+  // Which worker runs a chunk changes no bits.
+  let next = Atomic<Int>(workers)
   DispatchQueue.concurrentPerform(iterations: workers) { worker in
     var chunk = worker
     while chunk < chunks {
       body(chunk * grain..<Swift.min(count, (chunk + 1) * grain))
-      chunk += workers
+      chunk = next.add(1, ordering: .relaxed).oldValue
     }
   }
 }
