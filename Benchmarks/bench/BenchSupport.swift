@@ -241,9 +241,12 @@ struct BenchReport {
 
   var table: String {
     var lines = ["", "== bench (\(threads) threads) =="] + rows.map(line)
+    // Keys in full (the interleaved ratios' names run to 80 characters), values in one column.
+    let width = extra.keys.map(\.count).max() ?? 0
     lines += extra.keys.sorted().map {
       String(
-        format: "%@ %.3f", $0.padding(toLength: 34, withPad: " ", startingAt: 0), extra[$0] ?? 0)
+        format: "%@ %.3f", $0.padding(toLength: width, withPad: " ", startingAt: 0),
+        extra[$0] ?? 0)
     }
     lines.append(
       String(format: "peak resident memory               %.2f GB", Double(peakResidentBytes) / 1e9))
