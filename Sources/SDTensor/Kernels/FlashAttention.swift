@@ -37,15 +37,13 @@
 
   /// softmax(Q·Kᵀ·scale)·V for one head of one batch item, queries `q0..<q0+count`: query and
   /// output rows of `channels` floats (heads side by side), key and value rows `keyRowStride`
-  /// floats apart; `causal` masks key j > query i. The queries go in
-  /// blocks of nr, each with its own running maximum, sum and output; every key block is visited
-  /// by all of them in turn. `scratch` holds at least `flashScratchCount(d:queryBlocks:)` floats
-  /// for that many blocks.
+  /// floats apart; `causal` masks key j > query i. The queries go in blocks of nr, each with its
+  /// own running maximum, sum and output; every key block is visited by all of them in turn.
+  /// `scratch` holds at least `flashScratchCount(d:queryBlocks:)` floats for that many blocks.
   func flashAttentionBlock(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     output: UnsafeMutablePointer<Float>, channels: Int, keyRowStride ks: Int, d: Int, keys tk: Int,
-    q0: Int, count: Int,
-    scale: Float, causal: Bool, scratch: UnsafeMutablePointer<Float>
+    q0: Int, count: Int, scale: Float, causal: Bool, scratch: UnsafeMutablePointer<Float>
   ) {
     typealias V = TileVector
     let (mr, nr, vr) = (gemmTileRows, gemmTileColumns, gemmShortTileRows)
