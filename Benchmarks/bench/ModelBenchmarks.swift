@@ -269,7 +269,9 @@ func runInterleavedUNet(
     let seconds = timeMedian(runs: 1, warmUp: false) {
       _ = unet(sample, timesteps: [999, 999], context: context, options: options)
     }
-    (ours, theirs, ratios) = (ours + [seconds], theirs + [pytorch], ratios + [seconds / pytorch])
+    ours.append(seconds)
+    theirs.append(pytorch)
+    ratios.append(seconds / pytorch)
     printError(
       String(
         format: "  pair %d: PyTorch %.2f s, ours %.2f s, ratio %.3f", pair, pytorch, seconds,
