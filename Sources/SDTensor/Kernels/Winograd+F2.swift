@@ -23,18 +23,15 @@ enum WinogradF2: WinogradTiling {
     let plane = o * c
     // Each group of eight kernels writes its own eight columns of the 16 rows of U.
     parallelFor((plane + 7) / 8, grain: 256, options: options) { groups in
-      withUnsafeTemporaryAllocation(of: V.self, capacity: 9 + 12 + 16) { scratch in
+      withUnsafeTemporaryAllocation(of: V.self, capacity: 18 + 12 + 16) { scratch in
         guard let taps = scratch.baseAddress else { return }
-        // columns[3·row + col] = (G g)[row][col]; rows[4·row + col] = U[4·row + col].
-        let (columns, rows) = (taps + 9, taps + 21)
+        // taps[t] = tap t of each kernel (with room for a short last group); columns[3·row +
+        // col] = (G g)[row][col]; rows[4·row + col] = U[4·row + col].
+        let (columns, rows) = (taps + 18, taps + 30)
         for group in groups {
           let first = group * 8
           let count = Swift.min(8, plane - first)
-          for t in 0..<9 {
-            var tap = V()
-            for lane in 0..<count { tap[lane] = source.base[(first + lane) * 9 + t] }
-            taps[t] = tap
-          }
+          gatherTaps(source.base + first * 9, count: count, into: taps)
           for col in 0..<3 {
             let (a, b, c) = (taps[col], taps[3 + col], taps[6 + col])
             columns[col] = a
