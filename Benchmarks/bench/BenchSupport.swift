@@ -150,6 +150,14 @@ func benchTensor(_ shape: [Int]) -> Tensor {
   return Tensor(shape: shape, scalars: (0..<count).map { Float(($0 * 7919) % 2001) / 1000 - 1 })
 }
 
+/// A guided step's UNet input `[2, 4, side, side]`: one latent in both rows (negative and
+/// positive prompt), as the pipeline builds it, so the bench's step computes what a CFG step
+/// computes (the two rows once each until the first cross-attention reads the text).
+func guidedSample(side: Int) -> Tensor {
+  let latent = benchTensor([1, 4, side, side])
+  return concatenate([latent, latent], axis: 0)
+}
+
 /// GFLOP/s of one m×k·k×n sgemm through `matmul`.
 func gemmRate(m: Int, k: Int, n: Int, options: ComputeOptions) -> Double {
   let a = benchTensor([m, k])

@@ -69,7 +69,7 @@ func runLoRABenchmarks(
   // The rebuilt UNet reads the merged layers and, from real files, everything else in place;
   // synthetic weights are generated again here, so only the step after it is timed.
   let merged = try UNet2DConditionModel(configuration: config, weights: merge.weights)
-  let sample = benchTensor([2, 4, 64, 64])
+  let sample = guidedSample(side: 64)
   report.add(
     "LoRA merged: UNet batch 2 latent 64x64",
     seconds: timeMedian(runs: 2) {

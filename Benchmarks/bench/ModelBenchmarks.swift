@@ -215,7 +215,7 @@ func runModelBenchmarks(
       })
   }
   for size in arguments.skipLarge ? [32] : [32, 64] {
-    let sample = benchTensor([2, 4, size, size])
+    let sample = guidedSample(side: size)
     let flops = unetFLOPs(unet.configuration, height: size, width: size, batch: 2)
     let seconds = timeMedian(runs: size == 64 ? arguments.unetRuns : 2) {
       _ = unet(sample, timesteps: [999, 999], context: context, options: options)
@@ -259,7 +259,7 @@ func runInterleavedUNet(
 ) {
   printError("bench: starting PyTorch's UNet in a second process for \(pairs) interleaved pairs")
   guard let server = PyTorchUNetServer(latentSize: 64, threads: threads) else { return }
-  let sample = benchTensor([2, 4, 64, 64])
+  let sample = guidedSample(side: 64)
   var (ours, theirs, ratios) = ([Double](), [Double](), [Double]())
   for pair in 1...pairs {
     guard let pytorch = server.step() else {

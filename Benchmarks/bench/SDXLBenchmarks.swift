@@ -75,7 +75,7 @@ func runSDXLBenchmarks(
     })
   let side = arguments.size / pipeline.vaeScaleFactor
   let unet = pipeline.unet
-  let sample = benchTensor([2, 4, side, side])
+  let sample = guidedSample(side: side)
   let context = CrossAttentionContext(benchTensor([2, 77, unet.configuration.crossAttentionDim]))
   let size = Float(arguments.size)
   let conditions = AddedConditions(

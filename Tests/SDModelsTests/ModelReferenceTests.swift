@@ -69,6 +69,26 @@ struct ModelReferenceTests {
     print("UNet \(variant) max |Δ|/max(1,|ref|) \(worst)")
   }
 
+  @Test("a guided batch (one latent in both rows) gives each row what it gets alone")
+  func guidedBatchRows() throws {
+    let model = try tinyModel("sd15").loadUNet()
+    let reference = try fixture("unet-sd15.safetensors")
+    let latent = split(try reference.tensor("case0.sample"), sizes: [1, 1], axis: 0)[0]
+    let contexts = chunk(try reference.tensor("case0.encoder_hidden_states"), 2, axis: 0)
+    let timestep = try reference.tensor("case0.timesteps").scalars[0]
+    let guided = model(
+      concatenate([latent, latent], axis: 0), timesteps: [timestep, timestep],
+      context: concatenate(contexts, axis: 0), options: options)
+    for (row, output) in chunk(guided, 2, axis: 0).enumerated() {
+      let alone = model(latent, timesteps: [timestep], context: contexts[row], options: options)
+      if Runtime.usesPortableGEMM {
+        #expect(output == alone, "row \(row)")
+      } else {
+        _ = expectClose(output, alone, "row \(row)")
+      }
+    }
+  }
+
   @Test("VAE: decoder blocks and image, encoder mean/logvar and sample")
   func autoencoder() throws {
     let vae = try tinyModel("sd15").loadVAE()

@@ -304,6 +304,28 @@ struct KernelConsistencyTests {
     }
   }
 
+  @Test("repeated batch rows are computed once, with the bits of the whole batch")
+  func distinctRows() {
+    let (a, b, c) = (
+      seededTensor([1, 8, 9, 9], seed: 1), seededTensor([1, 8, 9, 9], seed: 2),
+      seededTensor([1, 8, 9, 9], seed: 3)
+    )
+    let weight = seededTensor([16, 8, 3, 3], seed: 4)
+    func convolve(_ x: Tensor) -> Tensor {
+      conv2d(x, weight: weight, bias: nil, padding: 1, options: two)
+    }
+    for rows in [[a, b, a, c, b], [a, a], [a, b, c], [b]] {
+      let x = concatenate(rows, axis: 0)
+      var seen: [Int] = []
+      let result = onDistinctRows(x) { distinct in
+        seen.append(distinct.shape[0])
+        return convolve(distinct)
+      }
+      #expect(seen == [Set(rows.map(\.scalars)).count], "rows the body saw")
+      #expect(result == convolve(x))
+    }
+  }
+
   @Test("permute and broadcasting arithmetic")
   func dataMovement() {
     let x = Tensor(shape: [2, 3, 4], scalars: (0..<24).map(Float.init))

@@ -62,10 +62,18 @@ public struct Attention: Sendable {
   }
 
   /// Self-attention when `states` is nil, attention on `states` `[b, s, contextDim]` otherwise.
+  /// Self-attention is row-wise, so repeated batch rows (CFG's two rows before the first
+  /// cross-attention) are computed once.
   public func callAsFunction(
     _ x: Tensor, states: Tensor? = nil, options: ComputeOptions
   ) -> Tensor {
-    let source = states ?? x
+    guard let states else {
+      return onDistinctRows(x) { rows in attend(rows, to: rows, options: options) }
+    }
+    return attend(x, to: states, options: options)
+  }
+
+  private func attend(_ x: Tensor, to source: Tensor, options: ComputeOptions) -> Tensor {
     let attended = scaledDotProductAttention(
       query: toQ(x, options: options), key: toK(source, options: options),
       value: toV(source, options: options),

@@ -30,8 +30,13 @@ public struct Conv2D: Sendable {
   /// Channels of the output, from the weight's first extent.
   public var outChannels: Int { weight.shape[0] }
 
-  /// Convolves `x` `[n, in, h, w]` -> `[n, out, (h + 2·padding − kernel) / stride + 1, ...]`.
+  /// Convolves `x` `[n, in, h, w]` -> `[n, out, (h + 2·padding − kernel) / stride + 1, ...]`,
+  /// each distinct image of the batch once (CFG's two rows are the same latent until the first
+  /// cross-attention).
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
-    conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, options: options)
+    onDistinctRows(x) { images in
+      conv2d(
+        images, weight: weight, bias: bias, stride: stride, padding: padding, options: options)
+    }
   }
 }
