@@ -279,8 +279,9 @@ public struct VAEAttention: Sendable {
   /// Attention over the h·w positions of `x` `[n, c, h, w]`, plus `x`; same shape.
   public func callAsFunction(_ x: Tensor, options: ComputeOptions) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let tokens = groupNorm(x, options: options).reshaped([n, c, h * w]).transposedLastTwo()
-    var out = attention(tokens, options: options).transposedLastTwo().reshaped([n, c, h, w])
+    let normed = groupNorm(x, options: options).reshaped([n, c, h * w])
+    let attended = attention(normed.transposedLastTwo(options: options), options: options)
+    var out = attended.transposedLastTwo(options: options).reshaped([n, c, h, w])
     out.add(x)
     return out
   }

@@ -97,28 +97,38 @@ public struct Tensor: Sendable, Equatable {
     }
   }
 
-  /// A copy with the last two axes swapped, in cache-sized blocks (the transformer blocks swap
-  /// NCHW and token layouts twice per layer).
-  public func transposedLastTwo() -> Tensor {
+  /// A copy with the last two axes swapped (the transformer blocks swap NCHW and token layouts
+  /// twice per layer), 8×8 tiles at a time transposed in registers, tile rows split over
+  /// `options.threadCount` threads. Element by element in 32×32 blocks, [2, 4096, 320] took 12 ms:
+  /// its 32 writes per column block lay 16 KB apart, all in one L1 set.
+  public func transposedLastTwo(options: ComputeOptions = ComputeOptions()) -> Tensor {
     precondition(rank >= 2, "transpose needs rank >= 2, got \(shape)")
     let (rows, columns) = (shape[rank - 2], shape[rank - 1])
     let matrices = count / Swift.max(1, rows * columns)
     var outShape = shape
     outShape.swapAt(rank - 1, rank - 2)
-    let block = 32
+    let tileRows = (rows + 7) / 8
     return Tensor(shape: outShape) { out in
       scalars.withUnsafeBufferPointer { src in
         guard let s = src.baseAddress, let d = out.baseAddress else { return }
-        for matrix in 0..<matrices {
-          let input = s + matrix * rows * columns
-          let output = d + matrix * rows * columns
-          for r0 in stride(from: 0, to: rows, by: block) {
-            for c0 in stride(from: 0, to: columns, by: block) {
-              for r in r0..<Swift.min(rows, r0 + block) {
-                for c in c0..<Swift.min(columns, c0 + block) {
-                  output[c * rows + r] = input[r * columns + c]
-                }
+        let (source, destination) = (SharedPointer(s), SharedMutablePointer(d))
+        // Each task writes the output columns of its own eight input rows.
+        parallelFor(
+          matrices * tileRows, grain: Swift.max(1, 4096 / Swift.max(1, columns)), options: options
+        ) { tasks in
+          for task in tasks {
+            let (matrix, r0) = (task / tileRows, task % tileRows * 8)
+            let input = source.base + matrix * rows * columns
+            let output = destination.base + matrix * rows * columns
+            var c0 = 0
+            if r0 + 8 <= rows {
+              while c0 + 8 <= columns {
+                transpose8x8(input + r0 * columns + c0, columns, output + c0 * rows + r0, rows)
+                c0 += 8
               }
+            }
+            for r in r0..<Swift.min(rows, r0 + 8) {
+              for c in c0..<columns { output[c * rows + r] = input[r * columns + c] }
             }
           }
         }
@@ -147,4 +157,41 @@ extension Tensor: CustomStringConvertible {
     let preview = scalars.prefix(6).map { String($0) }.joined(separator: ", ")
     return "Tensor(\(shape), [\(preview)\(count > 6 ? ", ..." : "")])"
   }
+}
+
+/// Writes the transpose of the 8×8 tile at `input` (rows `inputStride` apart) to `output` (rows
+/// `outputStride` apart). Three rounds of even/odd splits of row pairs: each moves the lowest
+/// column bit of an element's position to the top of its row bits, so after three the row and
+/// column bits have traded places.
+@inline(__always) private func transpose8x8(
+  _ input: UnsafePointer<Float>, _ inputStride: Int, _ output: UnsafeMutablePointer<Float>,
+  _ outputStride: Int
+) {
+  @inline(__always) func split(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> (
+    SIMD8<Float>, SIMD8<Float>
+  ) {
+    let pair = SIMD16(lowHalf: a, highHalf: b)
+    return (pair.evenHalf, pair.oddHalf)
+  }
+  var r = (
+    load8(input), load8(input + inputStride), load8(input + 2 * inputStride),
+    load8(input + 3 * inputStride), load8(input + 4 * inputStride),
+    load8(input + 5 * inputStride), load8(input + 6 * inputStride),
+    load8(input + 7 * inputStride)
+  )
+  for _ in 0..<3 {
+    let (e0, o0) = split(r.0, r.1)
+    let (e1, o1) = split(r.2, r.3)
+    let (e2, o2) = split(r.4, r.5)
+    let (e3, o3) = split(r.6, r.7)
+    r = (e0, e1, e2, e3, o0, o1, o2, o3)
+  }
+  store8(r.0, output)
+  store8(r.1, output + outputStride)
+  store8(r.2, output + 2 * outputStride)
+  store8(r.3, output + 3 * outputStride)
+  store8(r.4, output + 4 * outputStride)
+  store8(r.5, output + 5 * outputStride)
+  store8(r.6, output + 6 * outputStride)
+  store8(r.7, output + 7 * outputStride)
 }

@@ -339,4 +339,14 @@ struct KernelConsistencyTests {
     #expect(parts[1].shape == [2, 2, 4] && parts[1].scalars[0] == 4)
     #expect(concatenate(parts, axis: 1) == x)
   }
+
+  @Test(
+    "last-two-axes transpose equals the permutation, whole and partial 8×8 tiles",
+    arguments: [[2, 64, 40], [3, 13, 21], [1, 8, 8], [2, 7, 5], [5, 1, 9], [17, 16]])
+  func transposeLastTwo(shape: [Int]) {
+    let x = seededTensor(shape, seed: 7)
+    let axes = Array(0..<(shape.count - 2)) + [shape.count - 1, shape.count - 2]
+    #expect(x.transposedLastTwo(options: two) == x.permuted(axes))
+    #expect(x.transposedLastTwo(options: ComputeOptions(threadCount: 1)) == x.permuted(axes))
+  }
 }

@@ -122,11 +122,11 @@ public struct Transformer2DModel: Sendable {
     var hidden = norm(x, options: options)
     // Tokens are the h·w positions: NCHW -> [n, h·w, c] around the blocks.
     if case .convolution(let conv) = projIn { hidden = conv(hidden, options: options) }
-    hidden = hidden.reshaped([n, c, h * w]).transposedLastTwo()
+    hidden = hidden.reshaped([n, c, h * w]).transposedLastTwo(options: options)
     if case .linear(let linear) = projIn { hidden = linear(hidden, options: options) }
     for block in transformerBlocks { hidden = block(hidden, context: context, options: options) }
     if case .linear(let linear) = projOut { hidden = linear(hidden, options: options) }
-    hidden = hidden.transposedLastTwo().reshaped([n, c, h, w])
+    hidden = hidden.transposedLastTwo(options: options).reshaped([n, c, h, w])
     if case .convolution(let conv) = projOut { hidden = conv(hidden, options: options) }
     hidden.add(x)
     return hidden
