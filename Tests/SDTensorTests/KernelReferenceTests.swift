@@ -164,6 +164,31 @@ struct KernelConsistencyTests {
     #expect(halves[0].scalars + halves[1].scalars == one.scalars)
   }
 
+  /// The bias goes in with the first depth block's store (later blocks add onto it, as when it
+  /// was filled into C first): within one depth block (k ≤ 256) that is the product plus the
+  /// bias, one rounding, bit for bit; past it (k > 256) the bias joins the first block's partial
+  /// sum. Edge tiles and both split paths (along the rows with B packed once, along the columns).
+  @Test(
+    "linear's bias, added by the GEMM's store, equals the product plus the bias",
+    arguments: [
+      (7, 13, 5), (64, 40, 33), (250, 256, 300), (31, 300, 17), (300, 600, 100),
+      (40, 1000, 520),
+    ])
+  func linearBias(m: Int, k: Int, n: Int) {
+    let x = seededTensor([m, k], seed: 11)
+    let weight = seededTensor([n, k], seed: 12)
+    let bias = seededTensor([n], seed: 13)
+    let product = matmul(x, weight, transposeB: true, options: two)
+    let expected = product + bias.reshaped([1, n])
+    let withBias = linear(x, weight: weight, bias: bias, options: two)
+    if k <= 256 && Runtime.usesPortableGEMM {
+      #expect(withBias == expected)
+    } else {
+      #expect(compare(withBias, expected).isWithin(1e-6), "\(compare(withBias, expected))")
+    }
+    #expect(linear(x, weight: weight, bias: nil, options: two) == product)
+  }
+
   @Test("matmul on awkward sizes", arguments: [(1, 1, 1), (7, 13, 5), (31, 2, 17), (64, 40, 33)])
   func matmulShapes(m: Int, k: Int, n: Int) {
     let a = seededTensor([m, k], seed: 1)

@@ -18,15 +18,16 @@
   /// Columns of B packed at a time (a kc × nc block: 2 MB, in L3).
   let gemmColumnBlock = 2048
 
-  /// `gemm` on one thread. `beta == 0` means C is not read (it may hold anything).
+  /// `gemm` on one thread. `beta == 0` means C is not read (it may hold anything); `bias`, when
+  /// given, is added to every row of C (n values).
   func gemm(
     transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
-    c: UnsafeMutablePointer<Float>, ldc: Int
+    c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?
   ) {
     let product = GEMMOperands(
       transposeA: transposeA, transposeB: transposeB, n: n, k: k, alpha: alpha, a: a, lda: lda,
-      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, bias: bias)
     let packedB = UnsafeMutablePointer<Float>.allocate(capacity: product.packedBlockCount)
     defer { packedB.deallocate() }
     product.forEachBlock { block in
@@ -51,11 +52,11 @@
   func gemmRowsInParallel(
     transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float,
-    c: UnsafeMutablePointer<Float>, ldc: Int, options: ComputeOptions
+    c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?, options: ComputeOptions
   ) {
     let product = GEMMOperands(
       transposeA: transposeA, transposeB: transposeB, n: n, k: k, alpha: alpha, a: a, lda: lda,
-      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, bias: bias)
     precondition(gemmPacksBOnce(n: n, k: k), "gemmRowsInParallel: B too large")
     let nr = gemmTileColumns
     let packedB = UnsafeMutablePointer<Float>.allocate(capacity: roundUp(n, nr) * k)
@@ -102,6 +103,8 @@
     let b: UnsafePointer<Float>, ldb: Int
     let beta: Float
     let c: UnsafeMutablePointer<Float>, ldc: Int
+    /// Added to every row of C with the first depth block (n values), or nil.
+    let bias: UnsafePointer<Float>?
 
     var depthBlock: Int { Swift.min(k, gemmDepthBlock) }
     var columnBlock: Int { Swift.min(roundUp(n, gemmTileColumns), gemmColumnBlock) }
@@ -161,8 +164,9 @@
           }
         }
       }
-      // Only the first depth block sees β; later ones add onto what it wrote.
+      // Only the first depth block sees β and the bias; later ones add onto what it wrote.
       let blockBeta: Float = pc == 0 ? beta : 1
+      let blockBias = pc == 0 ? bias.map { $0 + jc } : nil
       for ic in stride(from: rows.lowerBound, to: rows.upperBound, by: gemmRowBlock) {
         let mc = Swift.min(gemmRowBlock, rows.upperBound - ic)
         for jr in stride(from: 0, to: nc, by: nr) {
@@ -178,18 +182,20 @@
             if tileRows == mr && columns == nr {
               gemmMicroKernel(
                 depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
-                b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: blockBeta)
+                b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: blockBeta,
+                bias: blockBias.map { $0 + jr })
               continue
             }
             gemmMicroKernel(
               depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
               b: panelB, c: edgeC, ldc: nr, alpha: 1, beta: 0)
-            // The same two roundings as the micro-kernel's store, so edges match the body.
+            // The same roundings as the micro-kernel's store, so edges match the body.
             for row in 0..<tileRows {
               for column in 0..<columns {
                 let sum = edgeC[row * nr + column] * alpha
                 let out = tile + row * ldc + column
-                out.pointee = blockBeta == 0 ? sum : out.pointee * blockBeta + sum
+                let value = blockBeta == 0 ? sum : out.pointee * blockBeta + sum
+                out.pointee = blockBias.map { value + $0[jr + column] } ?? value
               }
             }
           }

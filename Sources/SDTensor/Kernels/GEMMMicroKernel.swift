@@ -175,19 +175,24 @@
     mutating func row(_ index: Int, _ left: TileVector, _ right: TileVector)
   }
 
-  /// The micro-kernel storing into C: `α·acc` when β is 0 (C is not read), else `β·C + α·acc`.
+  /// The micro-kernel storing into C: `α·acc` when β is 0 (C is not read), else `β·C + α·acc`;
+  /// plus `bias[column]` (the tile's first column at `bias`) when given.
   @inline(__always)
   func gemmMicroKernel(
     depth kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, depthStride ds: Int,
-    b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float
+    b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
+    bias: UnsafePointer<Float>? = nil
   ) {
-    var writer = TileStore(c, ldc: ldc, alpha: alpha, beta: beta)
+    var writer = TileStore(c, ldc: ldc, alpha: alpha, beta: beta, bias: bias)
     gemmMicroKernel(
       depth: kc, a: a, rowStride: rs, depthStride: ds, b: b, writer: &writer)
   }
 
   /// Writes accumulated rows of a tile into C: `α·acc` when β is 0 (C is not read), else
-  /// `β·C + α·acc`. GEMM.swift merges partial edge tiles with the same two roundings.
+  /// `β·C + α·acc`, then `+ bias[column]` when there is a bias (a linear layer's, added here
+  /// instead of filled into C before the product: that was one more pass over C, 84 MB for SD
+  /// 1.5's GEGLU projection at 64×64). GEMM.swift merges partial edge tiles with the same
+  /// roundings.
   struct TileStore: TileWriter {
     typealias V = TileVector
     static var rows: Int { gemmTileRows }
@@ -195,26 +200,37 @@
     let rowBytes: Int
     let alpha: Float
     let beta: Float
+    /// The bias of the tile's two row halves, or nil.
+    let bias: (left: V, right: V)?
 
     @inline(__always)
-    init(_ c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
+    init(
+      _ c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
+      bias: UnsafePointer<Float>? = nil
+    ) {
       (self.c, rowBytes, self.alpha, self.beta) = (UnsafeMutableRawPointer(c), ldc * 4, alpha, beta)
+      self.bias = bias.map { (load(from: $0), load(from: $0 + V.scalarCount)) }
     }
 
     /// Row `index` of the tile, as two vectors side by side.
     @inline(__always)
     func row(_ index: Int, _ left: V, _ right: V) {
-      store(left, at: index * rowBytes)
-      store(right, at: index * rowBytes + V.scalarCount * 4)
+      store(left, at: index * rowBytes, adding: bias?.left)
+      store(right, at: index * rowBytes + V.scalarCount * 4, adding: bias?.right)
     }
 
     @inline(__always)
-    private func store(_ sum: V, at offset: Int) {
+    private func store(_ sum: V, at offset: Int, adding bias: V?) {
       let scaled = sum * alpha
-      let value =
+      var value =
         beta == 0 ? scaled : c.loadUnaligned(fromByteOffset: offset, as: V.self) * beta + scaled
+      if let bias { value += bias }
       c.storeBytes(of: value, toByteOffset: offset, as: V.self)
     }
+  }
+
+  @inline(__always) private func load(from p: UnsafePointer<Float>) -> TileVector {
+    UnsafeRawPointer(p).loadUnaligned(as: TileVector.self)
   }
 
 #endif

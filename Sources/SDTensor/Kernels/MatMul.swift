@@ -4,27 +4,40 @@
 
 import CBLAS
 
-/// C = alpha · op(A) · op(B) + beta · C on row-major pointers, on the calling thread. With
-/// `beta == 0`, C is only written.
+/// C = alpha · op(A) · op(B) + beta · C (+ `bias`, n values added to every row) on row-major
+/// pointers, on the calling thread. With `beta == 0`, C is only written.
 func sgemm(
   transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
-  c: UnsafeMutablePointer<Float>, ldc: Int
+  c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil
 ) {
   guard m > 0, n > 0 else { return }
   if k == 0 {
-    // The empty product: C = beta · C (and C is not read when beta is 0).
+    // The empty product: C = beta · C (and C is not read when beta is 0), plus the bias.
     for row in 0..<m {
-      for col in 0..<n { c[row * ldc + col] = beta == 0 ? 0 : c[row * ldc + col] * beta }
+      for col in 0..<n {
+        let value = beta == 0 ? 0 : c[row * ldc + col] * beta
+        c[row * ldc + col] = bias.map { value + $0[col] } ?? value
+      }
     }
     return
   }
   #if SD_AVX512 || SD_AVX2
     gemm(
       transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
-      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, bias: bias)
   #else
     _ = blasPinnedToOneThread
+    var beta = beta
+    if let bias {
+      // cblas has no bias: it goes into C first, added by β = 1 (the same single rounding).
+      for row in 0..<m {
+        for col in 0..<n {
+          c[row * ldc + col] = (beta == 0 ? 0 : c[row * ldc + col] * beta) + bias[col]
+        }
+      }
+      beta = 1
+    }
     cblas_sgemm(
       CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
       Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
@@ -52,12 +65,13 @@ private let splitWork = 1 << 24
 func sgemm(
   transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
   a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int, beta: Float = 0,
-  c: UnsafeMutablePointer<Float>, ldc: Int, options: ComputeOptions
+  c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
+  options: ComputeOptions
 ) {
   guard m * n * k >= splitWork else {
     sgemm(
       transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha,
-      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, bias: bias)
     return
   }
   let alongRows = m >= n
@@ -65,10 +79,11 @@ func sgemm(
     if alongRows && gemmPacksBOnce(n: n, k: k) {
       gemmRowsInParallel(
         transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a,
-        lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, options: options)
+        lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, bias: bias, options: options)
       return
     }
   #endif
+  let biasBase = bias.map(SharedPointer.init)
   let length = alongRows ? m : n
   // Enough parts to balance 2–4 threads, each still a large GEMM.
   let parts = length >= 1024 ? 8 : length >= 512 ? 4 : 2
@@ -84,13 +99,13 @@ func sgemm(
           transposeA: transposeA, transposeB: transposeB, m: count, n: n, k: k, alpha: alpha,
           a: pa.base + (transposeA ? start : start * lda), lda: lda, b: pb.base, ldb: ldb,
           beta: beta,
-          c: pc.base + start * ldc, ldc: ldc)
+          c: pc.base + start * ldc, ldc: ldc, bias: biasBase?.base)
       } else {
         sgemm(
           transposeA: transposeA, transposeB: transposeB, m: m, n: count, k: k, alpha: alpha,
           a: pa.base, lda: lda, b: pb.base + (transposeB ? start * ldb : start), ldb: ldb,
           beta: beta,
-          c: pc.base + start, ldc: ldc)
+          c: pc.base + start, ldc: ldc, bias: biasBase.map { $0.base + start })
       }
     }
   }
@@ -157,33 +172,38 @@ public func linear(
     "linear: input \(x.shape) does not fit weight \(weight.shape)")
   let outFeatures = weight.shape[0]
   let rows = x.count / Swift.max(1, inFeatures)
+  if let bias {
+    precondition(
+      bias.shape == [outFeatures], "linear bias \(bias.shape) for \(outFeatures) outputs")
+  }
   return Tensor(shape: Array(x.shape.dropLast()) + [outFeatures]) { out in
     guard let cBase = out.baseAddress else { return }
-    var beta: Float = 0
-    if let bias {
-      precondition(
-        bias.shape == [outFeatures], "linear bias \(bias.shape) for \(outFeatures) outputs")
-      bias.scalars.withUnsafeBufferPointer { pb in
-        for row in 0..<rows {
-          _ = UnsafeMutableBufferPointer(start: cBase + row * outFeatures, count: outFeatures)
-            .update(fromContentsOf: pb)
-        }
-      }
-      beta = 1
-    }
     x.scalars.withUnsafeBufferPointer { px in
       weight.withFloats(options: options) { wBase in
-        guard let xBase = px.baseAddress else {
-          if beta == 0 { out.initialize(repeating: 0) }
-          return
+        withBias(bias) { biasBase in
+          guard let xBase = px.baseAddress else {
+            // No rows or no inputs: the bias alone (k = 0).
+            for row in 0..<rows {
+              for col in 0..<outFeatures { cBase[row * outFeatures + col] = biasBase?[col] ?? 0 }
+            }
+            return
+          }
+          sgemm(
+            transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
+            a: xBase, lda: inFeatures, b: wBase, ldb: inFeatures, c: cBase, ldc: outFeatures,
+            bias: biasBase, options: options)
         }
-        sgemm(
-          transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-          a: xBase, lda: inFeatures, b: wBase, ldb: inFeatures, beta: beta, c: cBase,
-          ldc: outFeatures, options: options)
       }
     }
   }
+}
+
+/// Calls `body` with a pointer to the bias's values, or nil.
+private func withBias<Result>(
+  _ bias: Tensor?, _ body: (UnsafePointer<Float>?) -> Result
+) -> Result {
+  guard let bias else { return body(nil) }
+  return bias.scalars.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// Plain-loop reference for `matmul` on 2-D operands (tests compare the two).
