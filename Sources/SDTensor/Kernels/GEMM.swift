@@ -180,10 +180,17 @@
               ? (a + ir * rowStride + pc * depthStride, rowStride, depthStride)
               : (UnsafePointer(edgeA), 1, mr)
             if tileRows == mr && columns == nr {
-              gemmMicroKernel(
-                depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
-                b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: blockBeta,
-                bias: blockBias.map { $0 + jr })
+              if let blockBias {
+                var store = BiasedTileStore(
+                  tile, ldc: ldc, alpha: alpha, beta: blockBeta, bias: blockBias + jr)
+                gemmMicroKernel(
+                  depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
+                  b: panelB, writer: &store)
+              } else {
+                gemmMicroKernel(
+                  depth: kc, a: panelA, rowStride: panelRowStride, depthStride: panelDepthStride,
+                  b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: blockBeta)
+              }
               continue
             }
             gemmMicroKernel(
