@@ -49,9 +49,9 @@ public struct ResnetBlock2D: Sendable {
       hidden = hidden + projected.reshaped([projected.shape[0], projected.shape[1], 1, 1])
     }
     hidden = conv2(norm2(hidden, activation: .silu, options: options), options: options)
-    // The residual goes into the fresh output (adding into `x` would first copy it).
-    hidden.add(convShortcut.map { $0(x, options: options) } ?? x)
-    return hidden
+    var residual = convShortcut.map { $0(x, options: options) } ?? x
+    residual.add(hidden)
+    return residual
   }
 
   /// The `<key>.resnets.<j>` of a block, resnet j taking `inputs[j]` channels to `out`: the one

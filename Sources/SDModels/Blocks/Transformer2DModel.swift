@@ -41,17 +41,14 @@ public struct BasicTransformerBlock: Sendable {
   public func callAsFunction(_ x: Tensor, context: CrossAttentionContext, options: ComputeOptions)
     -> Tensor
   {
-    // Each sub-layer's fresh output takes the residual in place (a + b is b + a in floats):
-    // adding into `x` would first copy it, as the caller still holds it.
-    var attended = attn1(norm1(x, options: options), options: options)
-    attended.add(x)
-    var crossed = attn2(norm2(attended, options: options), context: context, options: options)
-    crossed.add(attended)
-    var out = ffOut(
-      geglu(ffProj(norm3(crossed, options: options), options: options), options: options),
-      options: options)
-    out.add(crossed)
-    return out
+    var hidden = x
+    hidden.add(attn1(norm1(hidden, options: options), options: options))
+    hidden.add(attn2(norm2(hidden, options: options), context: context, options: options))
+    hidden.add(
+      ffOut(
+        geglu(ffProj(norm3(hidden, options: options), options: options), options: options),
+        options: options))
+    return hidden
   }
 }
 
