@@ -189,6 +189,17 @@ struct KernelConsistencyTests {
     #expect(linear(x, weight: weight, bias: nil, options: two) == product)
   }
 
+  @Test("linear with no input features gives every row the bias (zeros without one)")
+  func linearWithoutInputs() {
+    let x = Tensor(zeros: [2, 3, 0])
+    let weight = Tensor(zeros: [5, 0])
+    let bias = seededTensor([5], seed: 14)
+    let biased = linear(x, weight: weight, bias: bias, options: two)
+    #expect(biased.shape == [2, 3, 5])
+    #expect(biased.scalars == Array((0..<6).map { _ in bias.scalars }.joined()))
+    #expect(linear(x, weight: weight, bias: nil, options: two) == Tensor(zeros: [2, 3, 5]))
+  }
+
   @Test("matmul on awkward sizes", arguments: [(1, 1, 1), (7, 13, 5), (31, 2, 17), (64, 40, 33)])
   func matmulShapes(m: Int, k: Int, n: Int) {
     let a = seededTensor([m, k], seed: 1)

@@ -171,7 +171,8 @@ public func linear(
     weight.shape.count == 2 && weight.shape[1] == inFeatures,
     "linear: input \(x.shape) does not fit weight \(weight.shape)")
   let outFeatures = weight.shape[0]
-  let rows = x.count / Swift.max(1, inFeatures)
+  // From the leading axes, not x.count / inFeatures: with no inputs the rows still get the bias.
+  let rows = x.shape.dropLast().reduce(1, *)
   if let bias {
     precondition(
       bias.shape == [outFeatures], "linear bias \(bias.shape) for \(outFeatures) outputs")
@@ -181,17 +182,11 @@ public func linear(
     x.scalars.withUnsafeBufferPointer { px in
       weight.withFloats(options: options) { wBase in
         withBias(bias) { biasBase in
-          guard let xBase = px.baseAddress else {
-            // No rows or no inputs: the bias alone (k = 0).
-            for row in 0..<rows {
-              for col in 0..<outFeatures { cBase[row * outFeatures + col] = biasBase?[col] ?? 0 }
-            }
-            return
-          }
+          // An empty x has no storage; then k = 0, and sgemm writes the bias without reading A.
           sgemm(
             transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-            a: xBase, lda: inFeatures, b: wBase, ldb: inFeatures, c: cBase, ldc: outFeatures,
-            bias: biasBase, options: options)
+            a: px.baseAddress ?? UnsafePointer(cBase), lda: inFeatures, b: wBase, ldb: inFeatures,
+            c: cBase, ldc: outFeatures, bias: biasBase, options: options)
         }
       }
     }
