@@ -163,7 +163,7 @@ extension Tensor: CustomStringConvertible {
 /// `outputStride` apart). Three rounds of even/odd splits of row pairs: each moves the lowest
 /// column bit of an element's position to the top of its row bits, so after three the row and
 /// column bits have traded places.
-@inline(__always) private func transpose8x8(
+@inline(__always) func transpose8x8(
   _ input: UnsafePointer<Float>, _ inputStride: Int, _ output: UnsafeMutablePointer<Float>,
   _ outputStride: Int
 ) {

@@ -222,10 +222,21 @@
       let columns = Swift.min(nr, width - panel)
       let out = packed + panel * depth
       if transposed {
-        // op(B)(p, c) = b[c][p] (a linear layer's [out, in] weight): read rows, write columns.
-        for col in 0..<columns {
-          let source = b + (column + panel + col) * ldb + row
-          for p in 0..<depth { out[p * nr + col] = source[p] }
+        // op(B)(p, c) = b[c][p] (a linear layer's [out, in] weight): read rows, write columns,
+        // 8×8 blocks transposed in registers. Element by element, the packing of 512×1280 ·
+        // 1280×10240 (the 16×16 level's GEGLU projection) was 11 % of the product.
+        let source = b + (column + panel) * ldb + row
+        let (wholeColumns, wholeDepth) = (columns / 8 * 8, depth / 8 * 8)
+        for col in stride(from: 0, to: wholeColumns, by: 8) {
+          for p in stride(from: 0, to: wholeDepth, by: 8) {
+            transpose8x8(source + col * ldb + p, ldb, out + p * nr + col, nr)
+          }
+          for p in wholeDepth..<depth {
+            for c in col..<col + 8 { out[p * nr + c] = source[c * ldb + p] }
+          }
+        }
+        for col in wholeColumns..<columns {
+          for p in 0..<depth { out[p * nr + col] = source[col * ldb + p] }
         }
         for col in columns..<nr { for p in 0..<depth { out[p * nr + col] = 0 } }
       } else {
