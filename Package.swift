@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // A Stable Diffusion runtime in Swift on the CPU. Layers, bottom up:
-// CBLAS (+ CMalloc) -> SDTensor -> SDModels -> SDPipeline (+ CPNG) -> sd / bench.
+// CBLAS (+ CMalloc, CPrefetch) -> SDTensor -> SDModels -> SDPipeline (+ CPNG) -> sd / bench.
 import Foundation
 import PackageDescription
 
@@ -54,12 +54,14 @@ let package = Package(
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
     .systemLibrary(name: "CMalloc"),
+    .systemLibrary(name: "CPrefetch"),
     .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
     .systemLibrary(name: "CCPUID"),
     // Compiled for baseline x86-64 (only the ISA define): it checks the CPU before any of the
     // natively compiled code runs.
     .target(name: "CPUCompatibility", dependencies: ["CCPUID"], swiftSettings: isaDefine),
-    .target(name: "SDTensor", dependencies: ["CBLAS", "CMalloc"], swiftSettings: nativeCode),
+    .target(
+      name: "SDTensor", dependencies: ["CBLAS", "CMalloc", "CPrefetch"], swiftSettings: nativeCode),
     .target(
       name: "SDModels", dependencies: ["SDTensor"], resources: [.copy("Resources")],
       swiftSettings: nativeCode),

@@ -8,6 +8,7 @@
 // (0.3.21 runs its AVX2 set there). Here every output element is one fixed sequence of FMAs.
 
 #if SD_AVX512 || SD_AVX2
+  import CPrefetch
 
   /// The depth block: k is consumed kc values at a time. An output element is the sum of its
   /// blocks' partial dot products, each an FMA chain started from 0, added to C in order. Its bits
@@ -175,6 +176,9 @@
           for ir in stride(from: ic, to: ic + mc, by: mr) {
             let tileRows = Swift.min(mr, rows.upperBound - ir)
             let tile = c + ir * ldc + jc + jr
+            prefetchNextTile(
+              of: c + jc, row: ir + mr < ic + mc ? ir + mr : ic,
+              column: ir + mr < ic + mc ? jr : jr + nr, rows: rows, columns: nc, ldc: ldc)
             let (panelA, panelRowStride, panelDepthStride) =
               tileRows == mr
               ? (a + ir * rowStride + pc * depthStride, rowStride, depthStride)
@@ -208,6 +212,30 @@
           }
         }
       }
+    }
+  }
+
+  /// Asks for the rows of the C tile at (`row`, `column`) of a C block `columns` wide to be
+  /// brought into cache for writing while the tile before it is computed; only rows inside `rows`
+  /// (those this call owns). Tiles follow each other down a panel, `gemmTileRows` rows of C apart:
+  /// with rows thousands of floats long, that stride defeats the hardware prefetcher, and each
+  /// tile's store waited for its rows to come from L3 or memory. Measured on a shared Zen 3 host,
+  /// best of nine: 2048×640·640×5120 82 → 89 GFLOP/s on one thread, 512×1280·1280×10240 161 →
+  /// 174 and 320×320·320×4096 149 → 157 on two; over the UNet's ten largest shapes the median
+  /// time of interleaved pairs fell 1–30 % (a busy neighbour's cache traffic hurts less).
+  @inline(__always)
+  private func prefetchNextTile(
+    of c: UnsafeMutablePointer<Float>, row: Int, column: Int, rows: Range<Int>, columns: Int,
+    ldc: Int
+  ) {
+    guard column < columns else { return }
+    for r in row..<Swift.min(row + gemmTileRows, rows.upperBound) {
+      let line = c + r * ldc + column
+      // Every cache line of the row's nr floats: one per 16, and the last (rows are unaligned).
+      for offset in stride(from: 0, to: gemmTileColumns, by: 16) {
+        sd_prefetch_for_write(line + offset)
+      }
+      sd_prefetch_for_write(line + gemmTileColumns - 1)
     }
   }
 
