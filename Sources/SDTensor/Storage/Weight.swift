@@ -38,6 +38,14 @@ public struct Weight: Sendable {
     self.storage = storage
   }
 
+  /// The same values with another shape of as many elements, storage shared (a 1×1
+  /// convolution's `[out, in, 1, 1]` weight read as a linear layer's `[out, in]`).
+  public func reshaped(_ newShape: [Int]) -> Weight {
+    precondition(
+      newShape.reduce(1, *) == elementCount, "cannot view weight \(shape) as \(newShape)")
+    return Weight(shape: newShape, storage: storage)
+  }
+
   /// Whether the weight is stored in half precision.
   public var isHalfPrecision: Bool {
     switch storage {
