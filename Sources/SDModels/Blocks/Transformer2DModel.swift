@@ -53,7 +53,8 @@ public struct BasicTransformerBlock: Sendable {
 }
 
 /// `Transformer2DModel` as SD uses it: group norm, proj_in (1×1 conv, or linear with
-/// `use_linear_projection`; both applied as a linear layer), transformer blocks over the H·W tokens, proj_out, plus the input.
+/// `use_linear_projection`; both applied as a linear layer), transformer blocks over the H·W
+/// tokens, proj_out, plus the input.
 /// `[n, c, h, w]` -> `[n, c, h, w]`.
 public struct Transformer2DModel: Sendable {
   /// `norm`: group norm of the input, eps 1e-6.

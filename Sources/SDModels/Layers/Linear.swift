@@ -24,7 +24,8 @@ public struct Linear: Sendable {
   init(weight: Weight, bias: Tensor?) {
     precondition(weight.shape.count == 2, "linear weight must be [out, in], is \(weight.shape)")
     precondition(
-      bias.map { $0.shape == [weight.shape[0]] } ?? true, "linear bias does not fit \(weight.shape)")
+      bias.map { $0.shape == [weight.shape[0]] } ?? true, "linear bias does not fit \(weight.shape)"
+    )
     (self.weight, self.bias) = (weight, bias)
   }
 
