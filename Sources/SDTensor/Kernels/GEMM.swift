@@ -220,9 +220,10 @@
   /// (those this call owns). Tiles follow each other down a panel, `gemmTileRows` rows of C apart:
   /// with rows thousands of floats long, that stride defeats the hardware prefetcher, and each
   /// tile's store waited for its rows to come from L3 or memory. Measured on a shared Zen 3 host,
-  /// best of nine: 2048×640·640×5120 82 → 89 GFLOP/s on one thread, 512×1280·1280×10240 161 →
-  /// 174 and 320×320·320×4096 149 → 157 on two; over the UNet's ten largest shapes the median
-  /// time of interleaved pairs fell 1–30 % (a busy neighbour's cache traffic hurts less).
+  /// ten rounds, the order alternating: on two threads the median of the paired times fell 6–21 %
+  /// at each of the UNet's ten largest shapes, best of ten 2048×640·640×5120 156 → 165 GFLOP/s,
+  /// 512×1280·1280×10240 158 → 170 (busy neighbours' cache traffic hurts less); on one thread
+  /// best of eight within ±6 %.
   @inline(__always)
   private func prefetchNextTile(
     of c: UnsafeMutablePointer<Float>, row: Int, column: Int, rows: Range<Int>, columns: Int,
