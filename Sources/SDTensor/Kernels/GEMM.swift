@@ -230,13 +230,12 @@
     ldc: Int
   ) {
     guard column < columns else { return }
+    let width = Swift.min(gemmTileColumns, columns - column)
     for r in row..<Swift.min(row + gemmTileRows, rows.upperBound) {
       let line = c + r * ldc + column
-      // Every cache line of the row's nr floats: one per 16, and the last (rows are unaligned).
-      for offset in stride(from: 0, to: gemmTileColumns, by: 16) {
-        sd_prefetch_for_write(line + offset)
-      }
-      sd_prefetch_for_write(line + gemmTileColumns - 1)
+      // Every cache line of the tile row: one per 16 floats, and the last (rows are unaligned).
+      for offset in stride(from: 0, to: width, by: 16) { sd_prefetch_for_write(line + offset) }
+      sd_prefetch_for_write(line + width - 1)
     }
   }
 
