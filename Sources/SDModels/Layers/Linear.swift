@@ -20,12 +20,9 @@ public struct Linear: Sendable {
     self.bias = bias ? try store.tensor("\(key).bias", shape: [outFeatures]) : nil
   }
 
-  /// A layer of these tensors (`weight` `[out, in]`, `bias` `[out]` or nil).
+  /// A layer of these tensors (`weight` `[out, in]`, `bias` `[out]` or nil; `linear` checks
+  /// their shapes at every call).
   init(weight: Weight, bias: Tensor?) {
-    precondition(weight.shape.count == 2, "linear weight must be [out, in], is \(weight.shape)")
-    precondition(
-      bias.map { $0.shape == [weight.shape[0]] } ?? true, "linear bias does not fit \(weight.shape)"
-    )
     (self.weight, self.bias) = (weight, bias)
   }
 

@@ -176,9 +176,10 @@
           for ir in stride(from: ic, to: ic + mc, by: mr) {
             let tileRows = Swift.min(mr, rows.upperBound - ir)
             let tile = c + ir * ldc + jc + jr
+            // The next tile: the one below, or the first of the next panel.
+            let (nextRow, nextColumn) = ir + mr < ic + mc ? (ir + mr, jr) : (ic, jr + nr)
             prefetchNextTile(
-              of: c + jc, row: ir + mr < ic + mc ? ir + mr : ic,
-              column: ir + mr < ic + mc ? jr : jr + nr, rows: rows, columns: nc, ldc: ldc)
+              of: c + jc, row: nextRow, column: nextColumn, rows: rows, columns: nc, ldc: ldc)
             let (panelA, panelRowStride, panelDepthStride) =
               tileRows == mr
               ? (a + ir * rowStride + pc * depthStride, rowStride, depthStride)

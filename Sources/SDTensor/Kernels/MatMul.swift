@@ -13,13 +13,8 @@ func sgemm(
 ) {
   guard m > 0, n > 0 else { return }
   if k == 0 {
-    // The empty product: C = beta · C (and C is not read when beta is 0), plus the bias.
-    for row in 0..<m {
-      for col in 0..<n {
-        let value = beta == 0 ? 0 : c[row * ldc + col] * beta
-        c[row * ldc + col] = bias.map { value + $0[col] } ?? value
-      }
-    }
+    // The empty product: C = beta · C plus the bias.
+    scaleAddingBias(c, m: m, n: n, ldc: ldc, beta: beta, bias: bias)
     return
   }
   #if SD_AVX512 || SD_AVX2
@@ -29,19 +24,28 @@ func sgemm(
   #else
     _ = blasPinnedToOneThread
     var beta = beta
-    if let bias {
+    if bias != nil {
       // cblas has no bias: it goes into C first, added by β = 1 (the same single rounding).
-      for row in 0..<m {
-        for col in 0..<n {
-          c[row * ldc + col] = (beta == 0 ? 0 : c[row * ldc + col] * beta) + bias[col]
-        }
-      }
+      scaleAddingBias(c, m: m, n: n, ldc: ldc, beta: beta, bias: bias)
       beta = 1
     }
     cblas_sgemm(
       CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
       Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
   #endif
+}
+
+/// C = beta · C + bias, row by row (C is not read when beta is 0; without a bias, beta · C).
+private func scaleAddingBias(
+  _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, ldc: Int, beta: Float,
+  bias: UnsafePointer<Float>?
+) {
+  for row in 0..<m {
+    for col in 0..<n {
+      let value = beta == 0 ? 0 : c[row * ldc + col] * beta
+      c[row * ldc + col] = bias.map { value + $0[col] } ?? value
+    }
+  }
 }
 
 #if !(SD_AVX512 || SD_AVX2)
