@@ -1,8 +1,8 @@
 // Batches whose rows repeat. Classifier-free guidance runs the negative and the positive prompt as
 // two rows of one UNet batch, and until the first cross-attention reads the text states those rows
 // are the same latent at the same timestep, bit for bit: SD 1.5's first self-attention over 4096
-// tokens (0.29 s of a step at batch 2), its projections and the resnet before it would be
-// computed twice. A row-wise layer computes such rows once.
+// tokens (0.29 s of a step at batch 2) and its projections would be computed twice. A row-wise
+// layer computes such rows once.
 
 import Foundation
 
@@ -16,56 +16,48 @@ import Foundation
 /// `body(x)`. Rows that differ are found at their first differing value, so a batch without
 /// repeats costs a few compares.
 public func onDistinctRows(_ x: Tensor, _ body: (Tensor) -> Tensor) -> Tensor {
-  onDistinctRows([x]) { body($0[0]) }
-}
-
-/// `onDistinctRows` for a row-wise `body` of several row-aligned inputs (a resnet's activations
-/// and its time embedding): a row is left out when it repeats an earlier row in every input.
-public func onDistinctRows(_ inputs: [Tensor], _ body: ([Tensor]) -> Tensor) -> Tensor {
-  let rows = inputs.first.map { $0.rank > 0 ? $0.shape[0] : 0 } ?? 0
-  precondition(
-    inputs.allSatisfy { ($0.rank > 0 ? $0.shape[0] : 0) == rows },
-    "onDistinctRows: inputs of \(inputs.map(\.shape)) do not have the same rows")
-  guard rows > 1 && inputs.allSatisfy({ $0.count > 0 }) else { return body(inputs) }
+  let rows = x.rank > 0 ? x.shape[0] : 0
+  let width = rows > 0 ? x.count / rows : 0
+  guard rows > 1 && width > 0 else { return body(x) }
   // firstEqual[i]: the first row equal to row i (i itself when none before it is).
-  var firstEqual = Array(0..<rows)
-  for row in 1..<rows {
-    firstEqual[row] =
-      (0..<row).first { earlier in
-        firstEqual[earlier] == earlier
-          && inputs.allSatisfy { rowsAreEqual($0, row, earlier) }
-      } ?? row
+  let firstEqual: [Int] = x.scalars.withUnsafeBytes { raw in
+    guard let base = raw.baseAddress else { return Array(0..<rows) }
+    let bytes = width * MemoryLayout<Float>.size
+    var firstEqual = Array(0..<rows)
+    for row in 1..<rows {
+      firstEqual[row] =
+        (0..<row).first { earlier in
+          firstEqual[earlier] == earlier
+            && memcmp(base + row * bytes, base + earlier * bytes, bytes) == 0
+        } ?? row
+    }
+    return firstEqual
   }
   let distinct = (0..<rows).filter { firstEqual[$0] == $0 }
-  guard distinct.count < rows else { return body(inputs) }
+  guard distinct.count < rows else { return body(x) }
 
-  let computed = body(inputs.map { gatherRows($0, distinct) })
+  let inputRows = Tensor(shape: [distinct.count] + x.shape.dropFirst()) { out in
+    x.scalars.withUnsafeBufferPointer { source in
+      guard let s = source.baseAddress, let d = out.baseAddress else { return }
+      for (index, row) in distinct.enumerated() {
+        (d + index * width).update(from: s + row * width, count: width)
+      }
+    }
+  }
+  let computed = body(inputRows)
   precondition(
     computed.rank > 0 && computed.shape[0] == distinct.count,
     "onDistinctRows: the body returned \(computed.shape) for \(distinct.count) rows")
+  let outWidth = computed.count / distinct.count
   // Where each distinct row's output is in `computed`.
   var position = [Int](repeating: 0, count: rows)
   for (index, row) in distinct.enumerated() { position[row] = index }
-  return gatherRows(computed, (0..<rows).map { position[firstEqual[$0]] })
-}
-
-/// Whether rows `i` and `j` of `x` (along its first axis) are equal bit for bit.
-private func rowsAreEqual(_ x: Tensor, _ i: Int, _ j: Int) -> Bool {
-  let bytes = x.count / x.shape[0] * MemoryLayout<Float>.size
-  return x.scalars.withUnsafeBytes { raw in
-    guard let base = raw.baseAddress else { return true }
-    return memcmp(base + i * bytes, base + j * bytes, bytes) == 0
-  }
-}
-
-/// The rows `indices` of `x` (along its first axis), in that order.
-private func gatherRows(_ x: Tensor, _ indices: [Int]) -> Tensor {
-  let width = x.count / x.shape[0]
-  return Tensor(shape: [indices.count] + x.shape.dropFirst()) { out in
-    x.scalars.withUnsafeBufferPointer { source in
+  return Tensor(shape: [rows] + computed.shape.dropFirst()) { out in
+    computed.scalars.withUnsafeBufferPointer { source in
       guard let s = source.baseAddress, let d = out.baseAddress else { return }
-      for (index, row) in indices.enumerated() {
-        (d + index * width).update(from: s + row * width, count: width)
+      for row in 0..<rows {
+        (d + row * outWidth).update(
+          from: s + position[firstEqual[row]] * outWidth, count: outWidth)
       }
     }
   }

@@ -362,31 +362,6 @@ struct KernelConsistencyTests {
     }
   }
 
-  @Test("rows are computed once only when they repeat in every input")
-  func distinctRowsOfTwoInputs() {
-    let (a, b) = (seededTensor([1, 8, 9, 9], seed: 1), seededTensor([1, 8, 9, 9], seed: 2))
-    let (s, t) = (seededTensor([1, 8], seed: 5), seededTensor([1, 8], seed: 6))
-    let weight = seededTensor([8, 8, 3, 3], seed: 4)
-    // A resnet's shape of computation: a convolution plus a per-row embedding.
-    func apply(_ x: Tensor, _ embedding: Tensor) -> Tensor {
-      conv2d(x, weight: weight, bias: nil, padding: 1, options: two)
-        + embedding.reshaped([embedding.shape[0], 8, 1, 1])
-    }
-    for (xs, es, expected) in [
-      ([a, a, b, a], [s, s, s, t], 3), ([a, a], [s, s], 1), ([a, a], [s, t], 2),
-      ([a, b], [s, s], 2),
-    ] {
-      let (x, e) = (concatenate(xs, axis: 0), concatenate(es, axis: 0))
-      var seen: [Int] = []
-      let result = onDistinctRows([x, e]) { rows in
-        seen.append(rows[0].shape[0])
-        return apply(rows[0], rows[1])
-      }
-      #expect(seen == [expected], "rows the body saw")
-      #expect(result == apply(x, e))
-    }
-  }
-
   @Test("permute and broadcasting arithmetic")
   func dataMovement() {
     let x = Tensor(shape: [2, 3, 4], scalars: (0..<24).map(Float.init))

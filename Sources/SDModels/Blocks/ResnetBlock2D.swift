@@ -38,22 +38,10 @@ public struct ResnetBlock2D: Sendable {
       ? nil : try Conv2D(store, "\(key).conv_shortcut", in: inChannels, out: outChannels, kernel: 1)
   }
 
-  /// `timeEmbedding`: `[n, temb]` (or one row for all), already the UNet's embedding; SiLU is
-  /// applied here as in diffusers (`nonlinearity(temb)` before `time_emb_proj`). Rows repeated in
-  /// both inputs are computed once (`onDistinctRows`): a classifier-free batch's rows are one
-  /// latent at one timestep until the first cross-attention, so SD 1.5's first resnet at 64×64
-  /// (0.09 s of a step at batch 2) would run twice.
+  /// `timeEmbedding`: `[n, temb]`, already the UNet's embedding; SiLU is applied here as in
+  /// diffusers (`nonlinearity(temb)` before `time_emb_proj`).
   public func callAsFunction(_ x: Tensor, timeEmbedding: Tensor?, options: ComputeOptions) -> Tensor
   {
-    guard let timeEmbedding, timeEmbedding.shape[0] == x.shape[0] else {
-      return onDistinctRows(x) { apply($0, timeEmbedding: timeEmbedding, options: options) }
-    }
-    return onDistinctRows([x, timeEmbedding]) { rows in
-      apply(rows[0], timeEmbedding: rows[1], options: options)
-    }
-  }
-
-  private func apply(_ x: Tensor, timeEmbedding: Tensor?, options: ComputeOptions) -> Tensor {
     var hidden = conv1(norm1(x, activation: .silu, options: options), options: options)
     if let timeEmbProj, let timeEmbedding {
       let projected = timeEmbProj(
