@@ -158,28 +158,35 @@ func guidedSample(side: Int) -> Tensor {
   return concatenate([latent, latent], axis: 0)
 }
 
-/// GFLOP/s of one m×k·k×n sgemm through `matmul`.
-func gemmRate(m: Int, k: Int, n: Int, options: ComputeOptions) -> Double {
-  let a = benchTensor([m, k])
-  let b = benchTensor([k, n])
-  let seconds = timeMedian(runs: 5) { _ = matmul(a, b, options: options) }
-  return 2.0 * Double(m * n * k) / seconds / 1e9
-}
+/// One m×k·k×n sgemm, ready to be called again and again: its operands made once.
+struct Product {
+  let flops: Double
+  let call: () -> Void
 
-/// GFLOP/s of OpenBLAS's own sgemm on `threads` of its threads, for the same-run comparison (the
-/// library itself does not call it in builds that have our GEMM).
-func openBLASRate(m: Int, k: Int, n: Int, threads: Int) -> Double {
-  let a = benchTensor([m, k]).scalars
-  let b = benchTensor([k, n]).scalars
-  var c = [Float](repeating: 0, count: m * n)
-  openblas_set_num_threads(Int32(threads))
-  defer { openblas_set_num_threads(1) }
-  let seconds = timeMedian(runs: 5) {
-    cblas_sgemm(
-      CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b,
-      Int32(n), 0, &c, Int32(n))
+  /// Ours, through `matmul`.
+  static func ours(m: Int, k: Int, n: Int, options: ComputeOptions) -> Product {
+    let a = benchTensor([m, k])
+    let b = benchTensor([k, n])
+    return Product(flops: 2.0 * Double(m * n * k)) { _ = matmul(a, b, options: options) }
   }
-  return 2.0 * Double(m * n * k) / seconds / 1e9
+
+  /// OpenBLAS's own sgemm on `threads` of its threads, for the same-run comparison (the library
+  /// itself does not call it in builds that have our GEMM).
+  static func openBLAS(m: Int, k: Int, n: Int, threads: Int) -> Product {
+    let a = benchTensor([m, k]).scalars
+    let b = benchTensor([k, n]).scalars
+    var c = [Float](repeating: 0, count: m * n)
+    return Product(flops: 2.0 * Double(m * n * k)) {
+      openblas_set_num_threads(Int32(threads))
+      defer { openblas_set_num_threads(1) }
+      cblas_sgemm(
+        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k),
+        b, Int32(n), 0, &c, Int32(n))
+    }
+  }
+
+  /// GFLOP/s over the median of five calls.
+  var rate: Double { flops / timeMedian(runs: 5, call) / 1e9 }
 }
 
 /// Peak resident set size of this process (VmHWM), in bytes.
@@ -206,6 +213,11 @@ private func statusKilobytes(_ field: String) -> Int {
   }
   return 0
 }
+
+/// The attention's share of the peak, interleaved call by call with the peak's own product
+/// (main.swift), as a percentage in `BenchReport.extra`.
+let attentionPairsKey =
+  "attention 2x8x4096x40 % of the peak's product, median of 9 interleaved pairs"
 
 /// Collected measurements: a table for people and a JSON line for machines.
 struct BenchReport {
@@ -285,6 +297,9 @@ struct BenchReport {
       }
       if let theirs = extra["pytorch seconds \(row.name)"] {
         line += String(format: "  PyTorch %.2f s, ratio %.2f", theirs, seconds / theirs)
+      }
+      if row.name == "attention 2x8x4096x40", let share = extra[attentionPairsKey] {
+        line += String(format: " (interleaved with the peak's product: %.1f%%)", share)
       }
       if let pairs = extra["ratio ours/pytorch \(row.name), median of pairs"] {
         line += String(format: " (median of pairs %.2f)", pairs)
