@@ -214,10 +214,11 @@ private func statusKilobytes(_ field: String) -> Int {
   return 0
 }
 
-/// The attention's share of the peak, interleaved call by call with the peak's own product
-/// (main.swift), as a percentage in `BenchReport.extra`.
+/// Calls of the attention interleaved with the peak's own product (main.swift), and the key of
+/// the median of their shares of it, a percentage, in `BenchReport.extra`.
+let attentionPairCount = 9
 let attentionPairsKey =
-  "attention 2x8x4096x40 % of the peak's product, median of 9 interleaved pairs"
+  "attention 2x8x4096x40 % of the peak's product, median of \(attentionPairCount) interleaved pairs"
 
 /// Collected measurements: a table for people and a JSON line for machines.
 struct BenchReport {

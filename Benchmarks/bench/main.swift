@@ -89,7 +89,7 @@ do {
   // same code read 77.8, 88.9 and 82.7 % in three runs); each pair here runs both under the
   // same load, and the median of their ratios is the kernel's share of the peak.
   if let peakProduct {
-    let shares = (0..<9).map { _ in
+    let shares = (0..<attentionPairCount).map { _ in
       let peakSeconds = timeMedian(runs: 1, warmUp: false, peakProduct.call)
       let attentionSeconds = timeMedian(runs: 1, warmUp: false, attention)
       return (flops / attentionSeconds) / (peakProduct.flops / peakSeconds)
