@@ -36,28 +36,24 @@ public func onDistinctRows(_ x: Tensor, _ body: (Tensor) -> Tensor) -> Tensor {
   let distinct = (0..<rows).filter { firstEqual[$0] == $0 }
   guard distinct.count < rows else { return body(x) }
 
-  let inputRows = Tensor(shape: [distinct.count] + x.shape.dropFirst()) { out in
-    x.scalars.withUnsafeBufferPointer { source in
-      guard let s = source.baseAddress, let d = out.baseAddress else { return }
-      for (index, row) in distinct.enumerated() {
-        (d + index * width).update(from: s + row * width, count: width)
-      }
-    }
-  }
-  let computed = body(inputRows)
+  let computed = body(gatherRows(x, distinct))
   precondition(
     computed.rank > 0 && computed.shape[0] == distinct.count,
     "onDistinctRows: the body returned \(computed.shape) for \(distinct.count) rows")
-  let outWidth = computed.count / distinct.count
   // Where each distinct row's output is in `computed`.
   var position = [Int](repeating: 0, count: rows)
   for (index, row) in distinct.enumerated() { position[row] = index }
-  return Tensor(shape: [rows] + computed.shape.dropFirst()) { out in
-    computed.scalars.withUnsafeBufferPointer { source in
+  return gatherRows(computed, (0..<rows).map { position[firstEqual[$0]] })
+}
+
+/// The rows `indices` of `x` (along its first axis), in that order.
+private func gatherRows(_ x: Tensor, _ indices: [Int]) -> Tensor {
+  let width = x.count / x.shape[0]
+  return Tensor(shape: [indices.count] + x.shape.dropFirst()) { out in
+    x.scalars.withUnsafeBufferPointer { source in
       guard let s = source.baseAddress, let d = out.baseAddress else { return }
-      for row in 0..<rows {
-        (d + row * outWidth).update(
-          from: s + position[firstEqual[row]] * outWidth, count: outWidth)
+      for (index, row) in indices.enumerated() {
+        (d + index * width).update(from: s + row * width, count: width)
       }
     }
   }
