@@ -10,7 +10,7 @@ import SDTensor
 // SIGILL (exit 1).
 CPUCompatibility.exitIfUnsupported(program: "sd")
 
-let version = "0.2.7"
+let version = "0.2.8"
 
 /// The raw arguments, refusing any that are not valid UTF-8 (Swift would silently repair them).
 func validatedArguments() throws(UsageError) -> [String] {
