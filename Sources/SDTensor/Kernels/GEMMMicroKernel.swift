@@ -123,9 +123,9 @@
   /// pace. On a shared Zen 3 host the loop's prototype (one thread, operands in L1, medians of
   /// five, depth 256) ran at 88.7 against 72.0 and 74.5 against 67.5 GFLOP/s in busy runs, 96.6
   /// against 96.1 in a quiet one (a loop without A's broadcasts, the bound: 97.5–100.2); this
-  /// code, two threads, nine paired rounds twice: the UNet's ten GEMM shapes 0.91–1.00× the time,
-  /// the attention 0.90× and 0.97×. Each accumulator sees the same FMAs in the same order as
-  /// before: the same bits.
+  /// code, two threads, paired rounds: the UNet's ten GEMM shapes 0.91–1.00× the time, the
+  /// attention 0.90× and 0.97×. Each accumulator sees the same FMAs in the same order as before:
+  /// the same bits.
   @inline(__always)
   func gemmMicroKernel<Writer: TileWriter>(
     depth kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, depthStride ds: Int,
